@@ -1,0 +1,619 @@
+//! Thread heaps and the allocation paths: the fast path and its slow path.
+//!
+//! A heap is owned by one thread at a time. For every size class it keeps a
+//! queue of pages; `direct[class]` is the queue's head (or the static empty
+//! page), so the fast path is: one table load for the class, one load for the
+//! page, pop its `free` list. Pages with no free block move to the `full`
+//! list; a remote free into a full page pushes the page on `remote_pages`,
+//! which the owner drains on its slow path. Heaps are never unmapped: a remote
+//! thread may always follow `page.heap`.
+//!
+//! Invariant: `direct[c]` is `queues[c].head`, or the empty page when the
+//! queue is empty; every page of the heap is on exactly one of its queues,
+//! its full list, or (transiently) its `remote_pages` stack as well.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::page::{state, Block, Page, PF_IN_FULL};
+use crate::raw::MIN_ALIGN;
+use crate::segment::{self, Kind, Segment};
+use crate::size_class::{self, CLASSES, MAX_CLASS_SIZE, MAX_MEDIUM, MAX_SMALL};
+use crate::{free, huge, os, purge, stats, thread};
+
+/// A doubly linked list of pages.
+#[derive(Clone, Copy)]
+pub struct PageQueue {
+    /// First page (allocation happens here).
+    pub head: *mut Page,
+    /// Last page.
+    pub tail: *mut Page,
+}
+
+impl PageQueue {
+    const EMPTY: PageQueue = PageQueue { head: ptr::null_mut(), tail: ptr::null_mut() };
+
+    /// # Safety
+    ///
+    /// `page` is live and on no list.
+    unsafe fn push_front(&mut self, page: *mut Page) {
+        // SAFETY: caller promise; the queue's pages are live.
+        unsafe {
+            (*page).prev = ptr::null_mut();
+            (*page).next = self.head;
+            if self.head.is_null() {
+                self.tail = page;
+            } else {
+                (*self.head).prev = page;
+            }
+        }
+        self.head = page;
+    }
+
+    /// # Safety
+    ///
+    /// `page` is live and on this queue.
+    unsafe fn remove(&mut self, page: *mut Page) {
+        // SAFETY: caller promise; the queue's pages are live.
+        unsafe {
+            let (prev, next) = ((*page).prev, (*page).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).prev = prev;
+            }
+            (*page).next = ptr::null_mut();
+            (*page).prev = ptr::null_mut();
+        }
+    }
+}
+
+/// A thread heap. See the module doc for its invariant.
+#[repr(C)]
+pub struct Heap {
+    /// Page to allocate from, per class.
+    pub direct: [*mut Page; CLASSES],
+    /// Pages with (possibly) free blocks, per class.
+    pub queues: [PageQueue; CLASSES],
+    /// Pages with no free block.
+    pub full: PageQueue,
+    /// Full pages that got remote frees, pushed by the freeing threads.
+    pub remote_pages: AtomicPtr<Page>,
+    /// Segments with free pages, per kind (small, medium, large).
+    pub segments: [*mut Segment; 3],
+    /// Whether a live thread owns the heap.
+    pub owned: bool,
+    /// Link in the list of all heaps.
+    pub all_next: *mut Heap,
+    /// Link in the list of abandoned heaps.
+    pub abandoned_next: *mut Heap,
+}
+
+/// A static the allocator points at but never writes.
+#[repr(transparent)]
+pub struct StaticCell<T>(UnsafeCell<T>);
+// SAFETY: the empty page and heap are only read (their lists are empty, so
+// no path writes them; `alloc_slow` checks for them before writing).
+unsafe impl<T> Sync for StaticCell<T> {}
+
+static EMPTY_PAGE: StaticCell<Page> = StaticCell(UnsafeCell::new(Page::EMPTY));
+/// The heap of threads that have not allocated yet: every class misses.
+pub static EMPTY_HEAP: StaticCell<Heap> = StaticCell(UnsafeCell::new(Heap::NEW));
+
+/// The address of the empty heap.
+pub const fn empty_heap() -> *mut Heap {
+    EMPTY_HEAP.0.get()
+}
+
+impl Heap {
+    /// A heap with no pages.
+    pub const NEW: Heap = Heap {
+        direct: [EMPTY_PAGE.0.get(); CLASSES],
+        queues: [PageQueue::EMPTY; CLASSES],
+        full: PageQueue::EMPTY,
+        remote_pages: AtomicPtr::new(ptr::null_mut()),
+        segments: [ptr::null_mut(); 3],
+        owned: false,
+        all_next: ptr::null_mut(),
+        abandoned_next: ptr::null_mut(),
+    };
+
+    fn set_direct(&mut self, class: usize) {
+        let head = self.queues[class].head;
+        self.direct[class] = if head.is_null() { EMPTY_PAGE.0.get() } else { head };
+    }
+
+    /// # Safety
+    ///
+    /// `page` belongs to this heap and is on no list.
+    pub unsafe fn queue_push(&mut self, page: *mut Page) {
+        // SAFETY: caller promise.
+        let class = unsafe { (*page).class as usize };
+        // SAFETY: caller promise.
+        unsafe { self.queues[class].push_front(page) };
+        self.set_direct(class);
+    }
+
+    /// # Safety
+    ///
+    /// `page` is on this heap's queue for its class.
+    pub unsafe fn queue_remove(&mut self, page: *mut Page) {
+        // SAFETY: caller promise.
+        let class = unsafe { (*page).class as usize };
+        // SAFETY: caller promise.
+        unsafe { self.queues[class].remove(page) };
+        self.set_direct(class);
+    }
+
+    /// Moves a full page back to its class queue (a block of it was freed).
+    ///
+    /// # Safety
+    ///
+    /// `page` is on this heap's full list.
+    pub unsafe fn unfull(&mut self, page: *mut Page) {
+        // SAFETY: caller promise.
+        unsafe {
+            (*page).clear_full();
+            self.full.remove(page);
+            self.queue_push(page);
+        }
+    }
+}
+
+/// The fast path serves sizes up to this from the class table.
+const FAST_MAX: usize = 1024;
+
+/// Allocates `size` bytes. Fast path: no lock, no atomic, about a dozen
+/// instructions when the class's first page has a free block.
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    if size <= FAST_MAX {
+        let class = size_class::class_of(size);
+        if let Some(b) = pop_direct(class) {
+            return b;
+        }
+    }
+    malloc_generic(size)
+}
+
+/// Pops a block from the first page of `class` in this thread's heap.
+#[inline(always)]
+fn pop_direct(class: usize) -> Option<*mut u8> {
+    debug_assert!(class < CLASSES);
+    let heap = thread::heap();
+    // SAFETY: the thread's heap is owned by this thread (or is the empty
+    // heap, whose direct pages have no free block); `class < CLASSES`, and
+    // direct entries point at live pages of this heap or at the empty page.
+    unsafe {
+        let page = *(*heap).direct.get_unchecked(class);
+        let block = (*page).free;
+        if block.is_null() {
+            return None;
+        }
+        (*page).free = (*block).next;
+        (*page).set_used((*page).used() + 1);
+        Some(block.cast())
+    }
+}
+
+#[inline(never)]
+fn malloc_generic(size: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE {
+        alloc_class(size_class::class_of(size))
+    } else {
+        huge::alloc(size, MIN_ALIGN)
+    }
+}
+
+/// Allocates a block of `class`.
+#[inline]
+pub fn alloc_class(class: usize) -> *mut u8 {
+    match pop_direct(class) {
+        Some(b) => b,
+        None => alloc_slow(class),
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two; null if not).
+pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    if align <= MIN_ALIGN {
+        // Classes are multiples of 8, and multiples of 16 from 16 bytes up, so
+        // a size rounded to the alignment lands on an aligned class.
+        return match size.checked_add(align - 1) {
+            Some(s) => malloc(s & !(align - 1)),
+            None => ptr::null_mut(),
+        };
+    }
+    if align <= os::OS_PAGE && size <= MAX_CLASS_SIZE {
+        if let Some(class) = size_class::class_for_aligned(size, align) {
+            return alloc_class(class);
+        }
+    }
+    huge::alloc(size, align)
+}
+
+/// Allocates `size` zeroed bytes aligned to `align`, skipping the memset when
+/// the memory comes fresh from the OS.
+pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let p = malloc_aligned(size, align);
+    if p.is_null() {
+        return p;
+    }
+    let seg = segment::segment_of_block(p);
+    // SAFETY: `p` is a live block of ours, so its segment and page are live;
+    // the block has at least `size` writable bytes.
+    unsafe {
+        let zero = if (*seg).kind == Kind::Huge { (*seg).huge_zero } else { (*segment::page_of(seg, p)).is_zero };
+        if zero {
+            // Only the free-list link word was written.
+            p.cast::<usize>().write(0);
+        } else {
+            ptr::write_bytes(p, 0, size);
+        }
+    }
+    p
+}
+
+/// Resizes in place when the block's usable size already fits and is not
+/// more than twice what is asked; otherwise allocates, copies and frees.
+///
+/// # Safety
+///
+/// `p` is null or a live block of this allocator aligned to `align`.
+pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc_aligned(new_size, align);
+    }
+    // SAFETY: caller promise: `p` is live.
+    let usable = unsafe { segment::usable_size(p) };
+    if new_size <= usable && new_size >= usable / 2 {
+        return p;
+    }
+    let q = malloc_aligned(new_size, align);
+    if !q.is_null() {
+        // SAFETY: both blocks are live, distinct, and hold at least the
+        // copied length; `p` is freed once, after the copy.
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, usable.min(new_size));
+            free::free_block(p);
+        }
+    }
+    q
+}
+
+/// The slow path: set up the thread's heap if needed, collect frees, find or
+/// make a page with a free block. Null when memory cannot be had.
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let mut heap = thread::heap();
+    if heap == empty_heap() {
+        heap = thread::init_heap();
+        if heap.is_null() {
+            return ptr::null_mut();
+        }
+    }
+    // SAFETY: `heap` is owned by this thread; pages it finds are its own.
+    unsafe {
+        drain_remote(heap);
+        purge::tick(heap);
+        let page = find_page(heap, class);
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        let block = (*page).free;
+        (*page).free = (*block).next;
+        (*page).set_used((*page).used() + 1);
+        block.cast()
+    }
+}
+
+/// First page of `class` with a free block, after collecting frees and
+/// moving exhausted pages to the full list; a new page if none.
+///
+/// # Safety
+///
+/// `heap` is owned by the calling thread.
+unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
+    // SAFETY: caller promise; every page on the heap's lists is live.
+    unsafe {
+        let h = &mut *heap;
+        let mut page = h.queues[class].head;
+        while !page.is_null() {
+            (*page).collect();
+            if !(*page).free.is_null() || (*page).extend() {
+                if page != h.queues[class].head {
+                    h.queue_remove(page);
+                    h.queue_push(page);
+                }
+                return page;
+            }
+            if (*page).try_mark_full() {
+                let next = (*page).next;
+                h.queue_remove(page);
+                h.full.push_front(page);
+                page = next;
+            }
+        }
+        let page = new_page(heap, class);
+        if !page.is_null() {
+            (*page).extend();
+            (*heap).queue_push(page);
+        }
+        page
+    }
+}
+
+fn kind_of(block_size: usize) -> Kind {
+    if block_size <= MAX_SMALL {
+        Kind::Small
+    } else if block_size <= MAX_MEDIUM {
+        Kind::Medium
+    } else {
+        Kind::Large
+    }
+}
+
+/// Takes a free page from one of the heap's segments (a new segment if
+/// none), preferring pages still committed, and sets it up for `class`.
+///
+/// # Safety
+///
+/// `heap` is owned by the calling thread.
+unsafe fn new_page(heap: *mut Heap, class: usize) -> *mut Page {
+    let block_size = size_class::size_of(class);
+    let kind = kind_of(block_size);
+    let mut charged = false;
+    // SAFETY: caller promise; the heap's segments are live and owned by it.
+    unsafe {
+        loop {
+            let seg = (*heap).segments[kind as usize];
+            if seg.is_null() {
+                let Some(seg) = segment::acquire_segment(kind) else { return ptr::null_mut() };
+                (*seg).heap = heap;
+                (*seg).used_pages = 0;
+                seg_list_push(heap, seg);
+                continue;
+            }
+            let Some((page, was)) = pick_free_page(seg) else { continue };
+            if was == state::PURGED && !charged {
+                // Reclaim may run here and re-enter this heap; look again after.
+                if !crate::reclaim::charge((*page).size) {
+                    return ptr::null_mut();
+                }
+                charged = true;
+                continue;
+            }
+            // Acquire pairs with the purger's Release of PURGED (its madvise
+            // is done) and the owner's Release of FREE.
+            if (*page).state.compare_exchange(was, state::IN_USE, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            if was == state::PURGED {
+                stats::on_commit((*page).size);
+            }
+            (*seg).used_pages += 1;
+            if (*seg).used_pages == (*seg).page_count {
+                seg_list_remove(heap, seg);
+            }
+            (*page).init(heap, class, block_size, was == state::PURGED);
+            return page;
+        }
+    }
+}
+
+/// A free page of `seg` and its state: committed ones first. Spins past a
+/// page the purger is working on. `None` (after unlisting `seg`) when the
+/// segment has none, which only a racing re-entry can cause.
+///
+/// # Safety
+///
+/// `seg` is live and owned by the calling thread's heap.
+unsafe fn pick_free_page(seg: *mut Segment) -> Option<(*mut Page, u8)> {
+    loop {
+        let mut purged = None;
+        let mut purging = false;
+        // SAFETY: caller promise.
+        let s = unsafe { &mut *seg };
+        for page in s.pages[..s.page_count].iter_mut() {
+            // Relaxed: the CAS in `new_page` re-checks with Acquire.
+            match page.state.load(Ordering::Relaxed) {
+                state::FREE => return Some((page, state::FREE)),
+                state::PURGED if purged.is_none() => purged = Some(page as *mut Page),
+                state::PURGING => purging = true,
+                _ => {}
+            }
+        }
+        if let Some(p) = purged {
+            return Some((p, state::PURGED));
+        }
+        if !purging {
+            // SAFETY: the segment is on its heap's list (it was found there).
+            unsafe { seg_list_remove(s.heap, seg) };
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// # Safety
+///
+/// `seg` is live, owned by `heap`, and not on its list.
+unsafe fn seg_list_push(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: caller promise.
+    unsafe {
+        let head = &mut (*heap).segments[(*seg).kind as usize];
+        (*seg).prev = ptr::null_mut();
+        (*seg).next = *head;
+        if !head.is_null() {
+            (**head).prev = seg;
+        }
+        *head = seg;
+        (*seg).in_heap_list = true;
+    }
+}
+
+/// # Safety
+///
+/// `seg` is live and owned by `heap`.
+unsafe fn seg_list_remove(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: caller promise.
+    unsafe {
+        if !(*seg).in_heap_list {
+            return;
+        }
+        let (prev, next) = ((*seg).prev, (*seg).next);
+        if prev.is_null() {
+            (*heap).segments[(*seg).kind as usize] = next;
+        } else {
+            (*prev).next = next;
+        }
+        if !next.is_null() {
+            (*next).prev = prev;
+        }
+        (*seg).in_heap_list = false;
+    }
+}
+
+/// Called by the owner when a page's `used` reached zero. Keeps the page if it
+/// is the only one of its class (a malloc/free loop must not churn pages);
+/// otherwise gives it back to its segment.
+///
+/// # Safety
+///
+/// `page` is on `heap`'s queue for its class, `heap` owned by the caller.
+pub unsafe fn retire(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: caller promise.
+    unsafe {
+        let q = &(*heap).queues[(*page).class as usize];
+        if q.head == page && (*page).next.is_null() {
+            return;
+        }
+        (*heap).queue_remove(page);
+        release_page(heap, page);
+    }
+}
+
+/// Gives an empty page back to its segment, and the segment back to the
+/// cache when no page of it is in use.
+///
+/// # Safety
+///
+/// `page` has no live block, is owned by `heap`, and is on none of its lists.
+pub unsafe fn release_page(heap: *mut Heap, page: *mut Page) {
+    let seg = segment::segment_of(page.cast());
+    // SAFETY: caller promise; the page record lives in its segment's header.
+    unsafe {
+        debug_assert!(!(*page).is_queued());
+        // Relaxed: published by the Release store of FREE below.
+        (*page).freed_at.store(os::now_ms(), Ordering::Relaxed);
+        // Release pairs with the Acquire CAS of the purger and of `new_page`.
+        (*page).state.store(state::FREE, Ordering::Release);
+        (*seg).used_pages -= 1;
+        if (*seg).used_pages == 0 {
+            seg_list_remove(heap, seg);
+            segment::release_segment(seg);
+        } else if !(*seg).in_heap_list {
+            seg_list_push(heap, seg);
+        }
+    }
+}
+
+/// Takes back full pages that other threads freed into.
+///
+/// # Safety
+///
+/// `heap` is owned by the calling thread.
+pub unsafe fn drain_remote(heap: *mut Heap) {
+    // SAFETY: caller promise. Pages on the stack stay live: each carries
+    // XF_QUEUED until this drain clears it, and such pages are never retired.
+    unsafe {
+        // Relaxed peek; the swap below acquires.
+        if (*heap).remote_pages.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        // Acquire pairs with the pushers' Release CAS in `free::free_remote`.
+        let mut page = (*heap).remote_pages.swap(ptr::null_mut(), Ordering::Acquire);
+        while !page.is_null() {
+            // Relaxed: ordered by the Acquire swap above.
+            let next = (*page).remote_next.load(Ordering::Relaxed);
+            if (*page).flags & PF_IN_FULL != 0 {
+                (*heap).unfull(page);
+            }
+            (*page).collect_clearing_flags();
+            if (*page).used() == 0 {
+                retire(heap, page);
+            }
+            page = next;
+        }
+    }
+}
+
+/// Gives back every empty page the heap kept, including the last of each
+/// class. Used before abandoning a heap, on decay ticks and on `purge()`.
+///
+/// # Safety
+///
+/// `heap` is owned by the calling thread.
+pub unsafe fn release_empty_pages(heap: *mut Heap) {
+    // SAFETY: caller promise.
+    unsafe {
+        drain_remote(heap);
+        for class in 0..CLASSES {
+            let mut page = (*heap).queues[class].head;
+            while !page.is_null() {
+                let next = (*page).next;
+                (*page).collect();
+                if (*page).used() == 0 && !(*page).is_queued() {
+                    (*heap).queue_remove(page);
+                    release_page(heap, page);
+                }
+                page = next;
+            }
+        }
+    }
+}
+
+/// The block-level free for the owning thread (called from `free.rs`).
+///
+/// # Safety
+///
+/// `page` belongs to `heap`, owned by the calling thread, and `block` is a
+/// live block of it.
+#[inline(always)]
+pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut u8) {
+    // SAFETY: caller promise.
+    unsafe {
+        let b = block.cast::<Block>();
+        (*b).next = (*page).local_free;
+        (*page).local_free = b;
+        let used = (*page).used() - 1;
+        (*page).set_used(used);
+        if used == 0 || (*page).flags != 0 {
+            free_local_slow(heap, page);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: caller promise (see `free_local`).
+    unsafe {
+        if (*page).flags & PF_IN_FULL != 0 {
+            (*heap).unfull(page);
+        }
+        if (*page).used() == 0 && !(*page).is_queued() {
+            retire(heap, page);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! shrinkalloc: a fast allocator that gives memory back under pressure.
+//!
+//! # Architecture
+//!
+//! Memory comes from the OS in 4 MiB *segments* aligned to their size, so
+//! that any block pointer finds its segment by masking (`segment.rs`). A
+//! process-wide byte map records which 4 MiB regions are ours, so `free` can
+//! tell a foreign pointer from one of ours. A segment is cut into *pages* of
+//! one kind (64 KiB small, 512 KiB medium, or a single large page); each page
+//! holds blocks of one *size class* (`size_class.rs`, 8 classes per power of
+//! two, at most 12.5% internal waste above 128 bytes). Blocks larger than the
+//! biggest class get a *huge* segment of their own (`huge.rs`).
+//!
+//! Every thread owns a *heap* (`heap.rs`) with a queue of pages per class.
+//! The allocation fast path pops a block from the first page of the class's
+//! queue; the free fast path pushes it onto that page's local free list
+//! (`free.rs`). Neither takes a lock or an atomic read-modify-write. A block
+//! freed by another thread goes onto the page's atomic cross-thread list,
+//! which the owner collects on its slow path (`page.rs`).
+//!
+//! A thread that exits *abandons* its heap with all its pages; the next new
+//! thread *adopts* it (`thread.rs`). `fork()` leaves the child with every
+//! heap but its own abandoned, so nothing waits on a thread that is gone.
+//!
+//! Pages that become empty go back to their segment and are returned to the
+//! OS (`madvise`) after a delay, or at once on [`purge`] and under pressure
+//! (`purge.rs`). Empty segments wait in a small cache before being unmapped.
+//! Counters live on slow paths only (`stats.rs`).
+//!
+//! Use it as the global allocator:
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! println!("{}", shrinkalloc::stats());
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod free;
+mod global;
+mod heap;
+mod huge;
+mod lock;
+pub mod options;
+mod os;
+mod page;
+mod purge;
+pub mod raw;
+pub mod reclaim;
+mod segment;
+mod size_class;
+mod stats;
+mod thread;
+
+pub use global::ShrinkAlloc;
+pub use purge::purge;
+pub use stats::{stats, Stats};

@@ -1,0 +1,125 @@
+//! Every system call the allocator makes, and nothing else.
+//!
+//! The rest of the crate reaches the kernel only through these functions, so
+//! that the policy code stays readable and a port touches one file. None of
+//! them allocates from the global allocator, so they are safe to call from
+//! inside `malloc`.
+
+use core::ptr::{self, NonNull};
+
+/// The OS page size this crate assumes (x86-64 and aarch64 Linux with 4 KiB pages).
+pub const OS_PAGE: usize = 4096;
+
+/// Maps `size` bytes of fresh, zeroed, read-write anonymous memory aligned to
+/// `align` (a power of two, at least [`OS_PAGE`]). `None` when the kernel refuses.
+///
+/// Over-maps by `align` and trims both ends, so the result costs no more than
+/// `size` bytes of address space once it returns.
+pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size % OS_PAGE == 0);
+    let total = size.checked_add(align)?;
+    let raw = map(total)?.as_ptr() as usize;
+    let start = (raw + align - 1) & !(align - 1);
+    let end = start + size;
+    if start > raw {
+        unmap(raw as *mut u8, start - raw);
+    }
+    if raw + total > end {
+        unmap(end as *mut u8, raw + total - end);
+    }
+    NonNull::new(start as *mut u8)
+}
+
+fn map(size: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing cannot alias any memory the program already uses.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Unmaps a range previously returned (whole or in part) by [`map_aligned`].
+pub fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: callers pass a range this module mapped and that no live block
+    // still uses; munmap of such a range cannot affect other memory.
+    let rc = unsafe { libc::munmap(p.cast(), size) };
+    debug_assert_eq!(rc, 0, "munmap failed");
+}
+
+/// Gives the physical pages of `[p, p + size)` back to the kernel, keeping the
+/// address range mapped; the next touch faults in zeroed pages.
+pub fn purge(p: *mut u8, size: usize) {
+    debug_assert!(p as usize % OS_PAGE == 0 && size % OS_PAGE == 0);
+    // SAFETY: the range lies inside one of our mappings and holds no live
+    // block (callers own it in a free state), so dropping its contents is sound.
+    let rc = unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) };
+    debug_assert_eq!(rc, 0, "madvise failed");
+}
+
+/// Milliseconds on a monotonic clock that is cheap to read (vDSO, coarse).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The value of environment variable `name` (NUL-terminated), without allocating.
+pub fn getenv(name: &'static [u8]) -> Option<&'static [u8]> {
+    debug_assert_eq!(name.last(), Some(&0));
+    // SAFETY: `name` is NUL-terminated; getenv returns either NULL or a
+    // pointer into the environment block, which lives as long as the process
+    // unless the program calls setenv on that variable (documented caveat).
+    let v = unsafe { libc::getenv(name.as_ptr().cast()) };
+    if v.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL getenv result is a NUL-terminated C string.
+    Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
+}
+
+/// Writes `msg` to standard error with one system call, without allocating.
+pub fn write_stderr(msg: &[u8]) {
+    // SAFETY: `msg` is a valid readable buffer of `msg.len()` bytes.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Terminates the process at once: used after reporting a corrupted heap,
+/// where unwinding or running destructors could only do more harm.
+pub fn abort() -> ! {
+    // SAFETY: abort takes no arguments and never returns.
+    unsafe { libc::abort() }
+}
+
+/// A pthread key whose destructor runs `dtor(value)` when a thread with a
+/// non-null value exits. Returns `None` when the process is out of keys.
+pub fn thread_key_create(dtor: unsafe extern "C" fn(*mut libc::c_void)) -> Option<libc::pthread_key_t> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer and `dtor` is a valid function.
+    let rc = unsafe { libc::pthread_key_create(&mut key, Some(dtor)) };
+    (rc == 0).then_some(key)
+}
+
+/// Sets the calling thread's value for `key`.
+pub fn thread_key_set(key: libc::pthread_key_t, value: *mut u8) {
+    // SAFETY: `key` came from `thread_key_create`; any pointer value is allowed.
+    unsafe { libc::pthread_setspecific(key, value.cast()) };
+}
+
+/// Registers handlers that run around `fork()`.
+pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), child: unsafe extern "C" fn()) {
+    // SAFETY: the handlers are valid functions for the life of the process.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}

@@ -1,0 +1,112 @@
+//! Giving memory back to the OS: decay of free pages, and purging at once.
+//!
+//! A page that becomes free stays committed for `Opt::PurgeDelayMs`, so that
+//! a program that frees and allocates again does not fault its memory back
+//! in; after that the next decay tick purges it (`madvise(MADV_DONTNEED)`).
+//! Ticks run on allocation slow paths, at most every quarter of the delay.
+//! [`purge`] purges every free page and cached segment now.
+//!
+//! Invariant: only a page in state `FREE` is purged, and only by the thread
+//! that moved it `FREE -> PURGING` by compare-and-swap; owners never touch a
+//! `PURGING` page, and the purger holds `ALL`'s lock so the segment stays
+//! mapped until it is done.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::heap::{self, empty_heap, Heap};
+use crate::options::{self, Opt};
+use crate::page::state;
+use crate::segment::{self, Kind, ALL};
+use crate::{huge, os, stats, thread};
+
+static NEXT_TICK: AtomicU64 = AtomicU64::new(0);
+
+/// A decay tick, if one is due. Called from the allocation slow path.
+///
+/// # Safety
+///
+/// `heap` is owned by the calling thread.
+pub unsafe fn tick(heap: *mut Heap) {
+    let now = os::now_ms();
+    // Relaxed: the tick time is a hint; the CAS elects one thread per tick.
+    let next = NEXT_TICK.load(Ordering::Relaxed);
+    if now < next {
+        return;
+    }
+    let delay = options::get(Opt::PurgeDelayMs) as u64;
+    if NEXT_TICK.compare_exchange(next, now + (delay / 4).max(10), Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return;
+    }
+    // SAFETY: caller promise.
+    unsafe { heap::release_empty_pages(heap) };
+    purge_pass(now, delay, false);
+}
+
+/// Returns every free page and cached segment to the OS now, after giving
+/// back the calling thread's empty pages. Returns the bytes released.
+///
+/// Other threads' heaps keep their last empty page per size class until
+/// their next decay tick.
+///
+/// ```
+/// let v = vec![0u8; 8 << 20];
+/// drop(v);
+/// let released = shrinkalloc::purge();
+/// assert!(shrinkalloc::stats().committed < 64 << 20, "{released}");
+/// ```
+pub fn purge() -> usize {
+    let heap = thread::heap();
+    if heap != empty_heap() {
+        // SAFETY: the calling thread owns its heap.
+        unsafe { heap::release_empty_pages(heap) };
+    }
+    purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
+}
+
+/// The same as [`purge`], named for the reclaim engine.
+pub(crate) fn purge_now() -> usize {
+    purge()
+}
+
+fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
+    let evict_before = if force { u64::MAX } else { now.saturating_sub(delay.saturating_mul(10)) };
+    let mut bytes = segment::evict_cached(evict_before);
+    bytes += huge::purge_cache(now, delay, force);
+    let all = ALL.lock();
+    let mut seg = all.0;
+    while !seg.is_null() {
+        // SAFETY: segments on `ALL` stay mapped while we hold its lock; page
+        // memory is only touched after winning FREE -> PURGING.
+        unsafe {
+            let s = &*seg;
+            if s.kind != Kind::Huge {
+                for page in &s.pages[..s.page_count] {
+                    // Relaxed first look; the CAS decides.
+                    if page.state.load(Ordering::Relaxed) != state::FREE {
+                        continue;
+                    }
+                    let idle = now.saturating_sub(page.freed_at.load(Ordering::Relaxed));
+                    if !force && idle < delay {
+                        continue;
+                    }
+                    // Acquire pairs with the owner's Release of FREE: its last
+                    // writes to the page's memory happened before our madvise.
+                    if page
+                        .state
+                        .compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    os::purge(page.start, page.size);
+                    stats::on_purge(page.size);
+                    bytes += page.size;
+                    // Release pairs with the Acquire CAS in `new_page`.
+                    page.state.store(state::PURGED, Ordering::Release);
+                }
+            }
+            seg = s.all_next;
+        }
+    }
+    bytes
+}

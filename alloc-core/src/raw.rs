@@ -1,0 +1,101 @@
+//! The allocator's entry points by pointer and size, for callers that do not
+//! go through `GlobalAlloc`: the C ABI crate, benchmarks and tests.
+//!
+//! Every function here is safe to call before `main`, from any thread, and
+//! from inside a shrinker. None of them panics.
+
+use crate::{free, heap, huge, segment};
+
+/// Alignment every block has without asking: that of `max_align_t` on x86-64.
+pub const MIN_ALIGN: usize = 16;
+
+/// Largest alignment `malloc_aligned` serves; larger ones return null.
+pub const MAX_ALIGN: usize = huge::MAX_HUGE_ALIGN;
+
+/// Allocates `size` bytes aligned to [`MIN_ALIGN`] (or to the largest power of
+/// two dividing `size`, whichever is smaller). Returns null when the size
+/// cannot be served. `size == 0` returns a unique, freeable pointer.
+///
+/// ```
+/// let p = shrinkalloc::raw::malloc(100);
+/// assert!(!p.is_null());
+/// // SAFETY: `p` came from `malloc` and is freed once.
+/// unsafe { shrinkalloc::raw::free(p) };
+/// ```
+#[inline]
+pub fn malloc(size: usize) -> *mut u8 {
+    heap::malloc(size)
+}
+
+/// Like [`malloc`], with the block's memory zeroed.
+///
+/// ```
+/// let p = shrinkalloc::raw::malloc_zeroed(64, 8);
+/// // SAFETY: `p` points to 64 readable bytes until freed.
+/// assert!(unsafe { std::slice::from_raw_parts(p, 64) }.iter().all(|&b| b == 0));
+/// // SAFETY: `p` came from this allocator and is freed once.
+/// unsafe { shrinkalloc::raw::free(p) };
+/// ```
+#[inline]
+pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    heap::malloc_zeroed(size, align)
+}
+
+/// Allocates `size` bytes aligned to `align`, a power of two. Returns null
+/// when `align` is not a power of two, exceeds [`MAX_ALIGN`], or the size
+/// cannot be served.
+///
+/// ```
+/// let p = shrinkalloc::raw::malloc_aligned(1000, 4096);
+/// assert_eq!(p as usize % 4096, 0);
+/// // SAFETY: `p` came from this allocator and is freed once.
+/// unsafe { shrinkalloc::raw::free(p) };
+/// ```
+#[inline]
+pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
+    heap::malloc_aligned(size, align)
+}
+
+/// Frees a block. Null is ignored. A pointer that is not the start of one of
+/// our blocks is reported on stderr and the process aborts: it is never
+/// silently treated as ours.
+///
+/// # Safety
+///
+/// `p` is null or was returned by this allocator and not freed since; nothing
+/// uses the block after this call.
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: forwarded caller promise.
+    unsafe { free::free_checked(p) }
+}
+
+/// Resizes a block to `new_size` bytes keeping its first `min(old, new)`
+/// bytes and an alignment of `align`; in place when the block's size class
+/// or mapping allows. Null `p` acts as [`malloc_aligned`]. On failure returns
+/// null and leaves the old block untouched.
+///
+/// # Safety
+///
+/// `p` is null or a live block of this allocator allocated with an alignment
+/// of at most `align`; after success the old pointer is not used again.
+pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded caller promise.
+    unsafe { heap::realloc(p, new_size, align) }
+}
+
+/// Bytes usable in the block at `p` (at least what was asked for).
+///
+/// # Safety
+///
+/// `p` is a live block of this allocator.
+pub unsafe fn usable_size(p: *mut u8) -> usize {
+    // SAFETY: forwarded caller promise.
+    unsafe { segment::usable_size(p) }
+}
+
+/// Whether `p` lies in memory this allocator manages (it may still be an
+/// interior or already-freed pointer). Never dereferences a foreign pointer.
+pub fn is_ours(p: *const u8) -> bool {
+    segment::segment_of_checked(p).is_some()
+}

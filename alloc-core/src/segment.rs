@@ -1,0 +1,391 @@
+//! Segments: the 4 MiB-aligned units of memory the allocator maps, the map
+//! that tells our addresses from foreign ones, and the cache of empty segments.
+//!
+//! ```text
+//!  segment (4 MiB, aligned to 4 MiB)
+//!  +--------------+-------------------+-----------+-----+-----------+
+//!  | header       | page 0 blocks     | page 1    | ... | page N-1  |
+//!  | Segment +    | (page 0 is short  |           |     |           |
+//!  | [Page; 64]   |  by the header)   |           |     |           |
+//!  +--------------+-------------------+-----------+-----+-----------+
+//!  small: 64 pages of 64 KiB   medium: 8 of 512 KiB   large: 1 page
+//!  huge: one block at `block_offset`, the mapping as long as it needs
+//! ```
+//!
+//! Invariants: a block's segment is `p & !(SEGMENT_SIZE - 1)` for every block
+//! of a small, medium or large segment, and for a huge block the segment map
+//! entry of `p`'s region leads back to its header. `used_pages` counts the
+//! pages in state `IN_USE`; a segment with free pages is on its heap's list
+//! for its kind; a segment with none in use is released (cached or unmapped).
+//! Every mapped segment is on the global list `ALL`, which the purger and the
+//! statistics walk under its lock.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::heap::Heap;
+use crate::lock::SpinLock;
+use crate::options::{self, Opt};
+use crate::page::{state, Page};
+use crate::{os, stats};
+
+/// log2 of the segment size.
+pub const SEGMENT_SHIFT: usize = 22;
+/// Size and alignment of a segment.
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+/// Page records in every segment header (small segments use them all).
+pub const MAX_PAGES: usize = 64;
+
+/// Bytes at the start of each segment kept for its header.
+pub const HEADER_RESERVE: usize = core::mem::size_of::<Segment>().next_multiple_of(os::OS_PAGE);
+
+/// What a segment is cut into.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Kind {
+    /// 64 pages of 64 KiB, blocks up to 8 KiB.
+    Small = 0,
+    /// 8 pages of 512 KiB, blocks up to 128 KiB.
+    Medium = 1,
+    /// One page, blocks up to 1 MiB.
+    Large = 2,
+    /// One block bigger than any class, on a mapping of its own.
+    Huge = 3,
+}
+
+impl Kind {
+    /// log2 of the page size of this kind (huge: beyond any offset).
+    pub const fn page_shift(self) -> u32 {
+        match self {
+            Kind::Small => 16,
+            Kind::Medium => 19,
+            Kind::Large => 22,
+            Kind::Huge => 63,
+        }
+    }
+}
+
+/// The header at the start of every segment.
+#[repr(C)]
+pub struct Segment {
+    /// What the segment is cut into.
+    pub kind: Kind,
+    /// `kind.page_shift()`, kept here for the free fast path.
+    pub page_shift: u32,
+    /// Page records in use (`SEGMENT_SIZE >> page_shift`, 1 for huge).
+    pub page_count: usize,
+    /// Pages in state `IN_USE` (owner only).
+    pub used_pages: usize,
+    /// The owning heap (null while cached, and for huge segments).
+    pub heap: *mut Heap,
+    /// Links in the owner heap's list of segments with free pages.
+    pub next: *mut Segment,
+    /// See `next`.
+    pub prev: *mut Segment,
+    /// Whether the segment is on that list.
+    pub in_heap_list: bool,
+    /// Links in the global list `ALL`.
+    pub all_next: *mut Segment,
+    /// See `all_next`.
+    pub all_prev: *mut Segment,
+    /// Bytes mapped.
+    pub size: usize,
+    /// Huge: offset of the block from the segment start.
+    pub block_offset: usize,
+    /// Huge: bytes usable in the block.
+    pub usable: usize,
+    /// Huge: the block's memory reads as zero.
+    pub huge_zero: bool,
+    /// Huge, while cached: the block's memory was given back to the OS.
+    pub huge_purged: bool,
+    /// When the segment entered a cache (ms).
+    pub cached_at: u64,
+    /// The page records.
+    pub pages: [Page; MAX_PAGES],
+}
+
+/// One byte per 4 MiB region of the 47-bit address space: 0 when the region
+/// holds none of our segments, else 1 + the distance back (in regions) to
+/// the start of the segment that covers it.
+struct SegmentMap(UnsafeCell<[u8; MAP_LEN]>);
+const MAP_LEN: usize = 1 << (47 - SEGMENT_SHIFT);
+// SAFETY: every access goes through `AtomicU8::from_ptr`.
+unsafe impl Sync for SegmentMap {}
+static MAP: SegmentMap = SegmentMap(UnsafeCell::new([0; MAP_LEN]));
+
+/// Most regions a map entry can point back over.
+pub const MAP_MAX_BACK: usize = 254;
+
+fn map_entry(region: usize) -> &'static AtomicU8 {
+    debug_assert!(region < MAP_LEN);
+    // SAFETY: `region` is in bounds and the map is only accessed atomically.
+    unsafe { AtomicU8::from_ptr(MAP.0.get().cast::<u8>().add(region)) }
+}
+
+fn map_set(seg: *mut Segment, size: usize, on: bool) {
+    let first = seg as usize >> SEGMENT_SHIFT;
+    let regions = size.div_ceil(SEGMENT_SIZE).min(MAP_MAX_BACK + 1);
+    for i in 0..regions {
+        // Release pairs with the Acquire in `segment_of_checked`: a thread
+        // that sees the entry sees the initialised header.
+        map_entry(first + i).store(if on { i as u8 + 1 } else { 0 }, Ordering::Release);
+    }
+}
+
+/// The segment of a block pointer of ours (small, medium or large blocks,
+/// and huge blocks whose offset is below one segment).
+#[inline(always)]
+pub fn segment_of(p: *const u8) -> *mut Segment {
+    (p as usize & !SEGMENT_MASK) as *mut Segment
+}
+
+/// The segment covering `p`, or `None` when `p` is not in our memory.
+/// Never dereferences `p`.
+#[inline]
+pub fn segment_of_checked(p: *const u8) -> Option<NonNull<Segment>> {
+    let region = p as usize >> SEGMENT_SHIFT;
+    if region >= MAP_LEN {
+        return None;
+    }
+    // Acquire: see `map_set`.
+    let back = map_entry(region).load(Ordering::Acquire);
+    if back == 0 {
+        return None;
+    }
+    NonNull::new(((region - (back as usize - 1)) << SEGMENT_SHIFT) as *mut Segment)
+}
+
+/// The segment of any of our blocks, huge ones with large alignment included.
+#[inline]
+pub fn segment_of_block(p: *const u8) -> *mut Segment {
+    match segment_of_checked(p) {
+        Some(s) => s.as_ptr(),
+        None => segment_of(p),
+    }
+}
+
+/// The page record holding block `p` of segment `seg`.
+///
+/// # Safety
+///
+/// `seg` is a live segment and `p` points into it.
+#[inline(always)]
+pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
+    // SAFETY: the caller promises a live segment; the index is below
+    // `page_count` because `p` lies in the segment.
+    unsafe {
+        let idx = (p as usize - seg as usize) >> (*seg).page_shift;
+        (&raw mut (*seg).pages).cast::<Page>().add(idx)
+    }
+}
+
+/// Usable bytes of the live block at `p`.
+///
+/// # Safety
+///
+/// `p` is a live block of this allocator.
+pub unsafe fn usable_size(p: *mut u8) -> usize {
+    let seg = segment_of_block(p);
+    // SAFETY: a live block keeps its segment mapped.
+    unsafe {
+        if (*seg).kind == Kind::Huge {
+            (*seg).usable
+        } else {
+            (*page_of(seg, p)).block_size
+        }
+    }
+}
+
+/// The global list of mapped segments, its head.
+pub struct SegList(pub *mut Segment);
+// SAFETY: the list is only touched under its lock.
+unsafe impl Send for SegList {}
+/// Every mapped segment (see the module doc).
+pub static ALL: SpinLock<SegList> = SpinLock::new(SegList(ptr::null_mut()));
+
+/// Empty segments kept for reuse, per kind (small, medium, large), linked
+/// through `next`, with the length of each list.
+pub struct Cache {
+    lists: [*mut Segment; 3],
+    len: [usize; 3],
+}
+// SAFETY: the cache is only touched under its lock.
+unsafe impl Send for Cache {}
+/// The segment cache.
+pub static CACHE: SpinLock<Cache> = SpinLock::new(Cache { lists: [ptr::null_mut(); 3], len: [0; 3] });
+
+/// Maps a new segment of `size` bytes aligned to `align` (at least a
+/// segment) and puts it on the global list. Its pages start out `PURGED`
+/// (never touched).
+pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment> {
+    let mem = os::map_aligned(size.next_multiple_of(os::OS_PAGE), align)?;
+    let seg = mem.as_ptr().cast::<Segment>();
+    let page_shift = kind.page_shift();
+    let page_count = if kind == Kind::Huge { 1 } else { SEGMENT_SIZE >> page_shift };
+    // SAFETY: the mapping is fresh, writable, and large enough for a header;
+    // no other thread can see it before `map_set` and the list insertion.
+    unsafe {
+        let s = &mut *seg;
+        s.kind = kind;
+        s.page_shift = page_shift;
+        s.page_count = page_count;
+        s.size = size;
+        for i in 0..page_count {
+            let page = &mut s.pages[i];
+            let off = if i == 0 { HEADER_RESERVE } else { i << page_shift };
+            page.start = mem.as_ptr().add(off);
+            page.size = if kind == Kind::Huge { 0 } else { ((i + 1) << page_shift) - off };
+            page.state.store(state::PURGED, Ordering::Relaxed);
+        }
+    }
+    map_set(seg, size, true);
+    {
+        let mut all = ALL.lock();
+        // SAFETY: list links are only changed under `ALL`'s lock.
+        unsafe {
+            (*seg).all_next = all.0;
+            if !all.0.is_null() {
+                (*all.0).all_prev = seg;
+            }
+        }
+        all.0 = seg;
+    }
+    stats::on_map(size, HEADER_RESERVE);
+    Some(seg)
+}
+
+/// Unmaps a segment that no heap and no cache refers to any more.
+///
+/// # Safety
+///
+/// `seg` is live, holds no live block, and is on no list but `ALL`.
+pub unsafe fn unmap_segment(seg: *mut Segment) {
+    {
+        let mut all = ALL.lock();
+        // SAFETY: list links are only changed under `ALL`'s lock; the caller
+        // promises the segment is live.
+        unsafe {
+            let (next, prev) = ((*seg).all_next, (*seg).all_prev);
+            if prev.is_null() {
+                all.0 = next;
+            } else {
+                (*prev).all_next = next;
+            }
+            if !next.is_null() {
+                (*next).all_prev = prev;
+            }
+        }
+    }
+    // SAFETY: the segment is live until the unmap below.
+    let (size, committed) = unsafe { ((*seg).size, committed_bytes(seg)) };
+    map_set(seg, size, false);
+    os::unmap(seg.cast(), size);
+    stats::on_unmap(size, committed);
+}
+
+/// Bytes of `seg` counted as committed: header plus pages not purged.
+///
+/// # Safety
+///
+/// `seg` is live.
+unsafe fn committed_bytes(seg: *mut Segment) -> usize {
+    // SAFETY: caller promise.
+    let s = unsafe { &*seg };
+    if s.kind == Kind::Huge {
+        return HEADER_RESERVE + if s.huge_purged { 0 } else { s.usable };
+    }
+    let pages = s.pages[..s.page_count].iter();
+    // Relaxed: the segment is off every list, so its states are final.
+    HEADER_RESERVE + pages.filter(|p| p.state.load(Ordering::Relaxed) != state::PURGED).map(|p| p.size).sum::<usize>()
+}
+
+/// Takes a cached empty segment of `kind`, or maps a new one.
+pub fn acquire_segment(kind: Kind) -> Option<*mut Segment> {
+    let cached = {
+        let mut cache = CACHE.lock();
+        let head = cache.lists[kind as usize];
+        if !head.is_null() {
+            // SAFETY: cached segments are live; links change under the lock.
+            cache.lists[kind as usize] = unsafe { (*head).next };
+            cache.len[kind as usize] -= 1;
+        }
+        head
+    };
+    if !cached.is_null() {
+        return Some(cached);
+    }
+    if !crate::reclaim::charge(HEADER_RESERVE) {
+        return None;
+    }
+    map_segment(kind, SEGMENT_SIZE, SEGMENT_SIZE)
+}
+
+/// Gives back a segment with no page in use: to the cache while it has room,
+/// else to the OS.
+///
+/// # Safety
+///
+/// `seg` is live, has `used_pages == 0`, and is on no heap list.
+pub unsafe fn release_segment(seg: *mut Segment) {
+    // SAFETY: caller promise: live, owned by the caller alone.
+    let kind = unsafe {
+        (*seg).heap = ptr::null_mut();
+        (*seg).cached_at = os::now_ms();
+        (*seg).kind
+    };
+    let cached = {
+        let mut cache = CACHE.lock();
+        let room = cache.len[kind as usize] < options::get(Opt::SegmentCache);
+        if room {
+            // SAFETY: links change under the lock; the segment is ours.
+            unsafe { (*seg).next = cache.lists[kind as usize] };
+            cache.lists[kind as usize] = seg;
+            cache.len[kind as usize] += 1;
+        }
+        room
+    };
+    if !cached {
+        // SAFETY: caller promise; it is on no list but `ALL`.
+        unsafe { unmap_segment(seg) };
+    }
+}
+
+/// Unmaps cached segments that entered the cache at or before `before` (ms).
+/// Returns the bytes unmapped.
+pub fn evict_cached(before: u64) -> usize {
+    let mut victims: *mut Segment = ptr::null_mut();
+    {
+        let mut guard = CACHE.lock();
+        let cache = &mut *guard;
+        for kind in 0..3 {
+            let mut link: *mut *mut Segment = &mut cache.lists[kind];
+            // SAFETY: cached segments are live; links change under the lock.
+            unsafe {
+                while !(*link).is_null() {
+                    let s = *link;
+                    if (*s).cached_at <= before {
+                        *link = (*s).next;
+                        (*s).next = victims;
+                        victims = s;
+                        cache.len[kind] -= 1;
+                    } else {
+                        link = &mut (*s).next;
+                    }
+                }
+            }
+        }
+    }
+    let mut bytes = 0;
+    while !victims.is_null() {
+        let s = victims;
+        // SAFETY: each victim left the cache above and is ours alone.
+        unsafe {
+            victims = (*s).next;
+            bytes += (*s).size;
+            unmap_segment(s);
+        }
+    }
+    bytes
+}

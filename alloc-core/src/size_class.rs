@@ -1,0 +1,126 @@
+//! Size classes: which block size serves a request, and what page kind holds it.
+//!
+//! Classes are multiples of 8 up to 128 bytes, then 8 per power of two up to
+//! [`MAX_CLASS_SIZE`] (144, 160, ... 256, 288, ... 1 MiB). Above 128 bytes a
+//! request wastes at most 1/9 (11.1%) of its block. Every class size is a
+//! multiple of 8, and a class of size `s` is a multiple of every power of two
+//! up to `s / 8`, which is what aligned allocation relies on.
+
+/// Number of size classes.
+pub const CLASSES: usize = 16 + 13 * 8;
+
+/// The largest block a class serves; bigger requests are huge blocks.
+pub const MAX_CLASS_SIZE: usize = 1 << 20;
+
+/// Largest block size kept in 64 KiB small pages.
+pub const MAX_SMALL: usize = 8 << 10;
+
+/// Largest block size kept in 512 KiB medium pages.
+pub const MAX_MEDIUM: usize = 128 << 10;
+
+const TABLE_MAX: usize = 1024;
+
+/// Class index for sizes up to 1 KiB, indexed by `(size + 7) / 8`.
+static SMALL_TABLE: [u8; TABLE_MAX / 8 + 1] = {
+    let mut t = [0u8; TABLE_MAX / 8 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        let size = if i == 0 { 1 } else { i * 8 };
+        t[i] = class_of_computed(size) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Block size of every class.
+static SIZES: [u32; CLASSES] = {
+    let mut t = [0u32; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = size_of_computed(c) as u32;
+        c += 1;
+    }
+    t
+};
+
+const fn class_of_computed(size: usize) -> usize {
+    if size <= 128 {
+        return if size == 0 { 0 } else { (size + 7) / 8 - 1 };
+    }
+    let s = size - 1;
+    let b = (usize::BITS - 1 - s.leading_zeros()) as usize; // size in (2^b, 2^(b+1)]
+    16 + (b - 7) * 8 + ((s >> (b - 3)) & 7)
+}
+
+const fn size_of_computed(class: usize) -> usize {
+    if class < 16 {
+        return (class + 1) * 8;
+    }
+    let b = (class - 16) / 8 + 7;
+    let step = 1usize << (b - 3);
+    (1usize << b) + ((class - 16) % 8 + 1) * step
+}
+
+/// The class of a request of `size` bytes (`size <= MAX_CLASS_SIZE`).
+/// One table load for sizes up to 1 KiB.
+#[inline(always)]
+pub fn class_of(size: usize) -> usize {
+    if size <= TABLE_MAX {
+        // Indexing stays in bounds: (1024 + 7) / 8 = 128 < 129.
+        SMALL_TABLE[(size + 7) >> 3] as usize
+    } else {
+        class_of_computed(size)
+    }
+}
+
+/// The block size of `class`.
+#[inline(always)]
+pub fn size_of(class: usize) -> usize {
+    SIZES[class] as usize
+}
+
+/// The smallest class that holds `size` bytes with blocks aligned to `align`
+/// (a power of two no larger than the OS page), or `None` if there is none.
+/// Pages start at OS-page boundaries, so a block size that is a multiple of
+/// `align` gives aligned blocks.
+pub fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
+    let size = size.checked_add(align - 1)? & !(align - 1);
+    if size > MAX_CLASS_SIZE {
+        return None;
+    }
+    (class_of(size)..CLASSES).find(|&c| size_of(c) % align == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_maps_to_the_smallest_class_that_holds_it() {
+        for size in 1..=MAX_CLASS_SIZE {
+            let c = class_of(size);
+            assert!(size_of(c) >= size, "size {size} class {c}");
+            assert!(c == 0 || size_of(c - 1) < size, "size {size} class {c}");
+        }
+    }
+
+    #[test]
+    fn waste_above_128_bytes_is_at_most_one_ninth() {
+        for size in 129..=MAX_CLASS_SIZE {
+            let block = size_of(class_of(size));
+            assert!((block - size) * 9 <= block, "size {size} block {block}");
+        }
+        assert_eq!(size_of(CLASSES - 1), MAX_CLASS_SIZE);
+    }
+
+    #[test]
+    fn aligned_classes_are_multiples_of_the_alignment() {
+        for align in [32, 64, 128, 256, 1024, 4096] {
+            for size in (1..70_000).step_by(37) {
+                let c = class_for_aligned(size, align).unwrap();
+                assert_eq!(size_of(c) % align, 0);
+                assert!(size_of(c) >= size);
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Threads and processes: the thread-local heap pointer, thread start
+//! (taking a heap), thread exit (abandoning it), and `fork()`.
+//!
+//! Invariant: a heap is owned by at most one live thread; a heap that no
+//! thread owns is on the abandoned list, from which the next thread that
+//! starts allocating adopts it with all its pages. Heaps are never unmapped,
+//! since other threads' remote frees may still follow `page.heap`.
+//!
+//! The thread-local is a const-initialised `Cell` of a raw pointer: no
+//! destructor and no lazy registration, so it can be read in `malloc` at any
+//! point of a thread's life (see MACHINE.md on Rust TLS in a malloc). Thread
+//! exit is seen through a pthread key destructor.
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use crate::heap::{self, empty_heap, Heap};
+use crate::lock::SpinLock;
+use crate::segment::{ALL, CACHE};
+use crate::{huge, options, os, stats};
+
+thread_local! {
+    static HEAP: Cell<*mut Heap> = const { Cell::new(empty_heap()) };
+}
+
+/// The calling thread's heap (the empty heap before its first allocation).
+#[inline(always)]
+pub fn heap() -> *mut Heap {
+    HEAP.with(|h| h.get())
+}
+
+struct Pool {
+    all: *mut Heap,
+    abandoned: *mut Heap,
+    chunk: *mut u8,
+    chunk_left: usize,
+}
+// SAFETY: only touched under its lock.
+unsafe impl Send for Pool {}
+
+static POOL: SpinLock<Pool> =
+    SpinLock::new(Pool { all: ptr::null_mut(), abandoned: ptr::null_mut(), chunk: ptr::null_mut(), chunk_left: 0 });
+
+const HEAP_CHUNK: usize = 256 * 1024;
+
+static INIT: AtomicU8 = AtomicU8::new(0);
+static KEY: AtomicU32 = AtomicU32::new(0);
+
+/// Gives the calling thread a heap (adopting an abandoned one if any) and
+/// registers it for thread exit. Null only when the OS refuses memory.
+#[cold]
+pub fn init_heap() -> *mut Heap {
+    let heap = take_heap();
+    if heap.is_null() {
+        return heap;
+    }
+    HEAP.with(|h| h.set(heap));
+    // From here on the thread allocates from its heap, so the process setup
+    // below may itself allocate (pthread_atfork and pthread_key_create can).
+    init_process();
+    os::thread_key_set(KEY.load(Ordering::Acquire), heap.cast());
+    heap
+}
+
+fn take_heap() -> *mut Heap {
+    let mut pool = POOL.lock();
+    let heap = pool.abandoned;
+    if !heap.is_null() {
+        // SAFETY: abandoned heaps are live and owned by no thread; the lock
+        // orders us after the abandoning thread's last writes.
+        unsafe {
+            pool.abandoned = (*heap).abandoned_next;
+            (*heap).owned = true;
+        }
+        return heap;
+    }
+    let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+    if pool.chunk_left < size {
+        let Some(mem) = os::map_aligned(HEAP_CHUNK, os::OS_PAGE) else { return ptr::null_mut() };
+        pool.chunk = mem.as_ptr();
+        pool.chunk_left = HEAP_CHUNK;
+    }
+    let heap = pool.chunk.cast::<Heap>();
+    pool.chunk = pool.chunk.wrapping_add(size);
+    pool.chunk_left -= size;
+    // SAFETY: `heap` is fresh, suitably aligned (64-byte slots in a page-
+    // aligned chunk) memory that nothing else refers to.
+    unsafe {
+        heap.write(Heap::NEW);
+        (*heap).owned = true;
+        (*heap).all_next = pool.all;
+    }
+    pool.all = heap;
+    stats::on_new_heap();
+    heap
+}
+
+/// Once per process: options, the thread-exit key, the fork handlers.
+fn init_process() {
+    // Acquire pairs with the Release store of 2: the key is visible.
+    if INIT.load(Ordering::Acquire) == 2 {
+        return;
+    }
+    if INIT.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_ok() {
+        options::init();
+        let key = os::thread_key_create(on_thread_exit).unwrap_or_else(|| {
+            os::write_stderr(b"shrinkalloc: no pthread key left; thread exits will leak heaps\n");
+            0
+        });
+        KEY.store(key, Ordering::Relaxed);
+        os::at_fork(fork_prepare, fork_parent, fork_child);
+        INIT.store(2, Ordering::Release);
+        return;
+    }
+    while INIT.load(Ordering::Acquire) != 2 {
+        std::thread::yield_now();
+    }
+}
+
+/// pthread key destructor: the thread is exiting.
+unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    let heap = value.cast::<Heap>();
+    if heap.is_null() {
+        return;
+    }
+    // SAFETY: the key's value is the heap this thread owns.
+    unsafe { heap::release_empty_pages(heap) };
+    if HEAP.with(|h| h.get()) == heap {
+        HEAP.with(|h| h.set(empty_heap()));
+    }
+    abandon(heap);
+}
+
+fn abandon(heap: *mut Heap) {
+    let mut pool = POOL.lock();
+    // SAFETY: the heap is live; the lock publishes our writes to the adopter.
+    unsafe {
+        (*heap).owned = false;
+        (*heap).abandoned_next = pool.abandoned;
+    }
+    pool.abandoned = heap;
+}
+
+// Around fork(): hold every allocator lock so the child never inherits one
+// held by a thread that does not exist there. Order: POOL, ALL, CACHE, HCACHE,
+// the only order in which any two of them are ever held together.
+
+unsafe extern "C" fn fork_prepare() {
+    POOL.raw_lock();
+    ALL.raw_lock();
+    CACHE.raw_lock();
+    huge::HCACHE.raw_lock();
+}
+
+unsafe extern "C" fn fork_parent() {
+    // SAFETY: `fork_prepare` took these locks in this process.
+    unsafe {
+        huge::HCACHE.raw_unlock();
+        CACHE.raw_unlock();
+        ALL.raw_unlock();
+        POOL.raw_unlock();
+    }
+}
+
+unsafe extern "C" fn fork_child() {
+    // SAFETY: `fork_prepare` took these locks in the parent, whose memory
+    // this process is a copy of; no other thread exists here.
+    unsafe {
+        huge::HCACHE.raw_unlock();
+        CACHE.raw_unlock();
+        ALL.raw_unlock();
+        POOL.raw_unlock();
+    }
+    // Only the forking thread survives: every other owned heap is orphaned.
+    let me = heap();
+    let mut pool = POOL.lock();
+    let mut h = pool.all;
+    while !h.is_null() {
+        // SAFETY: heaps are never unmapped; we are the only thread.
+        unsafe {
+            if h != me && (*h).owned {
+                (*h).owned = false;
+                (*h).abandoned_next = pool.abandoned;
+                pool.abandoned = h;
+            }
+            h = (*h).all_next;
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Blocks outlive the thread that allocated them: after it exits another
+//! thread reads and frees them, and the exited thread's pages are taken over
+//! by new threads without handing out a block that is still live, and without
+//! the memory in use growing from one generation of threads to the next.
+
+mod common;
+
+use std::sync::{mpsc, Mutex};
+use std::thread;
+
+use common::{random_align, random_size, Block, How, Rng, MIB};
+
+#[global_allocator]
+static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
+
+const ROUNDS: usize = 40;
+const THREADS: usize = 4;
+const BLOCKS_PER_THREAD: usize = 3_000;
+const MAX_SIZE: usize = 3 * MIB;
+
+/// Serializes the tests of this file, so that one's blocks do not count in
+/// the other's `in_use`.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One exiting thread's work: allocates blocks of many sizes, frees a third
+/// of them itself (so its pages have local free lists when it exits), and
+/// hands the rest back.
+fn generation_thread(seed: u64, stream: u64) -> (Vec<Block>, usize) {
+    let mut rng = Rng::new(seed, stream);
+    let mut kept = Vec::with_capacity(BLOCKS_PER_THREAD);
+    let mut bytes = 0;
+    for n in 0..BLOCKS_PER_THREAD {
+        let size = random_size(&mut rng, MAX_SIZE);
+        let how = if rng.one_in(4) { How::Aligned } else { How::Global };
+        let b = Block::new(size, random_align(&mut rng), how, false, rng.next_u64());
+        bytes += size;
+        if n % 3 == 0 {
+            b.free();
+        } else {
+            kept.push(b);
+        }
+    }
+    (kept, bytes)
+}
+
+/// Runs one generation of threads to completion (they have exited when this
+/// returns) and returns what they left behind, and the bytes they asked for.
+fn run_generation(seed: u64, round: usize) -> (Vec<Block>, usize) {
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let stream = (round * THREADS + t) as u64;
+            thread::spawn(move || generation_thread(seed, stream))
+        })
+        .collect();
+    let mut blocks = Vec::new();
+    let mut bytes = 0;
+    for h in handles {
+        let (kept, asked) = h.join().unwrap();
+        blocks.extend(kept);
+        bytes += asked;
+    }
+    (blocks, bytes)
+}
+
+#[test]
+fn thread_exit_blocks_freed_later() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = common::seed();
+    // Blocks of the previous generation stay live while the next one adopts
+    // its pages; a page handed out twice shows up as a broken stamp here.
+    let mut held: Vec<Block> = Vec::new();
+    let mut in_use = Vec::with_capacity(ROUNDS);
+    let mut max_bytes_per_round = 0;
+    for round in 0..ROUNDS {
+        let (blocks, bytes) = run_generation(seed, round);
+        max_bytes_per_round = max_bytes_per_round.max(bytes);
+        for b in held.drain(..) {
+            b.free();
+        }
+        for (n, b) in blocks.into_iter().enumerate() {
+            if n % 2 == 0 {
+                b.free();
+            } else {
+                held.push(b);
+            }
+        }
+        in_use.push(shrinkalloc::stats().in_use);
+        // From round 5 on each round holds about the same blocks; what
+        // abandoned heaps leak would pile up round after round (checked every
+        // round, so that a leak fails before it exhausts the machine).
+        if round >= 4 {
+            let settled = in_use[4];
+            let now = in_use[round];
+            assert!(
+                now <= settled + 2 * max_bytes_per_round,
+                "in_use grows with thread generations: {settled} at round 5, {now} at round {} \
+                 (a round allocates at most {max_bytes_per_round}); per round: {in_use:?}",
+                round + 1
+            );
+        }
+    }
+    for b in held.drain(..) {
+        b.free();
+    }
+    eprintln!("in_use per round: {in_use:?}\nat end: {}", shrinkalloc::stats());
+}
+
+/// The owner exits while another thread is still freeing its blocks, so
+/// cross-thread frees race with the owner's heap being abandoned.
+#[test]
+fn blocks_freed_while_owner_exits() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = common::seed();
+    for round in 0..50 {
+        let (tx, rx) = mpsc::sync_channel::<Block>(64);
+        let freer = thread::spawn(move || {
+            for b in rx {
+                b.free();
+            }
+        });
+        let owner = thread::spawn(move || {
+            let mut rng = Rng::new(seed, 1_000 + round);
+            for _ in 0..2_000 {
+                let size = random_size(&mut rng, 256 * 1024);
+                let b = Block::new(size, 16, How::Global, false, rng.next_u64());
+                if rng.one_in(2) {
+                    tx.send(b).unwrap();
+                } else {
+                    b.free();
+                }
+            }
+            // Sender dropped here: the freer finishes after the owner exits.
+        });
+        owner.join().unwrap();
+        freer.join().unwrap();
+    }
+    let survivors: Vec<Block> = {
+        let mut rng = Rng::new(seed, 99);
+        (0..10_000)
+            .map(|_| {
+                let size = random_size(&mut rng, 256 * 1024);
+                Block::new(size, 8, How::Global, false, rng.next_u64())
+            })
+            .collect()
+    };
+    for b in survivors {
+        b.free();
+    }
+}
