@@ -65,21 +65,22 @@ pub unsafe fn free_checked(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    let Some(seg) = segment::segment_of_checked(p) else {
-        invalid_pointer(b"free(): pointer not allocated by shrinkalloc", p)
-    };
-    let seg = seg.as_ptr();
+    // The common case: a block in the first region of its segment, found by
+    // masking once the segment map says the region starts one of ours.
+    if !segment::starts_segment(p) {
+        // SAFETY: forwarded caller promise.
+        return unsafe { free_checked_far(p) };
+    }
+    let seg = segment::segment_of(p);
     // SAFETY: the segment map says `seg` is a live segment covering `p`.
     unsafe {
         let page = segment::page_of(seg, p);
-        let ok = if (*seg).kind == Kind::Huge {
-            p == seg.cast::<u8>().add((*seg).block_offset)
-        } else {
-            (*page).is_block_start(p)
-        };
         // Relaxed: a block being freed keeps its page IN_USE; a page in any
         // other state means the pointer is stale.
-        if !ok || (*page).state.load(Ordering::Relaxed) != state::IN_USE {
+        if (*page).state.load(Ordering::Relaxed) != state::IN_USE || !(*page).is_block_start(p) {
+            if (*seg).kind == Kind::Huge {
+                return free_checked_far(p);
+            }
             invalid_pointer(b"free(): invalid pointer (interior, or block already freed)", p);
         }
         let heap = thread::heap();
@@ -88,6 +89,30 @@ pub unsafe fn free_checked(p: *mut u8) {
         } else {
             free_remote(seg, page, p);
         }
+    }
+}
+
+/// `free_checked` for huge blocks and for pointers outside our memory.
+///
+/// # Safety
+///
+/// As for `free_checked`.
+#[cold]
+#[inline(never)]
+unsafe fn free_checked_far(p: *mut u8) {
+    let Some(seg) = segment::segment_of_checked(p) else {
+        invalid_pointer(b"free(): pointer not allocated by shrinkalloc", p)
+    };
+    let seg = seg.as_ptr();
+    // SAFETY: the segment map says `seg` is a live segment covering `p`.
+    unsafe {
+        let block = seg.cast::<u8>().add((*seg).block_offset);
+        // Relaxed: see `free_checked`.
+        let live = (*seg).pages[0].state.load(Ordering::Relaxed) == state::IN_USE;
+        if (*seg).kind != Kind::Huge || p != block || !live {
+            invalid_pointer(b"free(): invalid pointer (interior, or block already freed)", p);
+        }
+        huge::free(seg);
     }
 }
 

@@ -596,14 +596,17 @@ pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut u8) {
         let b = block.cast::<Block>();
         (*b).next = (*page).local_free;
         (*page).local_free = b;
-        let used = (*page).used() - 1;
-        (*page).set_used(used);
-        if used == 0 || (*page).flags != 0 {
+        (*page).set_used((*page).used() - 1);
+        if (*page).flags != 0 {
             free_local_slow(heap, page);
         }
     }
 }
 
+/// A block came back to a full page: the page goes back on its queue.
+/// Pages that become empty are not retired here but on the next decay tick
+/// (`release_empty_pages`), which keeps `used == 0` off the fast path and
+/// spares a malloc/free loop from giving its page back each time.
 #[cold]
 #[inline(never)]
 unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {
@@ -611,9 +614,6 @@ unsafe fn free_local_slow(heap: *mut Heap, page: *mut Page) {
     unsafe {
         if (*page).flags & PF_IN_FULL != 0 {
             (*heap).unfull(page);
-        }
-        if (*page).used() == 0 && !(*page).is_queued() {
-            retire(heap, page);
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct Page {
     pub capacity: u32,
     /// Blocks the page can hold.
     pub reserved: u32,
+    /// `reserved * block_size`: offset of the end of the last block.
+    pub blocks_end: u32,
     /// Other threads' frees, plus the `XF_*` flag bits.
     pub xfree: AtomicUsize,
     /// The owning heap; stable while any block of the page is live.
@@ -112,6 +114,7 @@ impl Page {
         recip: 0,
         capacity: 0,
         reserved: 0,
+        blocks_end: 0,
         xfree: AtomicUsize::new(0),
         heap: ptr::null_mut(),
         next: ptr::null_mut(),
@@ -148,6 +151,7 @@ impl Page {
         self.recip = (1u64 << 44).div_ceil(block_size as u64);
         self.capacity = 0;
         self.reserved = (self.size / block_size) as u32;
+        self.blocks_end = self.reserved * block_size as u32;
         // Relaxed: the page is not yet reachable by other threads; the first
         // block handed out publishes it.
         self.xfree.store(0, Ordering::Relaxed);
@@ -160,7 +164,7 @@ impl Page {
     #[inline]
     pub fn is_block_start(&self, p: *const u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start as usize) as u64;
-        if off >= (self.reserved as u64) * self.block_size as u64 {
+        if off >= self.blocks_end as u64 {
             return false;
         }
         // off < 2^22 and block_size <= 2^20, so the product fits and the

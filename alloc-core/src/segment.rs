@@ -157,6 +157,15 @@ pub fn segment_of_checked(p: *const u8) -> Option<NonNull<Segment>> {
     NonNull::new(((region - (back as usize - 1)) << SEGMENT_SHIFT) as *mut Segment)
 }
 
+/// Whether `p`'s 4 MiB region is the first region of one of our segments
+/// (then `segment_of(p)` is its segment). One load and two compares.
+#[inline(always)]
+pub fn starts_segment(p: *const u8) -> bool {
+    let region = p as usize >> SEGMENT_SHIFT;
+    // Acquire: see `map_set`.
+    region < MAP_LEN && map_entry(region).load(Ordering::Acquire) == 1
+}
+
 /// The segment of any of our blocks, huge ones with large alignment included.
 #[inline]
 pub fn segment_of_block(p: *const u8) -> *mut Segment {
