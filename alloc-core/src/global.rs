@@ -24,8 +24,9 @@ unsafe impl GlobalAlloc for ShrinkAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= MIN_ALIGN {
-            // Layout guarantees the rounded size does not overflow.
-            heap::malloc((layout.size() + layout.align() - 1) & !(layout.align() - 1))
+            // Layout guarantees the rounded size does not overflow; `max`
+            // keeps a zero size off the 8-byte class.
+            heap::malloc(((layout.size() + layout.align() - 1) & !(layout.align() - 1)).max(layout.align()))
         } else {
             heap::malloc_aligned(layout.size(), layout.align())
         }

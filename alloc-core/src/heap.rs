@@ -228,8 +228,9 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
     if align <= MIN_ALIGN {
         // Classes are multiples of 8, and multiples of 16 from 16 bytes up, so
         // a size rounded to the alignment lands on an aligned class.
+        // `max` keeps a zero size off the 8-byte class.
         return match size.checked_add(align - 1) {
-            Some(s) => malloc(s & !(align - 1)),
+            Some(s) => malloc((s & !(align - 1)).max(align)),
             None => ptr::null_mut(),
         };
     }

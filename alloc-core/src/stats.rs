@@ -27,9 +27,10 @@ pub(crate) fn on_map(size: usize, committed: usize) {
     SEGMENTS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Unmapping gives the committed part back to the OS: it counts as purged.
 pub(crate) fn on_unmap(size: usize, committed: usize) {
     MAPPED.fetch_sub(size, Ordering::Relaxed);
-    COMMITTED.fetch_sub(committed, Ordering::Relaxed);
+    on_purge(committed);
     SEGMENTS.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -65,7 +66,8 @@ pub struct Stats {
     /// Bytes in live blocks (block sizes, so including rounding), approximate
     /// while other threads run.
     pub in_use: usize,
-    /// Bytes given back to the OS since start (cumulative).
+    /// Bytes given back to the OS since start, by `madvise` or by unmapping
+    /// (cumulative).
     pub purged: usize,
     /// Segments mapped now (huge blocks included).
     pub segments: usize,

@@ -6,6 +6,18 @@ use std::collections::HashMap;
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
 
 fn main() {
+    match std::env::args().nth(1).as_deref() {
+        None | Some("demo") => demo(),
+        Some(other) => {
+            eprintln!("usage: shrinkalloc-stress [demo]  (unknown command {other:?})");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A mixed workload: a growing map of byte buffers plus threads that build
+/// and drop many small strings; prints the allocator's statistics each round.
+fn demo() {
     let mut map: HashMap<u64, Vec<u8>> = HashMap::new();
     let mut x = 1u64;
     for round in 0..20 {

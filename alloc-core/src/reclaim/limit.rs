@@ -1,0 +1,246 @@
+//! The soft and hard limits on the allocator's committed bytes.
+//!
+//! | setting    | environment              | default | meaning                                        |
+//! |------------|--------------------------|---------|------------------------------------------------|
+//! | soft limit | `SHRINKALLOC_SOFT_LIMIT` | none    | crossing it wakes background reclaim           |
+//! | hard limit | `SHRINKALLOC_HARD_LIMIT` | none    | an allocation past it reclaims directly, or fails |
+//!
+//! Values are bytes with an optional binary unit (`4096`, `64K`, `512M`,
+//! `2G`); `0` means no limit. The environment is read once, on the first
+//! allocation slow path, without allocating; a bad value is reported once on
+//! stderr and ignored. The Rust setters win over the environment. With a
+//! hard limit and no soft limit, the soft limit in force is 7/8 of the hard
+//! one, so that background reclaim starts before allocations have to wait.
+//!
+//! Invariant: `THRESHOLD` is the smaller of the soft limit in force and the
+//! hard limit (`usize::MAX` without limits), recomputed under `SETTER` after
+//! every change; it is 0 until the environment has been read, so the first
+//! `charge` takes the slow path and reads it. `charge`'s fast path is one
+//! load of it and one of the committed counter.
+
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use super::shrinker::Level;
+use crate::lock::SpinLock;
+use crate::os;
+
+static SOFT: AtomicUsize = AtomicUsize::new(0);
+static HARD: AtomicUsize = AtomicUsize::new(0);
+static THRESHOLD: AtomicUsize = AtomicUsize::new(0);
+/// 0: environment unread; 1: being read; 2: read.
+static ENV: AtomicU8 = AtomicU8::new(0);
+/// Serialises limit changes so `THRESHOLD` matches the last pair written.
+static SETTER: SpinLock<()> = SpinLock::new(());
+
+/// Reserve above the hard limit for allocations made inside reclaim:
+/// 1/16 of the limit, clamped to [`RESERVE_MIN`, `RESERVE_MAX`].
+const RESERVE_MIN: usize = 8 << 20;
+const RESERVE_MAX: usize = 256 << 20;
+
+/// Below this, `charge` has nothing to check.
+#[inline]
+pub(crate) fn threshold() -> usize {
+    // Relaxed: a stale threshold only sends one charge down the slow path,
+    // or lets one through that a concurrent setter is about to forbid.
+    THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// The limits in force, as one reclaim decision reads them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    soft: usize,
+    hard: usize,
+}
+
+impl Limits {
+    /// The soft limit in force, explicit or derived.
+    pub(crate) fn soft(self) -> Option<usize> {
+        (self.soft != 0).then_some(self.soft)
+    }
+
+    /// The hard limit.
+    pub(crate) fn hard(self) -> Option<usize> {
+        (self.hard != 0).then_some(self.hard)
+    }
+
+    /// Whether `bytes` committed in all fits under the hard limit.
+    pub(crate) fn fits(self, bytes: usize) -> bool {
+        self.hard == 0 || bytes <= self.hard
+    }
+
+    /// Whether `bytes` fits under the hard limit plus the reclaim reserve.
+    pub(crate) fn fits_reserve(self, bytes: usize) -> bool {
+        self.hard == 0 || bytes <= self.hard.saturating_add((self.hard / 16).clamp(RESERVE_MIN, RESERVE_MAX))
+    }
+
+    /// Whether `bytes` committed in all is past the soft limit in force.
+    pub(crate) fn over_soft(self, bytes: usize) -> bool {
+        self.soft != 0 && bytes > self.soft
+    }
+
+    /// Background reclaim's goal: 1/16 below the soft limit, so that one
+    /// wake buys room for more than one page.
+    pub(crate) fn soft_goal(self) -> usize {
+        self.soft - self.soft / 16
+    }
+
+    /// Headroom direct reclaim frees beyond the shortfall: 1/32 of the hard limit.
+    pub(crate) fn hard_headroom(self) -> usize {
+        self.hard / 32
+    }
+
+    /// The pressure level at `bytes` committed: `Low` past the soft limit,
+    /// `Medium` past halfway to the hard one (or 1.5 times the soft one
+    /// without a hard limit), `Critical` past the hard limit.
+    pub(crate) fn level(self, bytes: usize) -> Level {
+        if !self.fits(bytes) {
+            Level::Critical
+        } else if !self.over_soft(bytes) {
+            Level::None
+        } else {
+            let top = if self.hard != 0 { self.hard } else { self.soft.saturating_mul(2) };
+            if bytes > self.soft + (top - self.soft.min(top)) / 2 {
+                Level::Medium
+            } else {
+                Level::Low
+            }
+        }
+    }
+}
+
+/// The limits in force (reads the environment first if nobody has).
+pub(crate) fn current() -> Limits {
+    init();
+    let soft = SOFT.load(Ordering::Relaxed);
+    let hard = HARD.load(Ordering::Relaxed);
+    let soft = match (soft, hard) {
+        (0, 0) => 0,
+        (0, h) => h - h / 8,
+        (s, 0) => s,
+        (s, h) => s.min(h),
+    };
+    Limits { soft, hard }
+}
+
+fn recompute() {
+    let l = current();
+    let t = match (l.soft(), l.hard()) {
+        (None, None) => usize::MAX,
+        (s, h) => s.unwrap_or(usize::MAX).min(h.unwrap_or(usize::MAX)),
+    };
+    // Relaxed: see `threshold`.
+    THRESHOLD.store(t, Ordering::Relaxed);
+}
+
+fn set(which: &AtomicUsize, bytes: Option<usize>) {
+    init();
+    let _g = SETTER.lock();
+    which.store(bytes.unwrap_or(0), Ordering::Relaxed);
+    recompute();
+}
+
+/// Sets the soft limit on committed bytes (`None` or `Some(0)`: none, and
+/// then 7/8 of the hard limit is in force). Crossing it wakes background
+/// reclaim; no allocation ever fails because of it.
+///
+/// ```
+/// use shrinkalloc::reclaim::{set_soft_limit, soft_limit};
+/// set_soft_limit(Some(512 << 20));
+/// assert_eq!(soft_limit(), Some(512 << 20));
+/// set_soft_limit(None);
+/// ```
+pub fn set_soft_limit(bytes: Option<usize>) {
+    set(&SOFT, bytes);
+}
+
+/// Sets the hard limit on committed bytes (`None` or `Some(0)`: none). An
+/// allocation that would cross it reclaims in its own thread, under its
+/// scope, and fails (null) if it still does not fit.
+///
+/// ```
+/// use shrinkalloc::reclaim::{hard_limit, set_hard_limit};
+/// set_hard_limit(Some(2 << 30));
+/// assert_eq!(hard_limit(), Some(2 << 30));
+/// set_hard_limit(None);
+/// assert_eq!(hard_limit(), None);
+/// ```
+pub fn set_hard_limit(bytes: Option<usize>) {
+    set(&HARD, bytes);
+}
+
+/// The soft limit as set (from Rust or the environment), not derived.
+///
+/// ```
+/// assert_eq!(shrinkalloc::reclaim::soft_limit(), None);
+/// ```
+pub fn soft_limit() -> Option<usize> {
+    init();
+    Some(SOFT.load(Ordering::Relaxed)).filter(|&b| b != 0)
+}
+
+/// The hard limit as set (from Rust or the environment).
+///
+/// ```
+/// assert_eq!(shrinkalloc::reclaim::hard_limit(), None);
+/// ```
+pub fn hard_limit() -> Option<usize> {
+    init();
+    Some(HARD.load(Ordering::Relaxed)).filter(|&b| b != 0)
+}
+
+/// Reads `SHRINKALLOC_SOFT_LIMIT` and `SHRINKALLOC_HARD_LIMIT` once.
+#[inline]
+pub(crate) fn init() {
+    // Acquire pairs with the Release store of 2 below: the values read from
+    // the environment are visible once the state says so.
+    if ENV.load(Ordering::Acquire) != 2 {
+        init_slow();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_slow() {
+    if ENV.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_err() {
+        // Another thread is reading; it takes microseconds. Bounded, in case
+        // it was a parent thread caught by fork().
+        for _ in 0..10_000 {
+            if ENV.load(Ordering::Acquire) == 2 {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        return;
+    }
+    for (var, cell) in [(&b"SHRINKALLOC_SOFT_LIMIT\0"[..], &SOFT), (&b"SHRINKALLOC_HARD_LIMIT\0"[..], &HARD)] {
+        let Some(text) = os::getenv(var) else { continue };
+        match crate::options::parse_size(text) {
+            Some(v) => cell.store(v, Ordering::Relaxed),
+            None => {
+                os::write_stderr(b"shrinkalloc: ignoring bad value of ");
+                os::write_stderr(&var[..var.len() - 1]);
+                os::write_stderr(b"\n");
+            }
+        }
+    }
+    ENV.store(2, Ordering::Release);
+    let _g = SETTER.lock();
+    recompute();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_rise_from_soft_to_hard() {
+        let l = Limits { soft: 100, hard: 200 };
+        assert_eq!(l.level(100), Level::None);
+        assert_eq!(l.level(120), Level::Low);
+        assert_eq!(l.level(160), Level::Medium);
+        assert_eq!(l.level(201), Level::Critical);
+        let soft_only = Limits { soft: 100, hard: 0 };
+        assert_eq!(soft_only.level(140), Level::Low);
+        assert_eq!(soft_only.level(1 << 40), Level::Medium);
+    }
+}

@@ -1,0 +1,237 @@
+//! Background reclaimers: one library thread per context class.
+//!
+//! Class 0 runs unrestricted and calls the shrinkers that need the
+//! filesystem; class 1 runs under `NOFS` and calls those that need only I/O;
+//! class 2 runs under `NOIO` and calls those that need neither. Each also
+//! purges the allocator's free pages. A shrinker is thus called in the
+//! background by exactly one reclaimer, the least restricted one allowed to,
+//! and a reclaimer stuck on a filesystem lock holds up no other class.
+//!
+//! Invariant: any thread may wake any reclaimer, but a thread waits only on
+//! a reclaimer of its own class or a more restricted one
+//! ([`wait_for_allowed`]), so a `NOFS` thread never waits on work that can
+//! enter the filesystem; every wait is bounded. Reclaimers start lazily,
+//! from an allocation slow path past the soft limit, never during allocator
+//! initialisation; they belong to the process that started them (`pid`), so
+//! a `fork()` child sees none and starts its own when it first needs them.
+//! No lock here is held while allocating.
+
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::limit;
+use super::scope::{self, Reclaiming, ScopeFlags};
+use super::shrinker::Level;
+use super::stats::{self, bump, Trigger};
+
+/// The number of context classes: unrestricted, `NOFS`, `NOIO`.
+pub(crate) const CLASSES: usize = 3;
+
+/// The effective mask each class's reclaimer runs under.
+const CLASS_SCOPE: [ScopeFlags; CLASSES] = [
+    ScopeFlags::NONE,
+    ScopeFlags::NOFS,
+    ScopeFlags::from_bits_truncate(ScopeFlags::NOFS.bits() | ScopeFlags::NOIO.bits()),
+];
+
+/// How long an idle reclaimer sleeps before checking again (bounded waits).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The class of a thread with scope `mask`: 0, 1 (`NOFS`) or 2 (`NOIO`).
+pub(crate) fn class_of(mask: ScopeFlags) -> usize {
+    let m = mask.effective();
+    if m.contains(ScopeFlags::NOIO) {
+        2
+    } else if m.contains(ScopeFlags::NOFS) {
+        1
+    } else {
+        0
+    }
+}
+
+#[derive(Default)]
+struct Request {
+    pending: bool,
+    busy: bool,
+    target: usize,
+    level: Level,
+    /// Requests made and passes finished; a waiter with ticket `t` is done
+    /// once `completed >= t`.
+    requested: u64,
+    completed: u64,
+}
+
+struct Worker {
+    class: usize,
+    /// Held for a few field updates only, never while allocating.
+    state: Mutex<Request>,
+    wake: Condvar,
+    done: Condvar,
+    /// A hint mirroring `state.pending`, so wakers skip the lock.
+    pending: AtomicBool,
+}
+
+impl Worker {
+    fn lock(&self) -> MutexGuard<'_, Request> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Workers {
+    pid: u32,
+    by_class: [Option<&'static Worker>; CLASSES],
+}
+
+/// The reclaimers of the process that started them; leaked on purpose (a
+/// fork child replaces them and must not touch its parent's locks).
+static CURRENT: AtomicPtr<Workers> = AtomicPtr::new(ptr::null_mut());
+/// The pid of the process whose thread is starting reclaimers, or 0.
+static STARTING: AtomicU32 = AtomicU32::new(0);
+
+fn workers() -> Option<&'static Workers> {
+    // Acquire pairs with the Release in `start`: the Workers are initialised.
+    let p = CURRENT.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer was leaked by `start` and is never freed.
+    let w = unsafe { p.as_ref() }?;
+    (w.pid == std::process::id()).then_some(w)
+}
+
+/// The reclaimers of this process, started if need be. `None` while another
+/// thread starts them, or if threads cannot be created.
+fn ensure_started() -> Option<&'static Workers> {
+    if let Some(w) = workers() {
+        return Some(w);
+    }
+    let pid = std::process::id();
+    let seen = STARTING.load(Ordering::Relaxed);
+    // A pid other than ours was left by a parent caught by fork(): reclaim it.
+    if seen == pid || STARTING.compare_exchange(seen, pid, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return None;
+    }
+    if let Some(w) = workers() {
+        STARTING.store(0, Ordering::Relaxed);
+        return Some(w);
+    }
+    Some(start(pid))
+}
+
+#[cold]
+fn start(pid: u32) -> &'static Workers {
+    // Spawning allocates: mark the thread so those allocations never
+    // recurse into reclaim or into starting reclaimers again.
+    let _r = Reclaiming::enter();
+    let by_class = core::array::from_fn(|class| {
+        let w: &'static Worker = Box::leak(Box::new(Worker {
+            class,
+            state: Mutex::new(Request::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            pending: AtomicBool::new(false),
+        }));
+        let name = ["shrinkalloc-reclaim", "shrinkalloc-reclaim-nofs", "shrinkalloc-reclaim-noio"][class];
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || run(w));
+        if spawned.is_ok() {
+            bump(&stats::WORKERS_STARTED, 1);
+        }
+        spawned.ok().map(|_| w)
+    });
+    let ws: &'static Workers = Box::leak(Box::new(Workers { pid, by_class }));
+    // Release pairs with the Acquire in `workers`.
+    CURRENT.store(ws as *const Workers as *mut Workers, Ordering::Release);
+    STARTING.store(0, Ordering::Relaxed);
+    ws
+}
+
+/// A reclaimer's life: wait for a request, run one pass, report, repeat.
+fn run(w: &'static Worker) -> ! {
+    scope::set_thread_mask(CLASS_SCOPE[w.class], true);
+    loop {
+        let (target, level, ticket) = next_request(w);
+        let limits = limit::current();
+        let over_soft = match limits.soft() {
+            Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
+            None => 0,
+        };
+        super::run_pass(super::Pass {
+            target: target.max(over_soft),
+            level,
+            trigger: Trigger::Background,
+            scope: CLASS_SCOPE[w.class],
+            only_class: Some(w.class),
+        });
+        let mut st = w.lock();
+        st.busy = false;
+        st.completed = ticket;
+        drop(st);
+        w.done.notify_all();
+    }
+}
+
+fn next_request(w: &Worker) -> (usize, Level, u64) {
+    let mut st = w.lock();
+    while !st.pending {
+        st = w.wake.wait_timeout(st, IDLE).unwrap_or_else(PoisonError::into_inner).0;
+    }
+    st.pending = false;
+    // Relaxed: the hint is re-checked under the lock by the next waker.
+    w.pending.store(false, Ordering::Relaxed);
+    st.busy = true;
+    (core::mem::take(&mut st.target), core::mem::take(&mut st.level), st.requested)
+}
+
+/// Asks the reclaimer of `class` for a pass freeing `target` bytes at
+/// `level`; starts the reclaimers if need be. Skips the lock when a request
+/// is already pending (the pass it runs re-reads the limits).
+pub(crate) fn wake(class: usize, target: usize, level: Level) {
+    let Some(w) = ensure_started().and_then(|ws| ws.by_class[class]) else { return };
+    // Relaxed: a stale `true` only skips a wake the pending pass covers.
+    if w.pending.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut st = w.lock();
+    st.pending = true;
+    w.pending.store(true, Ordering::Relaxed);
+    st.target = st.target.max(target);
+    st.level = st.level.max(level);
+    st.requested += 1;
+    drop(st);
+    w.wake.notify_one();
+    bump(&stats::BACKGROUND_WAKES, 1);
+}
+
+/// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
+/// thread of class `class` may wait on (its own class or a more restricted
+/// one). Returns at once when none is busy. Never starts reclaimers.
+pub(crate) fn wait_for_allowed(class: usize, timeout: Duration) {
+    let Some(ws) = workers() else { return };
+    let deadline = Instant::now() + timeout;
+    for w in ws.by_class[class..].iter().flatten() {
+        let mut st = w.lock();
+        if !st.busy {
+            continue;
+        }
+        let ticket = st.completed + 1;
+        while st.completed < ticket {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            st = w.done.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_the_effective_mask() {
+        assert_eq!(class_of(ScopeFlags::NONE), 0);
+        assert_eq!(class_of(ScopeFlags::NOFS), 1);
+        assert_eq!(class_of(ScopeFlags::NOIO), 2);
+        assert_eq!(class_of(ScopeFlags::NOIO | ScopeFlags::NOFS), 2);
+    }
+}
