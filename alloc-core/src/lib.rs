@@ -39,6 +39,7 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod check;
 mod free;
 mod global;
 mod heap;
