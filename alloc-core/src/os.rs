@@ -123,3 +123,23 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
     // SAFETY: the handlers are valid functions for the life of the process.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
 }
+
+/// Resident set size of the whole process in bytes, from `/proc/self/statm`,
+/// read without allocating. `None` if the file cannot be read.
+pub fn resident_bytes() -> Option<usize> {
+    // SAFETY: the path is NUL-terminated; the fd is closed below.
+    let fd = unsafe { libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 128];
+    // SAFETY: `buf` is writable for its whole length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `fd` is open and ours.
+    unsafe { libc::close(fd) };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    let field = text.split(|&b| b == b' ').nth(1)?;
+    let pages =
+        field.iter().try_fold(0usize, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + usize::from(b - b'0')))?;
+    Some(pages * OS_PAGE)
+}

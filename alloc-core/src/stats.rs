@@ -9,6 +9,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::os;
 use crate::page::state;
 use crate::segment::{Kind, ALL};
 
@@ -73,6 +74,9 @@ pub struct Stats {
     pub segments: usize,
     /// Thread heaps created since start (owned or abandoned).
     pub heaps: usize,
+    /// Resident set size of the whole process (not only the allocator's
+    /// memory), from `/proc/self/statm`; 0 if it cannot be read.
+    pub resident: usize,
 }
 
 impl Stats {
@@ -96,6 +100,7 @@ pub fn stats() -> Stats {
         purged: PURGED.load(Ordering::Relaxed),
         segments: SEGMENTS.load(Ordering::Relaxed),
         heaps: HEAPS.load(Ordering::Relaxed),
+        resident: os::resident_bytes().unwrap_or(0),
     }
 }
 
@@ -133,10 +138,11 @@ impl fmt::Display for Stats {
         let mib = |b: usize| b as f64 / (1 << 20) as f64;
         write!(
             f,
-            "mapped {:.1} MiB, committed {:.1} MiB, in use {:.1} MiB, purged {:.1} MiB (total), {} segments, {} heaps",
-            mib(self.mapped),
-            mib(self.committed),
+            "in use {:.1} MiB, committed {:.1} MiB, resident {:.1} MiB, mapped {:.1} MiB, purged {:.1} MiB (total), {} segments, {} heaps",
             mib(self.in_use),
+            mib(self.committed),
+            mib(self.resident),
+            mib(self.mapped),
             mib(self.purged),
             self.segments,
             self.heaps
