@@ -199,7 +199,13 @@ impl Page {
     /// `XF_*` flags. Called by the owner when `free` ran dry.
     pub fn collect(&mut self) {
         if !self.local_free.is_null() {
-            self.append_to_free(self.local_free);
+            if self.free.is_null() {
+                // The common case: no walk (`used` already counts these frees).
+                self.free = self.local_free;
+                self.is_zero = false;
+            } else {
+                self.append_to_free(self.local_free);
+            }
             self.local_free = ptr::null_mut();
         }
         // Relaxed first look: a stale zero only delays collection.
