@@ -102,9 +102,9 @@ pub struct StaticCell<T>(UnsafeCell<T>);
 // no path writes them; `alloc_slow` checks for them before writing).
 unsafe impl<T> Sync for StaticCell<T> {}
 
-static EMPTY_PAGE: StaticCell<Page> = StaticCell(UnsafeCell::new(Page::EMPTY));
+static EMPTY_PAGE: StaticCell<Page> = StaticCell(UnsafeCell::new(Page::empty()));
 /// The heap of threads that have not allocated yet: every class misses.
-pub static EMPTY_HEAP: StaticCell<Heap> = StaticCell(UnsafeCell::new(Heap::NEW));
+pub static EMPTY_HEAP: StaticCell<Heap> = StaticCell(UnsafeCell::new(Heap::new()));
 
 /// The address of the empty heap.
 pub const fn empty_heap() -> *mut Heap {
@@ -113,16 +113,18 @@ pub const fn empty_heap() -> *mut Heap {
 
 impl Heap {
     /// A heap with no pages.
-    pub const NEW: Heap = Heap {
-        direct: [EMPTY_PAGE.0.get(); CLASSES],
-        queues: [PageQueue::EMPTY; CLASSES],
-        full: PageQueue::EMPTY,
-        remote_pages: AtomicPtr::new(ptr::null_mut()),
-        segments: [ptr::null_mut(); 3],
-        owned: false,
-        all_next: ptr::null_mut(),
-        abandoned_next: ptr::null_mut(),
-    };
+    pub const fn new() -> Heap {
+        Heap {
+            direct: [EMPTY_PAGE.0.get(); CLASSES],
+            queues: [PageQueue::EMPTY; CLASSES],
+            full: PageQueue::EMPTY,
+            remote_pages: AtomicPtr::new(ptr::null_mut()),
+            segments: [ptr::null_mut(); 3],
+            owned: false,
+            all_next: ptr::null_mut(),
+            abandoned_next: ptr::null_mut(),
+        }
+    }
 
     fn set_direct(&mut self, class: usize) {
         let head = self.queues[class].head;

@@ -127,19 +127,41 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
 /// Resident set size of the whole process in bytes, from `/proc/self/statm`,
 /// read without allocating. `None` if the file cannot be read.
 pub fn resident_bytes() -> Option<usize> {
-    // SAFETY: the path is NUL-terminated; the fd is closed below.
-    let fd = unsafe { libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
     let mut buf = [0u8; 128];
-    // SAFETY: `buf` is writable for its whole length.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    // SAFETY: `fd` is open and ours.
-    unsafe { libc::close(fd) };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
-    let field = text.split(|&b| b == b' ').nth(1)?;
+    let n = read_file(b"/proc/self/statm\0", &mut buf)?;
+    let field = buf[..n].split(|&b| b == b' ').nth(1)?;
     let pages =
         field.iter().try_fold(0usize, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + usize::from(b - b'0')))?;
     Some(pages * OS_PAGE)
+}
+
+/// Reads up to `buf.len()` bytes of the file at `path` (NUL-terminated)
+/// without allocating. Returns the bytes read, or `None` if it cannot be
+/// opened or read.
+pub fn read_file(path: &[u8], buf: &mut [u8]) -> Option<usize> {
+    if path.last() != Some(&0) {
+        return None;
+    }
+    // SAFETY: `path` is NUL-terminated; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut total = 0;
+    while total < buf.len() {
+        // SAFETY: the destination is the unread tail of `buf`.
+        let n = unsafe { libc::read(fd, buf[total..].as_mut_ptr().cast(), buf.len() - total) };
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(_) if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            Err(_) => {
+                total = usize::MAX;
+                break;
+            }
+        }
+    }
+    // SAFETY: `fd` is open and ours.
+    unsafe { libc::close(fd) };
+    (total != usize::MAX).then_some(total)
 }

@@ -102,28 +102,30 @@ pub struct Page {
 
 impl Page {
     /// An unused page record (also the shape of the static empty page).
-    pub const EMPTY: Page = Page {
-        free: ptr::null_mut(),
-        used: AtomicU32::new(0),
-        flags: 0,
-        is_zero: false,
-        class: 0,
-        state: AtomicU8::new(state::PURGED),
-        local_free: ptr::null_mut(),
-        block_size: 0,
-        recip: 0,
-        capacity: 0,
-        reserved: 0,
-        blocks_end: 0,
-        xfree: AtomicUsize::new(0),
-        heap: ptr::null_mut(),
-        next: ptr::null_mut(),
-        prev: ptr::null_mut(),
-        remote_next: AtomicPtr::new(ptr::null_mut()),
-        start: ptr::null_mut(),
-        size: 0,
-        freed_at: AtomicU64::new(0),
-    };
+    pub const fn empty() -> Page {
+        Page {
+            free: ptr::null_mut(),
+            used: AtomicU32::new(0),
+            flags: 0,
+            is_zero: false,
+            class: 0,
+            state: AtomicU8::new(state::PURGED),
+            local_free: ptr::null_mut(),
+            block_size: 0,
+            recip: 0,
+            capacity: 0,
+            reserved: 0,
+            blocks_end: 0,
+            xfree: AtomicUsize::new(0),
+            heap: ptr::null_mut(),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            remote_next: AtomicPtr::new(ptr::null_mut()),
+            start: ptr::null_mut(),
+            size: 0,
+            freed_at: AtomicU64::new(0),
+        }
+    }
 
     /// Blocks handed out.
     #[inline(always)]

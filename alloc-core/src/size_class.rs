@@ -45,7 +45,7 @@ static SIZES: [u32; CLASSES] = {
 
 const fn class_of_computed(size: usize) -> usize {
     if size <= 128 {
-        return if size == 0 { 0 } else { (size + 7) / 8 - 1 };
+        return if size == 0 { 0 } else { size.div_ceil(8) - 1 };
     }
     let s = size - 1;
     let b = (usize::BITS - 1 - s.leading_zeros()) as usize; // size in (2^b, 2^(b+1)]

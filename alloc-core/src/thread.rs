@@ -87,7 +87,7 @@ fn take_heap() -> *mut Heap {
     // SAFETY: `heap` is fresh, suitably aligned (64-byte slots in a page-
     // aligned chunk) memory that nothing else refers to.
     unsafe {
-        heap.write(Heap::NEW);
+        heap.write(Heap::new());
         (*heap).owned = true;
         (*heap).all_next = pool.all;
     }

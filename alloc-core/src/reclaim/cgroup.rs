@@ -1,0 +1,411 @@
+//! The process's memory cgroup: where it is, what limits it sets, and the
+//! soft and hard limits shrinkalloc derives from them.
+//!
+//! Discovery reads `/proc/self/cgroup` and `/proc/self/mountinfo`, finds the
+//! cgroup v2 (unified) directory and the cgroup v1 `memory` controller's
+//! directory, wherever they are mounted, and reads the limits of that
+//! directory and of every ancestor up to the mount's root, keeping the
+//! smallest (a parent's limit binds its children). It runs once, on the
+//! first allocation slow path that checks limits, and never allocates: all
+//! text goes through fixed buffers, so it is safe inside `malloc`.
+//!
+//! Derived limits (used only when no limit is configured):
+//!
+//! | | cgroup v2 | cgroup v1 |
+//! |---|---|---|
+//! | group limit `L` | `memory.max` | `memory.limit_in_bytes` |
+//! | hard limit | `L - max(L/8, 8 MiB)` | the same |
+//! | soft limit | `memory.high` if set, else `3L/4` | `memory.soft_limit_in_bytes` if set, else `3L/4` |
+//!
+//! The soft limit never exceeds the hard one. The margin under `L` leaves
+//! room for what the process maps outside the allocator (code, stacks,
+//! page cache charged to the group).
+//!
+//! Invariant: every parser here takes bytes and returns a value or `None`;
+//! none can panic on any input (fixture tests feed them garbage).
+
+use crate::os;
+
+/// Which cgroup hierarchy a directory belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// cgroup v1, `memory` controller.
+    V1,
+    /// cgroup v2, unified hierarchy.
+    V2,
+}
+
+/// The value of a limit file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// No limit (`max`, or v1's page-counter maximum).
+    Max,
+    /// A limit in bytes.
+    Bytes(u64),
+}
+
+/// Values at or above this are v1's "unlimited" (9223372036854771712 and kin).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// Parses a control file holding one limit: `max`, or a decimal byte count,
+/// with surrounding whitespace. `None` for anything else.
+pub fn parse_value(text: &[u8]) -> Option<Value> {
+    let t = text.trim_ascii();
+    if t == b"max" {
+        return Some(Value::Max);
+    }
+    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = t.iter().try_fold(0u64, |acc, &b| acc.checked_mul(10)?.checked_add(u64::from(b - b'0')))?;
+    Some(if n >= V1_UNLIMITED { Value::Max } else { Value::Bytes(n) })
+}
+
+/// The process's cgroup paths, from `/proc/self/cgroup`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelfCgroup<'a> {
+    /// Path in the unified hierarchy (line `0::PATH`).
+    pub v2: Option<&'a [u8]>,
+    /// Path in the v1 hierarchy that has the `memory` controller.
+    pub v1_memory: Option<&'a [u8]>,
+}
+
+/// Parses `/proc/self/cgroup` (`ID:CONTROLLERS:PATH` per line).
+pub fn parse_self_cgroup(text: &[u8]) -> SelfCgroup<'_> {
+    let mut out = SelfCgroup::default();
+    for line in text.split(|&b| b == b'\n') {
+        let mut parts = line.splitn(3, |&b| b == b':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if !path.starts_with(b"/") {
+            continue;
+        }
+        if id == b"0" && controllers.is_empty() {
+            out.v2 = Some(path);
+        } else if controllers.split(|&b| b == b',').any(|c| c == b"memory") {
+            out.v1_memory = Some(path);
+        }
+    }
+    out
+}
+
+/// A cgroup filesystem mount, from `/proc/self/mountinfo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mount<'a> {
+    /// The cgroup path mounted there (field 4), usually `/`.
+    pub root: &'a [u8],
+    /// Where it is mounted (field 5), still octal-escaped (`\040`).
+    pub mount_point: &'a [u8],
+}
+
+/// The cgroup mounts that matter: the unified one and v1 `memory`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mounts<'a> {
+    /// The `cgroup2` mount.
+    pub v2: Option<Mount<'a>>,
+    /// The `cgroup` mount whose super options include `memory`.
+    pub v1_memory: Option<Mount<'a>>,
+}
+
+/// Parses one line of `/proc/self/mountinfo`, keeping cgroup mounts.
+pub fn parse_mountinfo_line<'a>(line: &'a [u8], mounts: &mut Mounts<'a>) {
+    let mut fields = line.split(|&b| b == b' ');
+    let (Some(_id), Some(_parent), Some(_dev), Some(root), Some(point)) =
+        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return;
+    };
+    // Optional fields end at a lone "-"; then fstype, source, super options.
+    let mut rest = fields.skip_while(|f| *f != b"-").skip(1);
+    let (Some(fstype), Some(_source), Some(options)) = (rest.next(), rest.next(), rest.next()) else { return };
+    let mount = Mount { root, mount_point: point };
+    if fstype == b"cgroup2" {
+        mounts.v2.get_or_insert(mount);
+    } else if fstype == b"cgroup" && options.split(|&b| b == b',').any(|o| o == b"memory") {
+        mounts.v1_memory.get_or_insert(mount);
+    }
+}
+
+/// A path built without allocating.
+#[derive(Clone, Copy)]
+pub struct PathBuf {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl PathBuf {
+    const fn new() -> Self {
+        Self { buf: [0; 1024], len: 0 }
+    }
+
+    /// The path's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(bytes.len()).filter(|&e| e < self.buf.len())?;
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
+
+    /// Appends a mountinfo field, decoding its `\ooo` octal escapes.
+    fn push_unescaped(&mut self, field: &[u8]) -> Option<()> {
+        let mut i = 0;
+        while i < field.len() {
+            let esc = field.get(i..i + 4).filter(|e| e[0] == b'\\' && e[1..].iter().all(|d| (b'0'..=b'7').contains(d)));
+            if let Some(e) = esc {
+                let v = (u32::from(e[1] - b'0') << 6) | (u32::from(e[2] - b'0') << 3) | u32::from(e[3] - b'0');
+                self.push(&[u8::try_from(v).ok()?])?;
+                i += 4;
+            } else {
+                self.push(&field[i..=i])?;
+                i += 1;
+            }
+        }
+        Some(())
+    }
+
+    /// Drops the last path component; `false` at the root.
+    fn pop(&mut self, floor: usize) -> bool {
+        match self.buf.get(floor..self.len).and_then(|tail| tail.iter().rposition(|&b| b == b'/')) {
+            Some(i) => {
+                self.len = floor + i;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The directory of the process's cgroup: the mount point plus the cgroup
+/// path below the mount's root. `None` if it does not fit or does not match.
+pub fn cgroup_dir(mount: Mount<'_>, path: &[u8]) -> Option<PathBuf> {
+    let mut dir = PathBuf::new();
+    dir.push_unescaped(mount.mount_point)?;
+    let below = if mount.root == b"/" { path } else { path.strip_prefix(mount.root).unwrap_or(path) };
+    if below != b"/" {
+        if !below.starts_with(b"/") {
+            dir.push(b"/")?;
+        }
+        dir.push(below)?;
+    }
+    Some(dir)
+}
+
+/// What discovery found, for statistics and the derived limits.
+#[derive(Clone, Copy)]
+pub struct Found {
+    /// The hierarchy the limits come from.
+    pub version: Version,
+    /// The process's cgroup directory.
+    pub dir: PathBuf,
+    /// Smallest `memory.max` / `memory.limit_in_bytes` on the way to the root.
+    pub limit: Option<u64>,
+    /// Smallest `memory.high` / `memory.soft_limit_in_bytes`.
+    pub high: Option<u64>,
+}
+
+impl Found {
+    /// The (soft, hard) limits derived from the group's limits; `None`
+    /// when the group sets no limit.
+    pub fn derived_limits(&self) -> Option<(u64, u64)> {
+        let limit = self.limit?;
+        let hard = limit.saturating_sub((limit / 8).max(8 << 20));
+        let soft = self.high.unwrap_or(limit / 4 * 3).min(hard);
+        (hard > 0).then_some((soft, hard))
+    }
+}
+
+/// Reads a small control file under `dir` into `buf`; `None` if missing.
+fn read_file<'b>(dir: &PathBuf, name: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let mut path = *dir;
+    path.push(b"/")?;
+    path.push(name)?;
+    path.push(b"\0")?;
+    let n = os::read_file(path.as_bytes(), buf)?;
+    buf.get(..n)
+}
+
+/// The smallest limit in file `name` from `dir` up to `floor` bytes of it
+/// (the mount point). Missing or unreadable files and garbage count as no
+/// limit at that level.
+fn min_up(dir: &PathBuf, floor: usize, name: &[u8]) -> Option<u64> {
+    let mut d = *dir;
+    let mut best: Option<u64> = None;
+    loop {
+        let mut buf = [0u8; 64];
+        if let Some(Value::Bytes(n)) = read_file(&d, name, &mut buf).and_then(parse_value) {
+            best = Some(best.map_or(n, |b| b.min(n)));
+        }
+        if !d.pop(floor) {
+            return best;
+        }
+    }
+}
+
+/// Finds the process's memory cgroup and its limits, given the texts of
+/// `/proc/self/cgroup` and `/proc/self/mountinfo`. Prefers v2 when its
+/// directory has `memory.max`, else v1 `memory`.
+pub fn discover_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<Found> {
+    let paths = parse_self_cgroup(self_cgroup);
+    let mut mounts = Mounts::default();
+    for line in mountinfo.split(|&b| b == b'\n') {
+        parse_mountinfo_line(line, &mut mounts);
+    }
+    let mut buf = [0u8; 64];
+    if let (Some(path), Some(mount)) = (paths.v2, mounts.v2) {
+        if let Some(dir) = cgroup_dir(mount, path) {
+            if read_file(&dir, b"memory.max", &mut buf).is_some() {
+                let floor = cgroup_dir(mount, b"/").map_or(0, |m| m.len);
+                let (limit, high) = (min_up(&dir, floor, b"memory.max"), min_up(&dir, floor, b"memory.high"));
+                return Some(Found { version: Version::V2, dir, limit, high });
+            }
+        }
+    }
+    let (path, mount) = (paths.v1_memory?, mounts.v1_memory?);
+    let dir = cgroup_dir(mount, path)?;
+    read_file(&dir, b"memory.limit_in_bytes", &mut buf)?;
+    let floor = cgroup_dir(mount, b"/").map_or(0, |m| m.len);
+    let limit = min_up(&dir, floor, b"memory.limit_in_bytes");
+    let high = min_up(&dir, floor, b"memory.soft_limit_in_bytes");
+    Some(Found { version: Version::V1, dir, limit, high })
+}
+
+/// Texts of `/proc/self/cgroup` and `/proc/self/mountinfo` fit here; a
+/// mountinfo longer than this is cut at a line boundary.
+const PROC_BUF: usize = 64 * 1024;
+
+/// Discovers the process's memory cgroup from `/proc`. Uses about 70 KiB of
+/// stack; called once.
+pub fn discover() -> Option<Found> {
+    let mut cg = [0u8; 4096];
+    let n = os::read_file(b"/proc/self/cgroup\0", &mut cg)?;
+    let mut mi = [0u8; PROC_BUF];
+    let m = os::read_file(b"/proc/self/mountinfo\0", &mut mi)?;
+    let mi = &mi[..m];
+    let mi = if m == PROC_BUF { &mi[..mi.iter().rposition(|&b| b == b'\n').unwrap_or(0)] } else { mi };
+    discover_from(&cg[..n], mi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_max_bytes_and_v1_unlimited_and_reject_garbage() {
+        assert_eq!(parse_value(b"max\n"), Some(Value::Max));
+        assert_eq!(parse_value(b"268435456\n"), Some(Value::Bytes(256 << 20)));
+        assert_eq!(parse_value(b"9223372036854771712\n"), Some(Value::Max));
+        for bad in [&b""[..], b"\n", b"-1", b"12k", b"99999999999999999999999", b"1 2", b"\xff"] {
+            assert_eq!(parse_value(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn self_cgroup_finds_v2_and_v1_memory_paths() {
+        let text = b"9:name=systemd:/\n4:memory:/process_api/abc\n3:cpuset:/\n0::/user.slice/x\ngarbage\n::\n";
+        let cg = parse_self_cgroup(text);
+        assert_eq!(cg.v1_memory, Some(&b"/process_api/abc"[..]));
+        assert_eq!(cg.v2, Some(&b"/user.slice/x"[..]));
+        assert_eq!(parse_self_cgroup(b"not a cgroup file"), SelfCgroup::default());
+        let v1_combined = parse_self_cgroup(b"5:cpu,memory,blkio:/a\n");
+        assert_eq!(v1_combined.v1_memory, Some(&b"/a"[..]));
+    }
+
+    #[test]
+    fn mountinfo_finds_cgroup_mounts_anywhere() {
+        let text = b"22 1 0:21 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755\n\
+30 22 0:26 / /sys/fs/cgroup/memory rw,nosuid shared:13 - cgroup cgroup rw,memory\n\
+31 22 0:27 / /sys/fs/cgroup/unified rw shared:14 - cgroup2 cgroup2 rw\n\
+40 1 0:40 /sub /srv/my\\040cg rw - cgroup cgroup rw,cpu,memory\n\
+short line\n";
+        let mut m = Mounts::default();
+        for line in text.split(|&b| b == b'\n') {
+            parse_mountinfo_line(line, &mut m);
+        }
+        assert_eq!(m.v1_memory.unwrap().mount_point, b"/sys/fs/cgroup/memory");
+        assert_eq!(m.v2.unwrap().mount_point, b"/sys/fs/cgroup/unified");
+        let mut m = Mounts::default();
+        parse_mountinfo_line(b"40 1 0:40 /sub /srv/my\\040cg rw - cgroup cgroup rw,cpu,memory", &mut m);
+        let dir = cgroup_dir(m.v1_memory.unwrap(), b"/sub/job").unwrap();
+        assert_eq!(dir.as_bytes(), b"/srv/my cg/job");
+    }
+
+    #[test]
+    fn derived_limits_leave_a_margin_and_keep_soft_under_hard() {
+        let f = |limit, high| Found { version: Version::V2, dir: PathBuf::new(), limit, high };
+        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, 336 << 20)));
+        assert_eq!(f(Some(1 << 30), Some(900 << 20)).derived_limits(), Some((896 << 20, 896 << 20)));
+        assert_eq!(f(Some(64 << 20), Some(16 << 20)).derived_limits(), Some((16 << 20, 56 << 20)));
+        assert_eq!(f(None, Some(1 << 20)).derived_limits(), None);
+        assert_eq!(f(Some(4 << 20), None).derived_limits(), None);
+    }
+
+    /// A fake cgroup tree on disk: `root/memory/a/b` with limits at `a` and `b`.
+    fn fixture(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("shrinkalloc-cgroup-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (path, content) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn v1_tree_gives_the_smallest_limit_on_the_way_up() {
+        let root = fixture(
+            "v1",
+            &[
+                ("memory/memory.limit_in_bytes", "9223372036854771712\n"),
+                ("memory/a/memory.limit_in_bytes", "402653184\n"),
+                ("memory/a/b/memory.limit_in_bytes", "9223372036854771712\n"),
+                ("memory/a/b/memory.soft_limit_in_bytes", "garbage\n"),
+            ],
+        );
+        let mountinfo = format!("30 22 0:26 / {}/memory rw - cgroup cgroup rw,memory\n", root.display());
+        let found = discover_from(b"4:memory:/a/b\n0::/\n", mountinfo.as_bytes()).unwrap();
+        assert_eq!(found.version, Version::V1);
+        assert!(found.dir.as_bytes().ends_with(b"/memory/a/b"));
+        assert_eq!(found.limit, Some(384 << 20));
+        assert_eq!(found.high, None);
+        assert_eq!(found.derived_limits(), Some((288 << 20, 336 << 20)));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn v2_tree_with_high_and_max_and_a_hybrid_v1_beside_it() {
+        let root = fixture(
+            "v2",
+            &[
+                ("unified/svc/memory.max", "max\n"),
+                ("unified/svc/memory.high", "209715200\n"),
+                ("unified/memory.max", "536870912\n"),
+                ("memory/memory.limit_in_bytes", "1048576\n"),
+            ],
+        );
+        let mountinfo = format!(
+            "30 22 0:26 / {r}/memory rw - cgroup cgroup rw,memory\n31 22 0:27 / {r}/unified rw - cgroup2 cgroup2 rw\n",
+            r = root.display()
+        );
+        let found = discover_from(b"4:memory:/\n0::/svc\n", mountinfo.as_bytes()).unwrap();
+        assert_eq!(found.version, Version::V2);
+        // The mount's own root is a floor too: its memory.max counts.
+        assert_eq!(found.limit, Some(512 << 20));
+        assert_eq!(found.high, Some(200 << 20));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn missing_files_and_missing_mounts_give_none_not_a_crash() {
+        assert!(discover_from(b"0::/x\n", b"").is_none());
+        assert!(discover_from(b"", b"31 22 0:27 / /nonexistent rw - cgroup2 cgroup2 rw\n").is_none());
+        assert!(discover_from(b"\xff\xfe", b"\xff \xff - \xff").is_none());
+        // The real machine: never a crash, whatever it has.
+        let _ = discover();
+    }
+}
