@@ -39,11 +39,13 @@ pub unsafe fn tick(heap: *mut Heap) {
     }
     // SAFETY: caller promise.
     unsafe { heap::release_empty_pages(heap) };
+    thread::collect_abandoned();
     purge_pass(now, delay, false);
 }
 
 /// Returns every free page and cached segment to the OS now, after giving
-/// back the calling thread's empty pages. Returns the bytes released.
+/// back the empty pages of the calling thread and of exited threads.
+/// Returns the bytes released.
 ///
 /// Other threads' heaps keep their last empty page per size class until
 /// their next decay tick.
@@ -60,6 +62,7 @@ pub fn purge() -> usize {
         // SAFETY: the calling thread owns its heap.
         unsafe { heap::release_empty_pages(heap) };
     }
+    thread::collect_abandoned();
     purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
 }
 

@@ -132,6 +132,36 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     abandon(heap);
 }
 
+/// Collects the frees that other threads made into abandoned heaps and gives
+/// their empty pages back, so memory of exited threads returns to the OS
+/// without waiting for a new thread to adopt the heap. The heaps are taken
+/// off the abandoned list while this thread works on them, then put back.
+pub fn collect_abandoned() {
+    let head = {
+        let mut pool = POOL.lock();
+        core::mem::replace(&mut pool.abandoned, ptr::null_mut())
+    };
+    let mut tail = ptr::null_mut();
+    let mut h = head;
+    while !h.is_null() {
+        tail = h;
+        // SAFETY: taken off the abandoned list, each heap is owned by no one
+        // but this thread until it goes back; the POOL lock ordered us after
+        // the abandoning thread's writes.
+        unsafe {
+            heap::release_empty_pages(h);
+            h = (*h).abandoned_next;
+        }
+    }
+    if tail.is_null() {
+        return;
+    }
+    let mut pool = POOL.lock();
+    // SAFETY: the taken heaps are still ours; they go back under the lock.
+    unsafe { (*tail).abandoned_next = pool.abandoned };
+    pool.abandoned = head;
+}
+
 fn abandon(heap: *mut Heap) {
     let mut pool = POOL.lock();
     // SAFETY: the heap is live; the lock publishes our writes to the adopter.

@@ -101,7 +101,7 @@ fn child_work(mut handoff: MutexGuard<'_, Vec<Block>>, seed: u64, fork: u64) {
         b.free();
     }
     drop(handoff);
-    let ops = if cfg!(debug_assertions) { 20_000 } else { 200_000 };
+    let ops = if cfg!(debug_assertions) { 10_000 } else { 60_000 };
     let mut rng = Rng::new(seed, 100 + fork);
     churn(&mut rng, ops, None, None);
     let helpers: Vec<_> = (0..2)

@@ -9,6 +9,7 @@ use std::sync::{mpsc, Mutex};
 use std::thread;
 
 use common::{random_align, random_size, Block, How, Rng, MIB};
+use shrinkalloc::Stats;
 
 #[global_allocator]
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
@@ -17,6 +18,9 @@ const ROUNDS: usize = 40;
 const THREADS: usize = 4;
 const BLOCKS_PER_THREAD: usize = 3_000;
 const MAX_SIZE: usize = 3 * MIB;
+
+/// The round from which the memory held should stay level.
+const SETTLED: usize = 4;
 
 /// Serializes the tests of this file, so that one's blocks do not count in
 /// the other's `in_use`.
@@ -62,6 +66,31 @@ fn run_generation(seed: u64, round: usize) -> (Vec<Block>, usize) {
     (blocks, bytes)
 }
 
+/// From round [`SETTLED`] on each round holds about the same blocks, so
+/// what abandoned heaps leak piles up round after round: panics if a figure
+/// grew by more than `slack` since then. Checked every round, so that a leak
+/// fails before it exhausts the machine.
+fn assert_bounded(history: &[Stats], slack: usize) {
+    type Figure = fn(&Stats) -> usize;
+    let figures: [(&str, Figure); 3] =
+        [("in_use", |s| s.in_use), ("committed", |s| s.committed), ("mapped", |s| s.mapped)];
+    let (Some(settled), Some(now)) = (history.get(SETTLED), history.last()) else {
+        return;
+    };
+    for (name, figure) in figures {
+        let per_round: Vec<usize> = history.iter().map(|s| figure(s) >> 20).collect();
+        assert!(
+            figure(now) <= figure(settled) + slack,
+            "{name} grows with thread generations: {} at round {}, {} at round {} (a round \
+             allocates at most {slack} / 2); per round (MiB): {per_round:?}",
+            figure(settled),
+            SETTLED + 1,
+            figure(now),
+            history.len()
+        );
+    }
+}
+
 #[test]
 fn thread_exit_blocks_freed_later() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,7 +98,7 @@ fn thread_exit_blocks_freed_later() {
     // Blocks of the previous generation stay live while the next one adopts
     // its pages; a page handed out twice shows up as a broken stamp here.
     let mut held: Vec<Block> = Vec::new();
-    let mut in_use = Vec::with_capacity(ROUNDS);
+    let mut history = Vec::with_capacity(ROUNDS);
     let mut max_bytes_per_round = 0;
     for round in 0..ROUNDS {
         let (blocks, bytes) = run_generation(seed, round);
@@ -84,25 +113,13 @@ fn thread_exit_blocks_freed_later() {
                 held.push(b);
             }
         }
-        in_use.push(shrinkalloc::stats().in_use);
-        // From round 5 on each round holds about the same blocks; what
-        // abandoned heaps leak would pile up round after round (checked every
-        // round, so that a leak fails before it exhausts the machine).
-        if round >= 4 {
-            let settled = in_use[4];
-            let now = in_use[round];
-            assert!(
-                now <= settled + 2 * max_bytes_per_round,
-                "in_use grows with thread generations: {settled} at round 5, {now} at round {} \
-                 (a round allocates at most {max_bytes_per_round}); per round: {in_use:?}",
-                round + 1
-            );
-        }
+        history.push(shrinkalloc::stats());
+        assert_bounded(&history, 2 * max_bytes_per_round);
     }
     for b in held.drain(..) {
         b.free();
     }
-    eprintln!("in_use per round: {in_use:?}\nat end: {}", shrinkalloc::stats());
+    eprintln!("after round {SETTLED}: {}\nat the end: {}", history[SETTLED], shrinkalloc::stats());
 }
 
 /// The owner exits while another thread is still freeing its blocks, so
@@ -146,4 +163,52 @@ fn blocks_freed_while_owner_exits() {
     for b in survivors {
         b.free();
     }
+}
+
+/// Memory an exited thread allocated, once another thread has freed it, goes
+/// back to the OS on `purge()`, without waiting for a new thread to adopt
+/// the exited thread's heap.
+#[test]
+fn exited_threads_memory_is_purged_after_free() {
+    const TOTAL: usize = 100 * MIB;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = common::seed();
+    shrinkalloc::purge();
+    let rss_before = common::rss_bytes();
+    let blocks = thread::spawn(move || {
+        let mut rng = Rng::new(seed, 5_000);
+        let mut blocks = Vec::new();
+        let mut bytes = 0;
+        while bytes < TOTAL {
+            let size = rng.range(16, 128 * 1024);
+            let b = Block::new(size, 16, How::Global, false, rng.next_u64());
+            // SAFETY: `b` is a live block of `b.size` bytes that we own.
+            unsafe { common::fill_pages(b.ptr, b.size, b.id) };
+            bytes += size;
+            blocks.push(b);
+        }
+        blocks
+    })
+    .join()
+    .unwrap();
+    let (rss_full, full) = (common::rss_bytes(), shrinkalloc::stats());
+    assert!(rss_full >= rss_before + TOTAL / 10 * 8, "touching {TOTAL} bytes: resident {rss_before} -> {rss_full}");
+    for b in blocks {
+        b.free();
+    }
+    let released = shrinkalloc::purge();
+    let (rss, after) = (common::rss_bytes(), shrinkalloc::stats());
+    eprintln!(
+        "resident {rss_before} -> {rss_full} -> {rss}, purge() released {released}\nfull:  {full}\nafter: {after}"
+    );
+    assert!(
+        rss + TOTAL / 4 * 3 <= rss_full,
+        "the exited thread's memory, all freed, stays resident after purge(): {rss_full} -> {rss}; {after}"
+    );
+    assert!(
+        after.committed + TOTAL / 4 * 3 <= full.committed,
+        "committed only went from {} to {}",
+        full.committed,
+        after.committed
+    );
 }

@@ -151,7 +151,7 @@ fn stamped_ranges(size: usize, mut f: impl FnMut(usize, usize)) {
 /// `[p + a, p + b)` is writable and belongs to the caller.
 pub unsafe fn fill_range(p: *mut u8, a: usize, b: usize, id: u64) {
     let mut o = a;
-    while o < b && o % 8 != 0 {
+    while o < b && o & 7 != 0 {
         // SAFETY: `o < b`, inside the caller's range.
         unsafe { p.add(o).write(pattern_byte(id, o)) };
         o += 1;
@@ -177,7 +177,7 @@ pub unsafe fn fill_range(p: *mut u8, a: usize, b: usize, id: u64) {
 pub unsafe fn mismatch_in(p: *const u8, a: usize, b: usize, id: Option<u64>) -> Option<usize> {
     let expect = |o: usize| id.map_or(0, |id| pattern_byte(id, o));
     let mut o = a;
-    while o < b && o % 8 != 0 {
+    while o < b && o & 7 != 0 {
         // SAFETY: `o < b`, inside the caller's range.
         if unsafe { p.add(o).read() } != expect(o) {
             return Some(o);
