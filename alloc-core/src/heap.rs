@@ -209,7 +209,7 @@ fn malloc_generic(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
         alloc_class(size_class::class_of(size))
     } else {
-        huge::alloc(size, MIN_ALIGN)
+        huge::alloc(size, MIN_ALIGN, 0)
     }
 }
 
@@ -241,7 +241,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
             return alloc_class(class);
         }
     }
-    huge::alloc(size, align)
+    huge::alloc(size, align, 0)
 }
 
 /// Allocates `size` zeroed bytes aligned to `align`, skipping the memset when
@@ -266,8 +266,17 @@ pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
     p
 }
 
+/// Blocks that `realloc` grows past this become huge blocks with room to
+/// grow in place: copying a growing buffer through every size class costs
+/// more than one mapping.
+const REALLOC_HUGE_MIN: usize = 64 << 10;
+
+/// Address space a growing block reserves: four times the size asked.
+const REALLOC_RESERVE: usize = 4;
+
 /// Resizes in place when the block's usable size already fits and is not
-/// more than twice what is asked; otherwise allocates, copies and frees.
+/// more than twice what is asked, or when a huge block's reserve allows;
+/// otherwise allocates, copies and frees.
 ///
 /// # Safety
 ///
@@ -276,12 +285,32 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if p.is_null() {
         return malloc_aligned(new_size, align);
     }
-    // SAFETY: caller promise: `p` is live.
-    let usable = unsafe { segment::usable_size(p) };
+    let seg = segment::segment_of_block(p);
+    // SAFETY: caller promise: `p` is live, so its segment is.
+    let (huge, usable) = unsafe {
+        if (*seg).kind == Kind::Huge {
+            (true, (*seg).usable)
+        } else {
+            (false, (*segment::page_of(seg, p)).block_size)
+        }
+    };
     if new_size <= usable && new_size >= usable / 2 {
         return p;
     }
-    let q = malloc_aligned(new_size, align);
+    // SAFETY: `seg` is the live huge segment of the caller's block.
+    if huge && new_size > MAX_CLASS_SIZE && unsafe { huge::resize_in_place(seg, new_size) } {
+        return p;
+    }
+    let q = if new_size > usable && new_size >= REALLOC_HUGE_MIN && new_size <= isize::MAX as usize / 8 {
+        let q = huge::alloc(new_size, align.max(MIN_ALIGN), new_size * REALLOC_RESERVE);
+        if q.is_null() {
+            malloc_aligned(new_size, align)
+        } else {
+            q
+        }
+    } else {
+        malloc_aligned(new_size, align)
+    };
     if !q.is_null() {
         // SAFETY: both blocks are live, distinct, and hold at least the
         // copied length; `p` is freed once, after the copy.

@@ -3,10 +3,16 @@
 //! allocates and frees big buffers in a loop does not fault them in afresh
 //! each time (the trap mimalloc and jemalloc fall into).
 //!
+//! A huge block may *reserve* more address space than it uses: a block that
+//! `realloc` grows gets four times its size, and grows in place, without a
+//! copy, until it outgrows that. Only what it uses counts as committed;
+//! untouched reserve costs address space, not memory.
+//!
 //! Invariant: a huge segment is either live (page 0 `IN_USE`, owned by the
 //! block's holder) or on the cache list (`FREE`), never both; the cache holds
-//! at most `Opt::HugeCacheBytes` of blocks. Cached blocks are purged after
-//! the purge delay and unmapped after ten times it.
+//! at most `Opt::HugeCacheBytes` of committed blocks. Cached blocks are
+//! purged after the purge delay and unmapped after ten times it.
+//! `usable <= committed_len` while live, `committed_len <= reserve` always.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -22,6 +28,8 @@ use crate::{os, stats};
 pub const MAX_HUGE_ALIGN: usize = 64 * SEGMENT_SIZE;
 const _: () = assert!(MAX_HUGE_ALIGN / SEGMENT_SIZE < MAP_MAX_BACK);
 
+/// Freed huge blocks kept mapped, newest first, linked through `next`, and
+/// the bytes they keep committed.
 pub struct HugeCache {
     head: *mut Segment,
     bytes: usize,
@@ -29,26 +37,28 @@ pub struct HugeCache {
 // SAFETY: only touched under its lock.
 unsafe impl Send for HugeCache {}
 
-/// Freed huge blocks kept mapped, newest first, linked through `next`.
+/// The huge block cache.
 pub static HCACHE: SpinLock<HugeCache> = SpinLock::new(HugeCache { head: ptr::null_mut(), bytes: 0 });
 
-/// Rounds a huge size up to 1/8 of its power of two, so that a growing
-/// `realloc` finds room in place and cached blocks fit later requests.
+/// Rounds a huge size up to 1/16 of its power of two (at least a page), so
+/// that cached blocks fit later requests of about the same size.
 fn round_usable(size: usize) -> Option<usize> {
     let step = (size.next_power_of_two() / 16).max(os::OS_PAGE);
     size.checked_add(step - 1).map(|s| s & !(step - 1))
 }
 
-/// Allocates a huge block of at least `size` bytes aligned to `align`.
-pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    if align > MAX_HUGE_ALIGN || size > isize::MAX as usize / 2 {
+/// Allocates a huge block of at least `size` bytes aligned to `align`, with
+/// address space for `reserve` bytes (at least the usable size).
+pub fn alloc(size: usize, align: usize, reserve: usize) -> *mut u8 {
+    if align > MAX_HUGE_ALIGN || size > isize::MAX as usize / 8 {
         return ptr::null_mut();
     }
     let offset = HEADER_RESERVE.next_multiple_of(align.max(os::OS_PAGE));
     let Some(usable) = round_usable(size.max(1)) else { return ptr::null_mut() };
-    let seg = match take_cached(size, usable, offset, align) {
+    let reserve = reserve.next_multiple_of(os::OS_PAGE).max(usable);
+    let seg = match take_cached(size, usable, offset, align, reserve) {
         Some(seg) => seg,
-        None => match map_new(usable, offset, align) {
+        None => match map_new(usable, offset, align, reserve) {
             Some(seg) => seg,
             None => return ptr::null_mut(),
         },
@@ -61,25 +71,29 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
 }
 
-fn map_new(usable: usize, offset: usize, align: usize) -> Option<*mut Segment> {
+fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option<*mut Segment> {
     if !crate::reclaim::charge(HEADER_RESERVE + usable) {
         return None;
     }
-    let seg = segment::map_segment(Kind::Huge, offset + usable, align.max(SEGMENT_SIZE))?;
+    let seg = segment::map_segment(Kind::Huge, offset + reserve, align.max(SEGMENT_SIZE))?;
     stats::on_commit(usable);
     // SAFETY: fresh segment, ours alone.
     unsafe {
         (*seg).block_offset = offset;
         (*seg).usable = usable;
+        (*seg).reserve = reserve;
+        (*seg).committed_len = usable;
         (*seg).huge_zero = true;
-        (*seg).huge_purged = false;
     }
     Some(seg)
 }
 
-/// A cached block of the right shape: holds `size`, wastes at most a quarter,
-/// same offset and alignment. Charged again if it had been purged.
-fn take_cached(size: usize, usable: usize, offset: usize, align: usize) -> Option<*mut Segment> {
+/// A cached block of the right shape: room for `size` and at least half the
+/// reserve asked, at most twice it, same offset and alignment.
+fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve: usize) -> Option<*mut Segment> {
+    // Up to twice the address space asked is fine: untouched reserve costs
+    // nothing, and what a cached block kept committed stays counted.
+    let (least, most) = (size.max(reserve / 2), reserve.saturating_mul(2));
     let seg = {
         let mut cache = HCACHE.lock();
         let mut link: *mut *mut Segment = &mut cache.head;
@@ -88,11 +102,11 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize) -> Optio
         unsafe {
             while !(*link).is_null() {
                 let s = *link;
-                let fits = (*s).usable >= size && (*s).usable <= usable + usable / 4;
+                let fits = (*s).reserve >= least && (*s).reserve <= most;
                 let shape = (*s).block_offset == offset && (s as usize + offset) % align == 0;
                 if fits && shape {
                     *link = (*s).next;
-                    cache.bytes -= (*s).usable;
+                    cache.bytes -= (*s).committed_len;
                     found = s;
                     break;
                 }
@@ -106,19 +120,64 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize) -> Optio
     }
     // SAFETY: taken off the cache above: ours alone.
     unsafe {
-        if (*seg).huge_purged {
-            if !crate::reclaim::charge((*seg).usable) {
-                segment::unmap_segment(seg);
-                return None;
-            }
-            stats::on_commit((*seg).usable);
-            (*seg).huge_purged = false;
-            (*seg).huge_zero = true;
-        } else {
-            (*seg).huge_zero = false;
+        (*seg).huge_zero = (*seg).committed_len == 0;
+        (*seg).usable = 0;
+        // The cached block may reserve less than the rounded size (never
+        // less than `size`).
+        if !commit_to(seg, usable.min((*seg).reserve)) {
+            segment::unmap_segment(seg);
+            return None;
         }
     }
     Some(seg)
+}
+
+/// Makes the first `len` bytes of the block usable, charging what goes past
+/// `committed_len`. `false` when the reclaim engine refuses the memory.
+///
+/// # Safety
+///
+/// `seg` is a huge segment owned by the caller and `len <= reserve`.
+unsafe fn commit_to(seg: *mut Segment, len: usize) -> bool {
+    // SAFETY: caller promise.
+    unsafe {
+        let more = len.saturating_sub((*seg).committed_len);
+        if more > 0 {
+            if !crate::reclaim::charge(more) {
+                return false;
+            }
+            stats::on_commit(more);
+            (*seg).committed_len = len;
+        }
+        (*seg).usable = len;
+    }
+    true
+}
+
+/// Resizes a live huge block in place when `new_size` fits its reserve:
+/// growth takes more of the reserve, shrinking gives the tail back to the OS
+/// when it is at least a segment long. Returns whether it did.
+///
+/// # Safety
+///
+/// `seg` is the live huge segment of a block the caller owns.
+pub unsafe fn resize_in_place(seg: *mut Segment, new_size: usize) -> bool {
+    let Some(len) = round_usable(new_size.max(1)) else { return false };
+    // SAFETY: caller promise.
+    unsafe {
+        let len = len.min((*seg).reserve);
+        if new_size > len {
+            return false;
+        }
+        let committed = (*seg).committed_len;
+        if committed >= len + SEGMENT_SIZE {
+            let tail = seg.cast::<u8>().add((*seg).block_offset + len);
+            os::purge(tail, committed - len);
+            stats::on_purge(committed - len);
+            (*seg).committed_len = len;
+        }
+        commit_to(seg, len)
+    }
 }
 
 /// Frees a huge block: into the cache while it has room, else to the OS.
@@ -132,14 +191,14 @@ pub unsafe fn free(seg: *mut Segment) {
         // Relaxed: statistics snapshot only.
         (*seg).pages[0].state.store(state::FREE, Ordering::Relaxed);
         (*seg).cached_at = os::now_ms();
-        let usable = (*seg).usable;
+        let bytes = (*seg).committed_len;
         let cached = {
             let mut cache = HCACHE.lock();
-            let room = cache.bytes + usable <= options::get(Opt::HugeCacheBytes);
+            let room = cache.bytes + bytes <= options::get(Opt::HugeCacheBytes);
             if room {
                 (*seg).next = cache.head;
                 cache.head = seg;
-                cache.bytes += usable;
+                cache.bytes += bytes;
             }
             room
         };
@@ -162,18 +221,21 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
             while !(*link).is_null() {
                 let s = *link;
                 let idle = now.saturating_sub((*s).cached_at);
+                let committed = (*s).committed_len;
                 if force || idle >= delay.saturating_mul(10) {
                     *link = (*s).next;
-                    cache.bytes -= (*s).usable;
+                    cache.bytes -= committed;
                     (*s).next = victims;
                     victims = s;
+                    bytes += committed;
                     continue;
                 }
-                if idle >= delay && !(*s).huge_purged {
-                    os::purge(s.cast::<u8>().add((*s).block_offset), (*s).usable);
-                    (*s).huge_purged = true;
-                    stats::on_purge((*s).usable);
-                    bytes += (*s).usable;
+                if idle >= delay && committed > 0 {
+                    os::purge(s.cast::<u8>().add((*s).block_offset), committed);
+                    stats::on_purge(committed);
+                    cache.bytes -= committed;
+                    (*s).committed_len = 0;
+                    bytes += committed;
                 }
                 link = &mut (*s).next;
             }
@@ -184,9 +246,6 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
         unsafe {
             let s = victims;
             victims = (*s).next;
-            if !(*s).huge_purged {
-                bytes += (*s).usable;
-            }
             segment::unmap_segment(s);
         }
     }

@@ -96,10 +96,13 @@ pub struct Segment {
     pub block_offset: usize,
     /// Huge: bytes usable in the block.
     pub usable: usize,
+    /// Huge: bytes mapped for the block (`usable` may grow up to this in place).
+    pub reserve: usize,
+    /// Huge: bytes of the block area counted as committed (touched at most
+    /// this far since the last purge).
+    pub committed_len: usize,
     /// Huge: the block's memory reads as zero.
     pub huge_zero: bool,
-    /// Huge, while cached: the block's memory was given back to the OS.
-    pub huge_purged: bool,
     /// When the segment entered a cache (ms).
     pub cached_at: u64,
     /// The page records.
@@ -303,7 +306,7 @@ unsafe fn committed_bytes(seg: *mut Segment) -> usize {
     // SAFETY: caller promise.
     let s = unsafe { &*seg };
     if s.kind == Kind::Huge {
-        return HEADER_RESERVE + if s.huge_purged { 0 } else { s.usable };
+        return HEADER_RESERVE + s.committed_len;
     }
     let pages = s.pages[..s.page_count].iter();
     // Relaxed: the segment is off every list, so its states are final.
