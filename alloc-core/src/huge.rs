@@ -10,7 +10,7 @@
 //!
 //! Invariant: a huge segment is either live (page 0 `IN_USE`, owned by the
 //! block's holder) or on the cache list (`FREE`), never both; the cache holds
-//! at most `Opt::HugeCacheBytes` of committed blocks. Cached blocks are
+//! at most `Opt::HugeCacheBytes` of mapped blocks. Cached blocks are
 //! purged after the purge delay and unmapped after ten times it.
 //! `usable <= committed_len` while live, `committed_len <= reserve` always.
 
@@ -29,7 +29,7 @@ pub const MAX_HUGE_ALIGN: usize = 64 * SEGMENT_SIZE;
 const _: () = assert!(MAX_HUGE_ALIGN / SEGMENT_SIZE < MAP_MAX_BACK);
 
 /// Freed huge blocks kept mapped, newest first, linked through `next`, and
-/// the bytes they keep committed.
+/// the bytes they keep mapped.
 pub struct HugeCache {
     head: *mut Segment,
     bytes: usize,
@@ -106,7 +106,7 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
                 let shape = (*s).block_offset == offset && (s as usize + offset) % align == 0;
                 if fits && shape {
                     *link = (*s).next;
-                    cache.bytes -= (*s).committed_len;
+                    cache.bytes -= (*s).size;
                     found = s;
                     break;
                 }
@@ -191,7 +191,7 @@ pub unsafe fn free(seg: *mut Segment) {
         // Relaxed: statistics snapshot only.
         (*seg).pages[0].state.store(state::FREE, Ordering::Relaxed);
         (*seg).cached_at = os::now_ms();
-        let bytes = (*seg).committed_len;
+        let bytes = (*seg).size;
         let cached = {
             let mut cache = HCACHE.lock();
             let room = cache.bytes + bytes <= options::get(Opt::HugeCacheBytes);
@@ -224,7 +224,7 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
                 let committed = (*s).committed_len;
                 if force || idle >= delay.saturating_mul(10) {
                     *link = (*s).next;
-                    cache.bytes -= committed;
+                    cache.bytes -= (*s).size;
                     (*s).next = victims;
                     victims = s;
                     bytes += committed;
@@ -233,7 +233,6 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
                 if idle >= delay && committed > 0 {
                     os::purge(s.cast::<u8>().add((*s).block_offset), committed);
                     stats::on_purge(committed);
-                    cache.bytes -= committed;
                     (*s).committed_len = 0;
                     bytes += committed;
                 }
