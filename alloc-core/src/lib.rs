@@ -59,3 +59,9 @@ mod thread;
 pub use global::ShrinkAlloc;
 pub use purge::purge;
 pub use stats::{stats, Stats};
+
+// Reclaim: the names a program registering shrinkers and marking scopes uses.
+pub use reclaim::{
+    nofs, noio, register, with_nofs, with_noio, CountResult, Level, Needs, ScanResult, ShrinkControl, Shrinker,
+    ShrinkerHandle, ShrinkerOptions,
+};

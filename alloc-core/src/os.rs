@@ -165,3 +165,35 @@ pub fn read_file(path: &[u8], buf: &mut [u8]) -> Option<usize> {
     unsafe { libc::close(fd) };
     (total != usize::MAX).then_some(total)
 }
+
+/// Starts a detached thread running `entry(arg)` with a raw pthread (no std
+/// set-up that could allocate before `entry` runs). Returns whether it started.
+///
+/// # Safety
+///
+/// `arg` stays valid for as long as `entry` may use it.
+pub unsafe fn spawn_detached(
+    entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+) -> bool {
+    let mut attr = core::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    let mut tid: libc::pthread_t = 0;
+    // SAFETY: `attr` is initialised by pthread_attr_init before any other use
+    // and destroyed once; `entry` is a valid thread entry; the caller keeps
+    // `arg` alive.
+    unsafe {
+        if libc::pthread_attr_init(attr.as_mut_ptr()) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(attr.as_mut_ptr(), libc::PTHREAD_CREATE_DETACHED);
+        let rc = libc::pthread_create(&mut tid, attr.as_ptr(), entry, arg);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        rc == 0
+    }
+}
+
+/// Names the calling thread as `top -H` shows it (at most 15 bytes).
+pub fn set_thread_name(name: &core::ffi::CStr) {
+    // SAFETY: `name` is NUL-terminated; the kernel truncates nothing it needs.
+    unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+}

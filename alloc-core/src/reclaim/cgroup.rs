@@ -24,6 +24,7 @@
 //! Invariant: every parser here takes bytes and returns a value or `None`;
 //! none can panic on any input (fixture tests feed them garbage).
 
+use crate::lock::SpinLock;
 use crate::os;
 
 /// Which cgroup hierarchy a directory belongs to.
@@ -275,19 +276,40 @@ pub fn discover_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<Found> {
 }
 
 /// Texts of `/proc/self/cgroup` and `/proc/self/mountinfo` fit here; a
-/// mountinfo longer than this is cut at a line boundary.
+/// mountinfo longer than this is cut at a line boundary. Static, not on the
+/// stack: discovery may run on a thread with a small stack, inside `malloc`.
 const PROC_BUF: usize = 64 * 1024;
+static BUFFERS: SpinLock<([u8; 4096], [u8; PROC_BUF])> = SpinLock::new(([0; 4096], [0; PROC_BUF]));
 
-/// Discovers the process's memory cgroup from `/proc`. Uses about 70 KiB of
-/// stack; called once.
+/// Discovers the process's memory cgroup from `/proc`. Called once.
 pub fn discover() -> Option<Found> {
-    let mut cg = [0u8; 4096];
-    let n = os::read_file(b"/proc/self/cgroup\0", &mut cg)?;
-    let mut mi = [0u8; PROC_BUF];
-    let m = os::read_file(b"/proc/self/mountinfo\0", &mut mi)?;
+    let mut bufs = BUFFERS.lock();
+    let (cg, mi) = &mut *bufs;
+    let n = os::read_file(b"/proc/self/cgroup\0", cg)?;
+    let m = os::read_file(b"/proc/self/mountinfo\0", mi)?;
     let mi = &mi[..m];
     let mi = if m == PROC_BUF { &mi[..mi.iter().rposition(|&b| b == b'\n').unwrap_or(0)] } else { mi };
     discover_from(&cg[..n], mi)
+}
+
+/// What discovery found at start-up, for the statistics; `None` when there
+/// was no memory cgroup, or discovery was off or not run.
+static FOUND: SpinLock<Option<Found>> = SpinLock::new(None);
+
+/// Records what discovery found (called once by the limits' set-up).
+pub(crate) fn remember(found: Option<Found>) {
+    *FOUND.lock() = found;
+}
+
+/// The memory cgroup found at start-up, if any.
+///
+/// ```
+/// if let Some(cg) = shrinkalloc::reclaim::cgroup::found() {
+///     println!("{:?} cgroup at {}", cg.version, String::from_utf8_lossy(cg.dir.as_bytes()));
+/// }
+/// ```
+pub fn found() -> Option<Found> {
+    *FOUND.lock()
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! Values are bytes with an optional binary unit (`4096`, `64K`, `512M`,
 //! `2G`); `0` means no limit. The environment is read once, on the first
 //! allocation slow path, without allocating; a bad value is reported once on
-//! stderr and ignored. The Rust setters win over the environment. With a
+//! stderr and ignored. The Rust setters win over the environment. With
+//! neither limit configured, both are derived from the process's memory
+//! cgroup (`cgroup.rs`) unless `SHRINKALLOC_CGROUP=off`. With a
 //! hard limit and no soft limit, the soft limit in force is 7/8 of the hard
 //! one, so that background reclaim starts before allocations have to wait.
 //!
@@ -111,6 +113,8 @@ impl Limits {
 /// The limits in force (reads the environment first if nobody has).
 pub(crate) fn current() -> Limits {
     init();
+    // Relaxed: each limit is an independent value; a reader racing a setter
+    // sees the old or the new one, and `THRESHOLD` is fixed up after it.
     let soft = SOFT.load(Ordering::Relaxed);
     let hard = HARD.load(Ordering::Relaxed);
     let soft = match (soft, hard) {
@@ -135,6 +139,7 @@ fn recompute() {
 fn set(which: &AtomicUsize, bytes: Option<usize>) {
     init();
     let _g = SETTER.lock();
+    // Relaxed: see `current`; SETTER orders the setters among themselves.
     which.store(bytes.unwrap_or(0), Ordering::Relaxed);
     recompute();
 }
@@ -175,6 +180,7 @@ pub fn set_hard_limit(bytes: Option<usize>) {
 /// ```
 pub fn soft_limit() -> Option<usize> {
     init();
+    // Relaxed: see `current`.
     Some(SOFT.load(Ordering::Relaxed)).filter(|&b| b != 0)
 }
 
@@ -185,6 +191,7 @@ pub fn soft_limit() -> Option<usize> {
 /// ```
 pub fn hard_limit() -> Option<usize> {
     init();
+    // Relaxed: see `current`.
     Some(HARD.load(Ordering::Relaxed)).filter(|&b| b != 0)
 }
 
@@ -215,6 +222,7 @@ fn init_slow() {
     for (var, cell) in [(&b"SHRINKALLOC_SOFT_LIMIT\0"[..], &SOFT), (&b"SHRINKALLOC_HARD_LIMIT\0"[..], &HARD)] {
         let Some(text) = os::getenv(var) else { continue };
         match crate::options::parse_size(text) {
+            // Relaxed: published by the Release store of ENV below.
             Some(v) => cell.store(v, Ordering::Relaxed),
             None => {
                 os::write_stderr(b"shrinkalloc: ignoring bad value of ");
@@ -223,9 +231,30 @@ fn init_slow() {
             }
         }
     }
+    // Relaxed: we are the only writer until ENV says 2.
+    if SOFT.load(Ordering::Relaxed) == 0 && HARD.load(Ordering::Relaxed) == 0 {
+        from_cgroup();
+    }
     ENV.store(2, Ordering::Release);
     let _g = SETTER.lock();
     recompute();
+}
+
+/// Without configured limits, derives them from the process's memory cgroup
+/// (see `cgroup.rs`), unless `SHRINKALLOC_CGROUP=off`.
+fn from_cgroup() {
+    match os::getenv(b"SHRINKALLOC_CGROUP\0") {
+        None | Some(b"auto") => {}
+        Some(b"off") => return,
+        Some(_) => os::write_stderr(b"shrinkalloc: ignoring bad value of SHRINKALLOC_CGROUP (auto|off)\n"),
+    }
+    let found = super::cgroup::discover();
+    if let Some((soft, hard)) = found.as_ref().and_then(|f| f.derived_limits()) {
+        // Relaxed: published by the Release store of ENV in `init_slow`.
+        SOFT.store(soft as usize, Ordering::Relaxed);
+        HARD.store(hard as usize, Ordering::Relaxed);
+    }
+    super::cgroup::remember(found);
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
 //! Reclaim: what the allocator does when memory runs short.
 //!
-//! The allocator's slow paths call [`charge`] before committing memory. Its
+//! The allocator's slow paths call `charge` before committing memory. Its
 //! fast path is two relaxed loads (the limit threshold and the committed
 //! counter). Past the soft limit it wakes the background reclaimers
 //! (`worker.rs`); past the hard limit it runs *direct reclaim* in the
 //! allocating thread, under that thread's scope mask (`scope.rs`), and
 //! refuses the allocation if it still does not fit after a bounded wait.
 //!
-//! One *pass* ([`run_pass`]) purges the allocator's free pages; if that is
+//! One *pass* (`run_pass`) purges the allocator's free pages; if that is
 //! short of its target, it asks every shrinker the thread's mask allows, at
 //! priorities from gentle to desperate, for a share of what it holds
-//! ([`shrink_one`], the kernel's `do_shrink_slab`), purging and measuring the
+//! (`shrink_one`, the kernel's `do_shrink_slab`), purging and measuring the
 //! committed bytes that really went away after each round, until the target
 //! is met or no shrinker has anything left. A shrinker the mask forbids is
 //! skipped, the skip counted, and its share owed (`nr_deferred`) to the next
@@ -20,28 +20,58 @@
 //! library reclaimer) never starts reclaim and never waits; its allocations
 //! may use a small reserve above the hard limit and are never refused
 //! because of the soft limit. Nothing here holds a lock while it allocates.
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use shrinkalloc::reclaim::{self, CountResult, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+//!
+//! struct InodeCache(Mutex<Vec<Vec<u8>>>);
+//! impl Shrinker for InodeCache {
+//!     fn count(&self, _: &ShrinkControl) -> CountResult {
+//!         CountResult::Count(self.0.lock().unwrap().len())
+//!     }
+//!     fn scan(&self, sc: &ShrinkControl) -> ScanResult {
+//!         let mut v = self.0.lock().unwrap();
+//!         let n = sc.nr_to_scan().min(v.len());
+//!         v.drain(..n);
+//!         ScanResult::Freed(n)
+//!     }
+//! }
+//!
+//! reclaim::set_hard_limit(Some(1 << 30));
+//! let cache = InodeCache(Mutex::new(vec![vec![0; 512]; 100]));
+//! let _h = reclaim::register(cache, ShrinkerOptions::new("inodes").needs(Needs::FS));
+//! // Code that holds a filesystem lock: reclaim started here skips "inodes".
+//! reclaim::with_nofs(|| vec![0u8; 1 << 20]);
+//! # reclaim::set_hard_limit(None);
+//! ```
 
+pub mod cgroup;
+mod context;
 mod limit;
 mod registry;
 mod scope;
 mod shrinker;
 mod stats;
 mod worker;
+mod workqueue;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+pub use context::{is_io_flusher, set_io_flusher, spawn, Context, ContextClass, ContextGuard, KernelRefused};
 pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
-    current_scope, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore, noio_save, with_nofs, with_noio,
-    ScopeFlags, ScopeGuard,
+    current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
+    noio_save, with_nofs, with_noio, ScopeFlags, ScopeGuard,
 };
 pub use shrinker::{
     CountResult, Level, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions, DEFAULT_BATCH, DEFAULT_SEEKS,
 };
 pub use stats::{stats, PassRecord, ReclaimStats, ShrinkerStats, Trigger};
+pub use workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
 
 use registry::Entry;
 use scope::{Reclaiming, RECLAIMING};
@@ -109,7 +139,9 @@ fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
             return true;
         }
         let pass = Pass { target, level: Level::Critical, trigger: Trigger::Direct, scope, only_class: None };
-        if run_pass(pass) == 0 {
+        // Judge progress by objects too: other threads' allocations can hide
+        // the bytes a pass freed from the committed counter.
+        if run_pass(pass) == Freed::NOTHING {
             break;
         }
     }
@@ -141,7 +173,7 @@ pub fn reclaim(target_bytes: usize, level: Level) -> usize {
         return 0;
     }
     let scope = current_scope();
-    run_pass(Pass { target: target_bytes, level, trigger: Trigger::Explicit, scope, only_class: None })
+    run_pass(Pass { target: target_bytes, level, trigger: Trigger::Explicit, scope, only_class: None }).bytes
 }
 
 /// What one pass is asked to do.
@@ -155,16 +187,27 @@ pub(crate) struct Pass {
     pub(crate) only_class: Option<usize>,
 }
 
+/// What a pass freed: committed bytes it measured, objects shrinkers reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Freed {
+    pub(crate) bytes: usize,
+    pub(crate) objects: usize,
+}
+
+impl Freed {
+    const NOTHING: Freed = Freed { bytes: 0, objects: 0 };
+}
+
 /// One reclaim pass: purge, then shrink round by round until `target`.
-pub(crate) fn run_pass(p: Pass) -> usize {
+pub(crate) fn run_pass(p: Pass) -> Freed {
     let started = Instant::now();
     let _r = Reclaiming::enter();
     let scope = p.scope.effective();
     let mut owed = [false; CLASSES];
-    let mut freed = purge_measured();
-    if freed < p.target && p.level > Level::None {
+    let mut freed = Freed { bytes: purge_measured(), objects: 0 };
+    if freed.bytes < p.target && p.level > Level::None {
         if let Some(list) = registry::snapshot() {
-            freed = shrink_rounds(&list, &p, scope, freed, &mut owed);
+            shrink_rounds(&list, &p, scope, &mut freed, &mut owed);
         }
     }
     stats::record_pass(&stats::PassRecord {
@@ -172,12 +215,12 @@ pub(crate) fn run_pass(p: Pass) -> usize {
         trigger: p.trigger,
         scope,
         target_bytes: p.target,
-        freed_bytes: freed,
+        freed_bytes: freed.bytes,
         duration_ns: started.elapsed().as_nanos() as u64,
     });
-    if freed < p.target {
+    if freed.bytes < p.target {
         for class in (0..CLASSES).filter(|&c| owed[c] && Some(c) != p.only_class) {
-            worker::wake(class, p.target - freed, p.level);
+            worker::wake(class, p.target - freed.bytes, p.level);
         }
     }
     freed
@@ -203,26 +246,28 @@ fn shrink_rounds(
     list: &[std::sync::Arc<Entry>],
     p: &Pass,
     scope: ScopeFlags,
-    mut freed: usize,
+    freed: &mut Freed,
     owed: &mut [bool; CLASSES],
-) -> usize {
+) {
     for priority in (0..=start_priority(p.level)).rev() {
         let before = crate::stats::committed();
         let mut any = false;
-        let target_bytes = p.target.saturating_sub(freed);
+        let target_bytes = p.target.saturating_sub(freed.bytes);
         let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority };
         for e in list {
             if p.only_class.map_or(true, |c| e.options.get_needs().class() == c) {
-                any |= shrink_one(e, &sc, owed);
+                if let Some(objects) = shrink_one(e, &sc, owed) {
+                    any = true;
+                    freed.objects += objects;
+                }
             }
         }
         let released = crate::purge::purge_now();
-        freed += released.max(before.saturating_sub(crate::stats::committed()));
-        if freed >= p.target || !any {
+        freed.bytes += released.max(before.saturating_sub(crate::stats::committed()));
+        if freed.bytes >= p.target || !any {
             break;
         }
     }
-    freed
 }
 
 /// Objects to ask of a shrinker holding `freeable` at `priority`: the
@@ -237,24 +282,25 @@ fn share(freeable: usize, priority: u32, seeks: u32) -> usize {
     }
 }
 
-/// One shrinker, one round (the kernel's `do_shrink_slab`). Returns whether
-/// it had anything to free, so the caller knows whether to go on.
+/// One shrinker, one round (the kernel's `do_shrink_slab`). Returns the
+/// objects it freed, or `None` if it had nothing to free (or was skipped),
+/// so that the caller knows whether another round can help.
 ///
 /// Scans `share + deferred >> priority`, capped at twice the count (a
 /// cache is never asked for more than it could give in two rounds), in
 /// batches; work smaller than a batch waits in `deferred` until it adds up
 /// to one, unless it covers the whole count. What was not scanned is owed.
-fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> bool {
+fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> Option<usize> {
     if e.is_disabled() {
-        return false;
+        return None;
     }
     let needs = e.options.get_needs();
     if !needs.allowed_in(sc.scope) && !testing::ignoring_mask() {
         skip(e, sc.priority);
         owed[needs.class()] = true;
-        return false;
+        return None;
     }
-    let Some(active) = e.enter() else { return false };
+    let active = e.enter()?;
     let freeable = match call(e, &e.counters.count_calls, || active.shrinker().count(sc)) {
         Some(CountResult::Count(n)) => n,
         Some(CountResult::Empty) | None => 0,
@@ -262,7 +308,7 @@ fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> bool
     // Relaxed: a hint for sizing owed work, read by later passes.
     e.last_count.store(freeable, Ordering::Relaxed);
     if freeable == 0 {
-        return false;
+        return None;
     }
     let cap = freeable.saturating_mul(2);
     let seeks = e.options.get_seeks();
@@ -272,12 +318,15 @@ fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> bool
     let nr = e.deferred.swap(0, Ordering::Relaxed);
     let mut total_scan = (nr >> sc.priority).saturating_add(delta).min(cap);
     let batch = e.options.get_batch();
-    let mut scanned = 0usize;
+    let (mut scanned, mut objects) = (0usize, 0usize);
     while total_scan >= batch || total_scan >= freeable {
         let n = batch.min(total_scan);
         let one = ShrinkControl { nr_to_scan: n, ..*sc };
         match call(e, &e.counters.scan_calls, || active.shrinker().scan(&one)) {
-            Some(ScanResult::Freed(f)) => bump(&e.counters.objects_freed, f as u64),
+            Some(ScanResult::Freed(f)) => {
+                bump(&e.counters.objects_freed, f as u64);
+                objects += f;
+            }
             Some(ScanResult::Stop) => {
                 bump(&e.counters.stops, 1);
                 break;
@@ -290,7 +339,7 @@ fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> bool
     }
     let next = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
     add_deferred(e, next, cap);
-    true
+    Some(objects)
 }
 
 /// Counts a skip by mask and owes the shrinker the share it would have had,
@@ -354,6 +403,7 @@ pub mod testing {
     }
 
     pub(crate) fn ignoring_mask() -> bool {
+        // Relaxed: see `ignore_scope_mask`.
         IGNORE_MASK.load(Ordering::Relaxed)
     }
 }

@@ -29,6 +29,8 @@ const NOFS_BIT: u32 = 1;
 const NOIO_BIT: u32 = 2;
 /// Set while the thread runs reclaim or a shrinker callback.
 pub(crate) const RECLAIMING: u32 = 4;
+/// Set for the life of a library background reclaimer thread.
+const BACKGROUND: u32 = 8;
 const PUBLIC_BITS: u32 = NOFS_BIT | NOIO_BIT;
 
 /// A set of scope flags: what reclaim started from this thread must not do.
@@ -169,12 +171,14 @@ pub fn is_reclaiming() -> bool {
     raw() & RECLAIMING != 0
 }
 
+#[inline]
 fn save(flag: u32) -> ScopeFlags {
     let old = raw();
     set_raw(old | flag);
     ScopeFlags(old & flag)
 }
 
+#[inline]
 fn restore(flag: u32, saved: ScopeFlags) {
     set_raw((raw() & !flag) | (saved.0 & flag));
 }
@@ -193,6 +197,7 @@ fn restore(flag: u32, saved: ScopeFlags) {
 /// assert_eq!(current_scope(), ScopeFlags::NONE);
 /// ```
 #[must_use = "pass the saved state to nofs_restore"]
+#[inline]
 pub fn nofs_save() -> ScopeFlags {
     save(NOFS_BIT)
 }
@@ -208,6 +213,7 @@ pub fn nofs_save() -> ScopeFlags {
 /// assert_eq!(current_scope(), ScopeFlags::NOIO);
 /// shrinkalloc::reclaim::noio_restore(io);
 /// ```
+#[inline]
 pub fn nofs_restore(saved: ScopeFlags) {
     restore(NOFS_BIT, saved);
 }
@@ -222,6 +228,7 @@ pub fn nofs_restore(saved: ScopeFlags) {
 /// noio_restore(saved);
 /// ```
 #[must_use = "pass the saved state to noio_restore"]
+#[inline]
 pub fn noio_save() -> ScopeFlags {
     save(NOIO_BIT)
 }
@@ -235,6 +242,7 @@ pub fn noio_save() -> ScopeFlags {
 /// noio_restore(saved);
 /// assert_eq!(current_scope(), ScopeFlags::NONE);
 /// ```
+#[inline]
 pub fn noio_restore(saved: ScopeFlags) {
     restore(NOIO_BIT, saved);
 }
@@ -259,6 +267,7 @@ pub struct ScopeGuard {
 }
 
 impl Drop for ScopeGuard {
+    #[inline]
     fn drop(&mut self) {
         restore(self.flag, self.saved);
     }
@@ -271,6 +280,7 @@ impl Drop for ScopeGuard {
 /// let v = vec![0u8; 1 << 20]; // reclaim started here never enters the filesystem
 /// # drop(v);
 /// ```
+#[inline]
 pub fn nofs() -> ScopeGuard {
     ScopeGuard { flag: NOFS_BIT, saved: nofs_save(), _not_send: PhantomData }
 }
@@ -284,6 +294,7 @@ pub fn nofs() -> ScopeGuard {
 /// drop(g);
 /// assert_eq!(current_scope(), ScopeFlags::NONE);
 /// ```
+#[inline]
 pub fn noio() -> ScopeGuard {
     ScopeGuard { flag: NOIO_BIT, saved: noio_save(), _not_send: PhantomData }
 }
@@ -296,6 +307,7 @@ pub fn noio() -> ScopeGuard {
 /// let n = with_nofs(|| current_scope().bits());
 /// assert_eq!(n, ScopeFlags::NOFS.bits());
 /// ```
+#[inline]
 pub fn with_nofs<R>(f: impl FnOnce() -> R) -> R {
     let _g = nofs();
     f()
@@ -308,6 +320,7 @@ pub fn with_nofs<R>(f: impl FnOnce() -> R) -> R {
 /// use shrinkalloc::reclaim::{current_scope, with_noio, ScopeFlags};
 /// assert_eq!(with_noio(current_scope), ScopeFlags::NOIO);
 /// ```
+#[inline]
 pub fn with_noio<R>(f: impl FnOnce() -> R) -> R {
     let _g = noio();
     f()
@@ -334,9 +347,23 @@ impl Drop for Reclaiming {
     }
 }
 
-/// Sets the whole mask of a library reclaimer thread for its lifetime.
-pub(crate) fn set_thread_mask(flags: ScopeFlags, reclaiming: bool) {
-    set_raw(flags.0 | if reclaiming { RECLAIMING } else { 0 });
+/// Sets the whole mask of a library reclaimer thread for its lifetime:
+/// its class's flags, `RECLAIMING` and `BACKGROUND`.
+pub(crate) fn become_background_reclaimer(flags: ScopeFlags) {
+    set_raw(flags.0 | RECLAIMING | BACKGROUND);
+}
+
+/// Whether the calling thread is one of the library's background
+/// reclaimers (the kernel's `current_is_kswapd()`); its class is its
+/// [`current_scope`]. Lets a shrinker do more, or less, off the
+/// allocating threads.
+///
+/// ```
+/// assert!(!shrinkalloc::reclaim::is_background_reclaimer());
+/// ```
+#[inline]
+pub fn is_background_reclaimer() -> bool {
+    raw() & BACKGROUND != 0
 }
 
 #[cfg(test)]

@@ -280,8 +280,18 @@ impl BitOr for Needs {
 }
 
 /// The kernel's `DEFAULT_SEEKS`.
+///
+/// ```
+/// use shrinkalloc::reclaim::{ShrinkerOptions, DEFAULT_SEEKS};
+/// assert_eq!(ShrinkerOptions::new("c").get_seeks(), DEFAULT_SEEKS);
+/// ```
 pub const DEFAULT_SEEKS: u32 = 2;
 /// The kernel's `SHRINK_BATCH`: objects per `scan` call unless set.
+///
+/// ```
+/// use shrinkalloc::reclaim::{ShrinkerOptions, DEFAULT_BATCH};
+/// assert_eq!(ShrinkerOptions::new("c").get_batch(), DEFAULT_BATCH);
+/// ```
 pub const DEFAULT_BATCH: usize = 128;
 
 /// How a shrinker is registered: a name for statistics, its [`Needs`],
@@ -410,7 +420,8 @@ impl ShrinkerOptions {
 ///         // Never wait for the lock: reclaim may run in the thread holding it.
 ///         let Ok(mut v) = self.0.try_lock() else { return ScanResult::Stop };
 ///         let n = sc.nr_to_scan().min(v.len());
-///         v.truncate(v.len() - n);
+///         let keep = v.len() - n;
+///         v.truncate(keep);
 ///         ScanResult::Freed(n)
 ///     }
 /// }

@@ -115,6 +115,7 @@ pub struct ShrinkerStats {
 
 impl ShrinkerStats {
     pub(crate) fn of(e: &Entry) -> Self {
+        // Relaxed: counters are independent tallies, read as a snapshot.
         let c = &e.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Self {
@@ -293,6 +294,7 @@ pub struct ReclaimStats {
 /// assert!(s.to_string().starts_with("reclaim:"));
 /// ```
 pub fn stats() -> ReclaimStats {
+    // Relaxed: counters are independent tallies, read as a snapshot.
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let limits = limit::current();
     let shrinkers =

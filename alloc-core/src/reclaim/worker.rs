@@ -16,6 +16,7 @@
 //! a `fork()` child sees none and starts its own when it first needs them.
 //! No lock here is held while allocating.
 
+use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -25,6 +26,7 @@ use super::limit;
 use super::scope::{self, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
 use super::stats::{self, bump, Trigger};
+use crate::os;
 
 /// The number of context classes: unrestricted, `NOFS`, `NOIO`.
 pub(crate) const CLASSES: usize = 3;
@@ -38,6 +40,8 @@ const CLASS_SCOPE: [ScopeFlags; CLASSES] = [
 
 /// How long an idle reclaimer sleeps before checking again (bounded waits).
 const IDLE: Duration = Duration::from_secs(1);
+/// How long a reclaimer rests after a pass that freed nothing.
+const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The class of a thread with scope `mask`: 0, 1 (`NOFS`) or 2 (`NOIO`).
 pub(crate) fn class_of(mask: ScopeFlags) -> usize {
@@ -105,6 +109,8 @@ fn ensure_started() -> Option<&'static Workers> {
         return Some(w);
     }
     let pid = std::process::id();
+    // Relaxed here and on the stores: STARTING only elects one starter;
+    // the reclaimers are published through CURRENT (Release/Acquire).
     let seen = STARTING.load(Ordering::Relaxed);
     // A pid other than ours was left by a parent caught by fork(): reclaim it.
     if seen == pid || STARTING.compare_exchange(seen, pid, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -119,8 +125,8 @@ fn ensure_started() -> Option<&'static Workers> {
 
 #[cold]
 fn start(pid: u32) -> &'static Workers {
-    // Spawning allocates: mark the thread so those allocations never
-    // recurse into reclaim or into starting reclaimers again.
+    // Creating threads allocates: mark the thread so those allocations
+    // never recurse into reclaim or into starting reclaimers again.
     let _r = Reclaiming::enter();
     let by_class = core::array::from_fn(|class| {
         let w: &'static Worker = Box::leak(Box::new(Worker {
@@ -130,12 +136,11 @@ fn start(pid: u32) -> &'static Workers {
             done: Condvar::new(),
             pending: AtomicBool::new(false),
         }));
-        let name = ["shrinkalloc-reclaim", "shrinkalloc-reclaim-nofs", "shrinkalloc-reclaim-noio"][class];
-        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || run(w));
-        if spawned.is_ok() {
-            bump(&stats::WORKERS_STARTED, 1);
+        if !spawn(w) {
+            return None;
         }
-        spawned.ok().map(|_| w)
+        bump(&stats::WORKERS_STARTED, 1);
+        Some(w)
     });
     let ws: &'static Workers = Box::leak(Box::new(Workers { pid, by_class }));
     // Release pairs with the Acquire in `workers`.
@@ -144,9 +149,30 @@ fn start(pid: u32) -> &'static Workers {
     ws
 }
 
+/// Starts a detached thread running `w`. A raw pthread rather than a std
+/// one: its first instruction marks it `RECLAIMING`, before anything in it
+/// can allocate, so that a reclaimer started at the hard limit never has
+/// to reclaim (or fail) to start. (std allocates in a new thread before
+/// running its closure.)
+fn spawn(w: &'static Worker) -> bool {
+    // SAFETY: the argument, a leaked `&'static Worker`, outlives the thread.
+    unsafe { os::spawn_detached(reclaimer_main, w as *const Worker as *mut c_void) }
+}
+
+/// Thread names as `top -H` and `/proc/*/task/*/comm` show them (at most
+/// 15 bytes).
+const NAMES: [&core::ffi::CStr; CLASSES] = [c"sa-reclaim", c"sa-reclaim-nofs", c"sa-reclaim-noio"];
+
+extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `spawn` passes a leaked, never freed `&'static Worker`.
+    let w: &'static Worker = unsafe { &*(arg as *const Worker) };
+    scope::become_background_reclaimer(CLASS_SCOPE[w.class]);
+    os::set_thread_name(NAMES[w.class]);
+    run(w)
+}
+
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
 fn run(w: &'static Worker) -> ! {
-    scope::set_thread_mask(CLASS_SCOPE[w.class], true);
     loop {
         let (target, level, ticket) = next_request(w);
         let limits = limit::current();
@@ -154,7 +180,7 @@ fn run(w: &'static Worker) -> ! {
             Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
             None => 0,
         };
-        super::run_pass(super::Pass {
+        let freed = super::run_pass(super::Pass {
             target: target.max(over_soft),
             level,
             trigger: Trigger::Background,
@@ -166,6 +192,11 @@ fn run(w: &'static Worker) -> ! {
         st.completed = ticket;
         drop(st);
         w.done.notify_all();
+        if freed == super::Freed::NOTHING {
+            // Nothing to take: do not spin on the wakes of every allocation
+            // that stays past the soft limit.
+            std::thread::sleep(EMPTY_BACKOFF);
+        }
     }
 }
 
@@ -192,6 +223,7 @@ pub(crate) fn wake(class: usize, target: usize, level: Level) {
     }
     let mut st = w.lock();
     st.pending = true;
+    // Relaxed: the hint; the lock orders the request itself.
     w.pending.store(true, Ordering::Relaxed);
     st.target = st.target.max(target);
     st.level = st.level.max(level);
