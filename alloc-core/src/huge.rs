@@ -43,7 +43,7 @@ pub static HCACHE: SpinLock<HugeCache> = SpinLock::new(HugeCache { head: ptr::nu
 /// Rounds a huge size up to 1/16 of its power of two (at least a page), so
 /// that cached blocks fit later requests of about the same size.
 fn round_usable(size: usize) -> Option<usize> {
-    let step = (size.next_power_of_two() / 16).max(os::OS_PAGE);
+    let step = (size.checked_next_power_of_two()? / 16).max(os::OS_PAGE);
     size.checked_add(step - 1).map(|s| s & !(step - 1))
 }
 

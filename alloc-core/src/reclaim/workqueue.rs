@@ -430,7 +430,9 @@ impl fmt::Display for WorkQueueStats {
 
 /// A work queue whose items run in the context they were submitted from,
 /// on workers kept apart per context class (see the module documentation).
-/// Dropping it destroys it: drains, then joins the workers.
+/// Dropping it destroys it: drains, then joins the workers. Its workers
+/// belong to the process that created it: in a `fork()` child, `submit`
+/// fails with [`SubmitError::Forked`] and `flush` and `destroy` return at once.
 ///
 /// ```
 /// use std::sync::mpsc;
@@ -629,6 +631,9 @@ impl WorkQueue {
     /// assert!(done.load(Ordering::Relaxed));
     /// ```
     pub fn flush(&self) {
+        if !self.inner.owned_here() {
+            return;
+        }
         let targets: [u64; CLASSES] = core::array::from_fn(|lane| self.inner.classes[lane].lock().next_seq);
         for (lane, target) in targets.into_iter().enumerate() {
             self.wait_class(lane, target);
@@ -648,6 +653,9 @@ impl WorkQueue {
     /// assert_eq!(wq.stats().class(ContextClass::Nofs).run, 1);
     /// ```
     pub fn flush_class(&self, class: ContextClass) {
+        if !self.inner.owned_here() {
+            return;
+        }
         let lane = if self.inner.single { 0 } else { class.index() };
         let target = self.inner.classes[lane].lock().next_seq;
         self.wait_class(lane, target);
