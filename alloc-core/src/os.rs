@@ -197,3 +197,20 @@ pub fn set_thread_name(name: &core::ffi::CStr) {
     // SAFETY: `name` is NUL-terminated; the kernel truncates nothing it needs.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
 }
+
+/// `PR_SET_IO_FLUSHER` from `<linux/prctl.h>` (Linux 5.6).
+const PR_SET_IO_FLUSHER: libc::c_int = 57;
+
+/// Asks the kernel to treat the calling thread as an I/O flusher
+/// (`PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE`, inherited by threads it creates).
+/// Needs CAP_SYS_RESOURCE; `Err(errno)` when refused.
+pub fn set_io_flusher(on: bool) -> Result<(), i32> {
+    let zero: libc::c_ulong = 0;
+    // SAFETY: PR_SET_IO_FLUSHER takes one integer argument and requires the
+    // unused ones to be zero; no memory is passed to the kernel.
+    let rc = unsafe { libc::prctl(PR_SET_IO_FLUSHER, libc::c_ulong::from(on), zero, zero, zero) };
+    if rc == 0 {
+        return Ok(());
+    }
+    Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM))
+}

@@ -473,27 +473,9 @@ pub fn is_io_flusher() -> bool {
     flusher_state().is_some()
 }
 
-/// `PR_SET_IO_FLUSHER` from `<linux/prctl.h>` (Linux 5.6).
-#[cfg(target_os = "linux")]
-const PR_SET_IO_FLUSHER: libc::c_int = 57;
-
-/// Asks the kernel to treat the calling thread as an I/O flusher (its
-/// `PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE`, inherited by threads it creates).
-#[cfg(target_os = "linux")]
+/// Asks the kernel to treat the calling thread as an I/O flusher.
 fn kernel_io_flusher(on: bool) -> Result<(), KernelRefused> {
-    let zero: libc::c_ulong = 0;
-    // SAFETY: PR_SET_IO_FLUSHER takes one integer argument and requires the
-    // unused ones to be zero; no memory is passed to the kernel.
-    let rc = unsafe { libc::prctl(PR_SET_IO_FLUSHER, libc::c_ulong::from(on), zero, zero, zero) };
-    if rc == 0 {
-        return Ok(());
-    }
-    Err(KernelRefused { errno: io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM) })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn kernel_io_flusher(_on: bool) -> Result<(), KernelRefused> {
-    Err(KernelRefused { errno: libc::ENOSYS })
+    crate::os::set_io_flusher(on).map_err(|errno| KernelRefused { errno })
 }
 
 #[cfg(test)]
