@@ -1,0 +1,104 @@
+/* Compiled against include/shrinkalloc.h and linked with the library (both
+ * ways): takes the address of, and calls, every function the header
+ * declares, and checks the header's constants and struct layout against
+ * what the Rust side assumes. Prints every declared function's name (one
+ * per line) and "ok". */
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shrinkalloc.h"
+
+_Static_assert(SA_SCOPE_NOFS == 1 && SA_SCOPE_NOIO == 2, "scope bits are the core's ScopeFlags bits");
+_Static_assert(SA_NEEDS_FS == 1 && SA_NEEDS_IO == 2, "needs bits are the core's Needs bits");
+_Static_assert(SA_SHRINK_STOP == (size_t)-1 && SA_SHRINK_EMPTY == (size_t)-2, "sentinels");
+_Static_assert(SA_LEVEL_NONE == 0 && SA_LEVEL_LOW == 1 && SA_LEVEL_MEDIUM == 2 && SA_LEVEL_CRITICAL == 3, "levels");
+_Static_assert(sizeof(enum sa_level) == 4, "enum sa_level is a C int, as shrinker.rs reads it");
+/* struct layouts as shrinker.rs declares them (#[repr(C)]). */
+_Static_assert(sizeof(struct sa_shrink_control) == 32, "sa_shrink_control size");
+_Static_assert(offsetof(struct sa_shrink_control, nr_to_scan) == 0, "nr_to_scan");
+_Static_assert(offsetof(struct sa_shrink_control, nr_scanned) == 8, "nr_scanned");
+_Static_assert(offsetof(struct sa_shrink_control, scope) == 16, "scope");
+_Static_assert(offsetof(struct sa_shrink_control, level) == 20, "level");
+_Static_assert(offsetof(struct sa_shrink_control, target_bytes) == 24, "target_bytes");
+_Static_assert(sizeof(struct sa_shrinker_ops) == 48, "sa_shrinker_ops size");
+_Static_assert(offsetof(struct sa_shrinker_ops, count) == 8, "count");
+_Static_assert(offsetof(struct sa_shrinker_ops, scan) == 16, "scan");
+_Static_assert(offsetof(struct sa_shrinker_ops, arg) == 24, "arg");
+_Static_assert(offsetof(struct sa_shrinker_ops, needs) == 32, "needs");
+_Static_assert(offsetof(struct sa_shrinker_ops, seeks) == 36, "seeks");
+_Static_assert(offsetof(struct sa_shrinker_ops, batch) == 40, "batch");
+
+#define FN(f) {#f, (void (*)(void))f}
+static const struct {
+    const char *name;
+    void (*addr)(void);
+} declared[] = {
+    FN(malloc), FN(calloc), FN(realloc), FN(reallocarray), FN(free), FN(free_sized), FN(free_aligned_sized),
+    FN(posix_memalign), FN(aligned_alloc), FN(memalign), FN(valloc), FN(pvalloc), FN(malloc_usable_size),
+    FN(malloc_trim), FN(sa_memalloc_nofs_save), FN(sa_memalloc_nofs_restore), FN(sa_memalloc_noio_save),
+    FN(sa_memalloc_noio_restore), FN(sa_scope_current), FN(sa_shrinker_register), FN(sa_shrinker_unregister),
+    FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_version),
+};
+
+static size_t count_nothing(void *arg, struct sa_shrink_control *sc) {
+    (void)arg;
+    (void)sc;
+    return SA_SHRINK_EMPTY;
+}
+
+static size_t scan_nothing(void *arg, struct sa_shrink_control *sc) {
+    (void)arg;
+    (void)sc;
+    return SA_SHRINK_STOP;
+}
+
+int main(void) {
+    for (size_t i = 0; i < sizeof declared / sizeof declared[0]; i++) {
+        if (!declared[i].addr)
+            return 1;
+        printf("%s\n", declared[i].name);
+    }
+    /* Call each once. */
+    void *p = malloc(10), *q = calloc(2, 8), *r = NULL;
+    p = realloc(p, 100);
+    q = reallocarray(q, 4, 8);
+    if (posix_memalign(&r, 64, 10) != 0)
+        return 2;
+    void *a = aligned_alloc(64, 64), *m = memalign(64, 10), *v = valloc(10), *pv = pvalloc(10);
+    if (!p || !q || !a || !m || !v || !pv || malloc_usable_size(p) < 100)
+        return 3;
+    free_sized(p, 100);
+    free_aligned_sized(a, 64, 64);
+    free(q);
+    free(r);
+    free(m);
+    free(v);
+    free(pv);
+    (void)malloc_trim(0);
+
+    unsigned fs = sa_memalloc_nofs_save(), io = sa_memalloc_noio_save();
+    if (sa_scope_current() != (SA_SCOPE_NOFS | SA_SCOPE_NOIO))
+        return 4;
+    sa_memalloc_noio_restore(io);
+    sa_memalloc_nofs_restore(fs);
+    if (sa_scope_current() != 0)
+        return 5;
+    struct sa_shrinker_ops ops = {"header-check", count_nothing, scan_nothing, NULL, SA_NEEDS_FS, 0, 0};
+    sa_shrinker *s = sa_shrinker_register(&ops);
+    if (!s)
+        return 6;
+    (void)sa_reclaim(1 << 20, SA_LEVEL_LOW);
+    sa_shrinker_unregister(s);
+    if (sa_set_limits(0, 0) != 0)
+        return 7;
+    int devnull = open("/dev/null", O_WRONLY);
+    if (sa_stats_print(devnull, 0) != 0 || sa_stats_print(devnull, 1) != 0)
+        return 8;
+    if (strlen(sa_version()) == 0)
+        return 9;
+    printf("ok\n");
+    return 0;
+}

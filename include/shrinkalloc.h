@@ -1,0 +1,374 @@
+/*
+ * shrinkalloc.h - the C API of shrinkalloc (libshrinkalloc.so / .a).
+ *
+ * Two audiences:
+ *
+ *  1. Unmodified programs: `LD_PRELOAD=libshrinkalloc.so PROGRAM`, or link
+ *     `-lshrinkalloc` before libc. The library then *is* the process's
+ *     malloc: the standard functions below are exported with glibc's
+ *     semantics and declared here only for documentation (they come from
+ *     <stdlib.h> and <malloc.h> as usual).
+ *  2. Programs that opt in: register shrinkers over their caches, mark the
+ *     code that holds filesystem locks NOFS (or NOIO), set limits, reclaim,
+ *     read statistics: the sa_* functions.
+ *
+ * Vocabulary is the Linux kernel's (shrinker, count, scan, seeks, batch,
+ * NOFS, NOIO, level); see include/linux/shrinker.h and
+ * include/linux/sched/mm.h for the originals.
+ *
+ * Each function says what it does, what it returns, what it sets in errno,
+ * and in which context it may be called ("Context:"). "Any context" means
+ * any thread, before main, in a forked child, and inside a shrinker callback;
+ * no function here is async-signal-safe.
+ *
+ * C99 and C++ (extern "C"). x86-64 Linux with glibc.
+ */
+#ifndef SHRINKALLOC_H
+#define SHRINKALLOC_H
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <malloc.h>
+
+/* The standard functions are redeclared below with the exception
+ * specification glibc gives them in C++ (noexcept), so that both
+ * declarations agree. */
+#if defined(__cplusplus) && defined(__THROW)
+#define SA_LIBC_NOEXCEPT __THROW
+#else
+#define SA_LIBC_NOEXCEPT
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * The malloc family (drop-in replacement, glibc semantics)
+ *
+ * Alignment: a block of more than 8 bytes is aligned to 16 (glibc's
+ * MALLOC_ALIGNMENT); a block of 8 bytes or less to 8.
+ *
+ * Bad pointers: free(), realloc() and malloc_usable_size() print one line
+ * on stderr ("shrinkalloc: free(): ...") and abort (SIGABRT) when given a
+ * pointer outside shrinkalloc's memory (a stack, static or foreign heap
+ * pointer). free() also aborts on an interior pointer and on a block that is
+ * already free, as long as its page has not been reused; realloc() does not
+ * check for those two yet. A double free after the memory was handed out
+ * again cannot be told from a valid free.
+ *
+ * Shrinker callbacks may run inside any of these (under a hard limit), and
+ * glibc declares them `leaf` (no call back into the caller's file): let a
+ * callback reach its state through its `arg` or through atomics, not
+ * through a file-static variable that the allocating code also caches.
+ *
+ * Context: any context.
+ * ---------------------------------------------------------------------- */
+
+/**
+ * malloc() - allocate @size bytes.
+ * Return: a block of at least @size bytes; malloc(0) returns a unique
+ * pointer that must be freed. NULL with errno = ENOMEM if the size is
+ * impossible (above PTRDIFF_MAX) or memory cannot be had (the OS refuses, or
+ * the hard limit holds after reclaim).
+ */
+void *malloc(size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * calloc() - allocate @n * @size zeroed bytes.
+ * Return: the block, or NULL with errno = ENOMEM when @n * @size overflows
+ * or memory cannot be had.
+ */
+void *calloc(size_t n, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * realloc() - resize a block, keeping its first min(old, new) bytes.
+ * @p NULL: same as malloc(@size). @size 0 with @p non-NULL: frees @p and
+ * returns NULL, errno untouched (glibc). The result has malloc()'s
+ * alignment, whatever @p's was.
+ * Return: the block (possibly @p), or NULL with errno = ENOMEM; then @p is
+ * still valid and unchanged.
+ */
+void *realloc(void *p, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * reallocarray() - realloc(@p, @n * @size) with the product checked.
+ * Return: as realloc(); NULL with errno = ENOMEM and @p untouched when
+ * @n * @size overflows.
+ */
+void *reallocarray(void *p, size_t n, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * free() - free a block. free(NULL) does nothing. errno is preserved.
+ */
+void free(void *p) SA_LIBC_NOEXCEPT;
+
+/**
+ * free_sized() - C23: free a block allocated with @size bytes. Same as free().
+ */
+void free_sized(void *p, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * free_aligned_sized() - C23: free a block from aligned_alloc(). Same as free().
+ */
+void free_aligned_sized(void *p, size_t alignment, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * posix_memalign() - allocate @size bytes aligned to @alignment.
+ * @alignment must be a power of two and a multiple of sizeof(void *).
+ * Return: 0 and *@memptr set; EINVAL for a bad alignment; ENOMEM when memory
+ * cannot be had (or the alignment exceeds 256 MiB). On error *@memptr is
+ * untouched. errno is never set (POSIX).
+ */
+int posix_memalign(void **memptr, size_t alignment, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * aligned_alloc() - C11: allocate @size bytes aligned to @alignment.
+ * Return: the block; NULL with errno = EINVAL if @alignment is not a power
+ * of two (glibc 2.38+, C17); NULL with errno = ENOMEM otherwise on failure.
+ * @size need not be a multiple of @alignment.
+ */
+void *aligned_alloc(size_t alignment, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * memalign() - obsolete: allocate @size bytes aligned to @alignment.
+ * As glibc: an alignment that is not a power of two is rounded up to the
+ * next one; 0 asks for nothing more than malloc() gives.
+ * Return: the block; NULL with errno = EINVAL if @alignment > SIZE_MAX/2+1;
+ * NULL with errno = ENOMEM on failure.
+ */
+void *memalign(size_t alignment, size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * valloc() - obsolete: memalign(page size, @size).
+ * Return: as memalign().
+ */
+void *valloc(size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * pvalloc() - obsolete: page-aligned, @size rounded up to whole pages.
+ * Return: as memalign(); NULL with errno = ENOMEM if the rounding overflows.
+ */
+void *pvalloc(size_t size) SA_LIBC_NOEXCEPT;
+
+/**
+ * malloc_usable_size() - bytes usable in the block @p (at least what was
+ * asked for; writing up to this many is allowed).
+ * Return: the size; 0 for NULL.
+ */
+size_t malloc_usable_size(void *p) SA_LIBC_NOEXCEPT;
+
+/**
+ * malloc_trim() - return every free page to the OS now. @pad is ignored.
+ * Return: 1 if memory was released, 0 if not (glibc).
+ */
+int malloc_trim(size_t pad) SA_LIBC_NOEXCEPT;
+
+/* ------------------------------------------------------------------------
+ * Scopes: what reclaim started from this thread must not do
+ *
+ * A thread that holds a filesystem lock marks the region of code holding it
+ * NOFS; every allocation made there, however deep in a library, then never
+ * runs a shrinker that may need the filesystem (SA_NEEDS_FS), which could
+ * deadlock on that very lock. NOIO forbids both I/O and filesystem
+ * shrinkers: NOIO implies NOFS. Semantics of the kernel's
+ * memalloc_nofs_save()/memalloc_nofs_restore(): a save returns the old state
+ * of its own flag, a restore puts back exactly that flag, so pairs nest and
+ * an inner scope never ends an outer one. The mask is per thread.
+ *
+ * Context: any context; cheap (one thread-local access).
+ * ---------------------------------------------------------------------- */
+
+#define SA_SCOPE_NOFS 0x1u
+#define SA_SCOPE_NOIO 0x2u
+
+/**
+ * sa_memalloc_nofs_save() - enter a NOFS scope.
+ * Return: the previous state of the NOFS flag (0 or SA_SCOPE_NOFS), to be
+ * passed to sa_memalloc_nofs_restore().
+ */
+unsigned sa_memalloc_nofs_save(void);
+
+/**
+ * sa_memalloc_nofs_restore() - end a NOFS scope: put the NOFS flag back to
+ * @saved (from the matching save). Other flags are not touched.
+ */
+void sa_memalloc_nofs_restore(unsigned saved);
+
+/**
+ * sa_memalloc_noio_save() - enter a NOIO scope (which implies NOFS).
+ * Return: the previous state of the NOIO flag (0 or SA_SCOPE_NOIO).
+ */
+unsigned sa_memalloc_noio_save(void);
+
+/**
+ * sa_memalloc_noio_restore() - end a NOIO scope: put the NOIO flag back to
+ * @saved. Other flags are not touched.
+ */
+void sa_memalloc_noio_restore(unsigned saved);
+
+/**
+ * sa_scope_current() - the calling thread's scope mask, as reclaim reads it.
+ * Return: SA_SCOPE_NOFS | SA_SCOPE_NOIO bits; in a NOIO scope both bits are
+ * set (NOIO implies NOFS).
+ */
+unsigned sa_scope_current(void);
+
+/* ------------------------------------------------------------------------
+ * Shrinkers
+ *
+ * A shrinker is a cache that can give memory back. Reclaim asks it two
+ * questions, in its own unit (objects, entries, pages):
+ *
+ *  count(arg, sc): how many objects could be freed now. Return the number
+ *      (0: nothing at the moment) or SA_SHRINK_EMPTY when the cache holds
+ *      nothing at all. Must be cheap and must not block: it is called on
+ *      every reclaim round. (SA_SHRINK_STOP from count counts as 0.)
+ *  scan(arg, sc): free up to sc->nr_to_scan objects. Return how many were
+ *      freed (possibly fewer, or 0), or SA_SHRINK_STOP when no progress is
+ *      possible without waiting (e.g. a trylock failed): reclaim stops
+ *      asking this shrinker for the round and owes it the rest for later.
+ *
+ * Reclaim measures bytes itself (by how much shrinkalloc's committed memory
+ * drops), so the units need not be bytes. How much is asked: the kernel's
+ * do_shrink_slab arithmetic, (count >> priority) * 4 / seeks per round,
+ * from a gentle priority down to 0 as pressure rises, in batches of
+ * `batch` objects.
+ *
+ * Guarantees: a callback runs only in a thread whose scope allows the
+ * shrinker's `needs` (a NOFS thread never calls an SA_NEEDS_FS shrinker;
+ * what it had to skip is owed and done later by a reclaimer allowed to);
+ * never after sa_shrinker_unregister() has returned; and with the thread
+ * marked as reclaiming, so that what the callback allocates never starts
+ * reclaim again (it may use a small reserve above the hard limit).
+ *
+ * A callback must never:
+ *  - wait for memory to be freed by another thread, or for a thread that may
+ *    itself be allocating under the hard limit (reclaim runs inside
+ *    allocation, so that can be a wait on itself);
+ *  - take a lock its `needs` do not declare: a shrinker that may block on a
+ *    filesystem lock must say SA_NEEDS_FS, one that may wait for I/O
+ *    SA_NEEDS_IO; otherwise a thread holding that lock in a NOFS/NOIO scope
+ *    can deadlock in its own allocation;
+ *  - assume it runs alone: count and scan may run concurrently on several
+ *    threads (direct reclaim in allocating threads, background reclaimers);
+ *  - unwind (C++ exceptions, longjmp) through the library.
+ * ---------------------------------------------------------------------- */
+
+#define SA_SHRINK_STOP  ((size_t)-1) /* scan: cannot make progress now */
+#define SA_SHRINK_EMPTY ((size_t)-2) /* count: nothing to free */
+
+#define SA_NEEDS_FS 0x1u /* scan may enter the filesystem (take its locks) */
+#define SA_NEEDS_IO 0x2u /* scan may start or wait for I/O */
+
+/* Pressure levels, in increasing order. NONE reclaims only shrinkalloc's own
+ * free pages; LOW is past the soft limit; MEDIUM well past it, nearing the
+ * hard limit; CRITICAL an allocation that does not fit under the hard limit. */
+enum sa_level { SA_LEVEL_NONE, SA_LEVEL_LOW, SA_LEVEL_MEDIUM, SA_LEVEL_CRITICAL };
+
+/* What reclaim tells a callback (the kernel's struct shrink_control). */
+struct sa_shrink_control {
+    size_t   nr_to_scan;   /* in: how many objects to try (0 in count) */
+    size_t   nr_scanned;   /* out (optional): how many were looked at; set to
+                              nr_to_scan before the call, not used by reclaim yet */
+    unsigned scope;        /* in: mask of the reclaiming thread (SA_SCOPE_*, NOIO implies NOFS) */
+    enum sa_level level;   /* in: pressure level */
+    size_t   target_bytes; /* in: bytes this pass still wants, for byte-sized caches */
+};
+
+/* How a shrinker is registered. Copied by sa_shrinker_register(), name
+ * included: the struct and the string may be freed afterwards. */
+struct sa_shrinker_ops {
+    const char *name;      /* for statistics; NULL: "unnamed" */
+    size_t (*count)(void *arg, struct sa_shrink_control *sc); /* required */
+    size_t (*scan)(void *arg, struct sa_shrink_control *sc);  /* required */
+    void    *arg;          /* passed to both callbacks */
+    unsigned needs;        /* SA_NEEDS_FS | SA_NEEDS_IO */
+    unsigned seeks;        /* cost to rebuild an object, as the kernel's;
+                              0 = default (2) */
+    size_t   batch;        /* objects per scan call; 0 = default (128) */
+};
+
+typedef struct sa_shrinker sa_shrinker;
+
+/**
+ * sa_shrinker_register() - add a shrinker; reclaim may call it as soon as
+ * this returns, from any thread. @ops->count and @ops->scan must be safe to
+ * call concurrently from several threads, with @ops->arg.
+ * Return: a handle for sa_shrinker_unregister(), or NULL with errno =
+ * EINVAL when @ops is NULL, count or scan is NULL, or needs has unknown bits.
+ * Context: any context, a shrinker callback included (the new shrinker is
+ * not called by the pass already running). Allocates; aborts if that
+ * allocation is impossible.
+ */
+sa_shrinker *sa_shrinker_register(const struct sa_shrinker_ops *ops);
+
+/**
+ * sa_shrinker_unregister() - remove a shrinker and free the handle. Once it
+ * returns, reclaim never calls the shrinker again: it waits for a callback
+ * of this shrinker running on another thread. Called from inside a callback
+ * (this shrinker's own included) it returns at once and the shrinker is
+ * never called again once the running callbacks return. NULL does nothing.
+ * Context: any context; may wait for another thread's callback of this
+ * shrinker, so not while holding a lock that callback takes.
+ */
+void sa_shrinker_unregister(sa_shrinker *s);
+
+/* ------------------------------------------------------------------------
+ * Limits, reclaim, statistics
+ * ---------------------------------------------------------------------- */
+
+/**
+ * sa_set_limits() - set the limits on shrinkalloc's committed bytes
+ * (overriding SHRINKALLOC_SOFT_LIMIT / SHRINKALLOC_HARD_LIMIT). 0 = no limit.
+ * Crossing the soft limit wakes background reclaim; no allocation fails
+ * because of it. An allocation that would cross the hard limit reclaims in
+ * its own thread, under its scope, and fails (NULL, ENOMEM) if it still does
+ * not fit. With a hard limit and no soft limit, 7/8 of the hard limit acts
+ * as the soft one.
+ * Return: 0; -1 with errno = EINVAL if both are set and @soft_bytes >
+ * @hard_bytes (nothing is changed then).
+ * Context: any context.
+ */
+int sa_set_limits(size_t soft_bytes, size_t hard_bytes);
+
+/**
+ * sa_reclaim() - run one reclaim pass now, in the calling thread and under
+ * its scope: purge free pages; at a @level above SA_LEVEL_NONE also ask the
+ * shrinkers the scope allows, harder the higher the level, until
+ * @target_bytes are freed or nothing more can be. A @level beyond
+ * SA_LEVEL_CRITICAL counts as critical.
+ * Return: the committed bytes freed; 0 when called inside a shrinker
+ * callback (reclaim never recurses).
+ * Context: any context but a shrinker callback (where it does nothing).
+ * Calls shrinker callbacks in this thread.
+ */
+size_t sa_reclaim(size_t target_bytes, enum sa_level level);
+
+/**
+ * sa_stats_print() - write the allocator's and reclaim's statistics to
+ * @fd: as text (@json == 0) or as one JSON object followed by a newline.
+ * SHRINKALLOC_STATS=1 prints the same to stderr at exit
+ * (SHRINKALLOC_STATS_FORMAT=json for JSON) when the shared library is used
+ * (LD_PRELOAD or -lshrinkalloc); a statically linked program calls this
+ * function itself. Nothing is printed if the program closed stderr first
+ * (GNU coreutils do) or leaves through _exit().
+ * Return: 0, or -1 with errno set by write(2) (e.g. EBADF).
+ * Context: any context; allocates.
+ */
+int sa_stats_print(int fd, int json);
+
+/**
+ * sa_version() - the library's version, "MAJOR.MINOR.PATCH".
+ * Return: a static string.
+ * Context: any context.
+ */
+const char *sa_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#undef SA_LIBC_NOEXCEPT
+
+#endif /* SHRINKALLOC_H */
