@@ -75,20 +75,41 @@ pub unsafe fn free_checked(p: *mut u8) {
     // SAFETY: the segment map says `seg` is a live segment covering `p`.
     unsafe {
         let page = segment::page_of(seg, p);
+        let heap = thread::heap();
+        // A page not in use has no heap, so this also says it is in use.
+        if (*page).heap == heap {
+            if !(*page).is_block_start(p) {
+                invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
+            }
+            if p.cast::<Block>() == (*page).local_free {
+                invalid_pointer(b"free(): double free", p);
+            }
+            heap::free_local(heap, page, p);
+        } else {
+            free_checked_remote(seg, page, p);
+        }
+    }
+}
+
+/// `free_checked` when the caller does not own the block's page: another
+/// thread's block, a huge block, or a pointer that is not a live block.
+///
+/// # Safety
+///
+/// As for `free_checked`; `seg` is a live segment and `page` its page of `p`.
+#[inline(never)]
+unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
+    // SAFETY: caller promise.
+    unsafe {
         // Relaxed: a block being freed keeps its page IN_USE; a page in any
         // other state means the pointer is stale.
         if (*page).state.load(Ordering::Relaxed) != state::IN_USE || !(*page).is_block_start(p) {
             if (*seg).kind == Kind::Huge {
                 return free_checked_far(p);
             }
-            invalid_pointer(b"free(): invalid pointer (interior, or block already freed)", p);
+            invalid_pointer(b"free(): invalid pointer (not a live block)", p);
         }
-        let heap = thread::heap();
-        if (*page).heap == heap {
-            heap::free_local(heap, page, p);
-        } else {
-            free_remote(seg, page, p);
-        }
+        free_remote(seg, page, p);
     }
 }
 

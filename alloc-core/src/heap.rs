@@ -20,7 +20,7 @@ use crate::page::{state, Block, Page, PF_IN_FULL};
 use crate::raw::MIN_ALIGN;
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{self, CLASSES, MAX_CLASS_SIZE, MAX_MEDIUM, MAX_SMALL};
-use crate::{free, huge, os, purge, stats, thread};
+use crate::{free, huge, os, purge, thread};
 
 /// A doubly linked list of pages.
 #[derive(Clone, Copy)]
@@ -181,6 +181,18 @@ pub fn malloc(size: usize) -> *mut u8 {
             return b;
         }
     }
+    malloc_generic(size)
+}
+
+/// `malloc` with C's alignment: 16 bytes for blocks above 8 bytes (glibc's
+/// `MALLOC_ALIGNMENT`), from its own class table, so the rounding costs
+/// nothing on the fast path.
+#[inline(always)]
+pub fn malloc_c(size: usize) -> *mut u8 {
+    if size <= FAST_MAX {
+        return alloc_class(size_class::class_of_c(size));
+    }
+    // Classes above 1 KiB are multiples of 16 (above 128 bytes they all are).
     malloc_generic(size)
 }
 
@@ -395,6 +407,9 @@ fn kind_of(block_size: usize) -> Kind {
     }
 }
 
+/// Bytes `Page::extend` carves at a time (at least one block).
+pub const FIRST_CARVE: usize = 16 * 1024;
+
 /// Takes a free page from one of the heap's segments (a new segment if
 /// none), preferring pages still committed, and sets it up for `class`.
 ///
@@ -418,8 +433,10 @@ unsafe fn new_page(heap: *mut Heap, class: usize) -> *mut Page {
             }
             let Some((page, was)) = pick_free_page(seg) else { continue };
             if was == state::PURGED && !charged {
-                // Reclaim may run here and re-enter this heap; look again after.
-                if !crate::reclaim::charge((*page).size) {
+                // Reclaim may run here and re-enter this heap; look again
+                // after. What the page's first carving will commit is charged.
+                let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min((*page).size);
+                if !crate::reclaim::charge(first) {
                     return ptr::null_mut();
                 }
                 charged = true;
@@ -429,9 +446,6 @@ unsafe fn new_page(heap: *mut Heap, class: usize) -> *mut Page {
             // is done) and the owner's Release of FREE.
             if (*page).state.compare_exchange(was, state::IN_USE, Ordering::Acquire, Ordering::Relaxed).is_err() {
                 continue;
-            }
-            if was == state::PURGED {
-                stats::on_commit((*page).size);
             }
             (*seg).used_pages += 1;
             if (*seg).used_pages == (*seg).page_count {
@@ -546,6 +560,10 @@ pub unsafe fn release_page(heap: *mut Heap, page: *mut Page) {
     // SAFETY: caller promise; the page record lives in its segment's header.
     unsafe {
         debug_assert!(!(*page).is_queued());
+        // A free page belongs to no heap: `free` compares `page.heap` with
+        // the caller's heap before anything else, so a stale pointer into
+        // it cannot pass as the owner's.
+        (*page).heap = ptr::null_mut();
         // Relaxed: published by the Release store of FREE below.
         (*page).freed_at.store(os::now_ms(), Ordering::Relaxed);
         // Release pairs with the Acquire CAS of the purger and of `new_page`.

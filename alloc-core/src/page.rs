@@ -96,6 +96,10 @@ pub struct Page {
     pub start: *mut u8,
     /// Bytes from `start` to the end of the page.
     pub size: usize,
+    /// Bytes from `start` that blocks have been carved from since the page
+    /// was last purged (OS-page rounded): what it holds committed. Written by
+    /// the owner while `IN_USE`, by the purger while `PURGING`.
+    pub touched: usize,
     /// When the page last became free (ms), for purge decay.
     pub freed_at: AtomicU64,
 }
@@ -123,6 +127,7 @@ impl Page {
             remote_next: AtomicPtr::new(ptr::null_mut()),
             start: ptr::null_mut(),
             size: 0,
+            touched: 0,
             freed_at: AtomicU64::new(0),
         }
     }
@@ -182,7 +187,7 @@ impl Page {
         if left == 0 {
             return false;
         }
-        let n = left.min((16 * 1024 / self.block_size).max(1));
+        let n = left.min((crate::heap::FIRST_CARVE / self.block_size).max(1));
         let bs = self.block_size;
         let first = self.start.wrapping_add(self.capacity as usize * bs);
         for i in 0..n {
@@ -194,6 +199,13 @@ impl Page {
         }
         self.free = first.cast();
         self.capacity += n as u32;
+        // Committed memory grows as blocks are carved, not when the page is
+        // taken: a 4 MiB large page holding one block commits one block.
+        let end = (self.capacity as usize * bs).next_multiple_of(crate::os::OS_PAGE).min(self.size);
+        if end > self.touched {
+            crate::stats::on_commit(end - self.touched);
+            self.touched = end;
+        }
         true
     }
 

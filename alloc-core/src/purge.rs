@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
-use crate::page::state;
+use crate::page::{state, Page};
 use crate::segment::{self, Kind, ALL};
 use crate::{huge, os, stats, thread};
 
@@ -78,38 +78,53 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     let all = ALL.lock();
     let mut seg = all.0;
     while !seg.is_null() {
-        // SAFETY: segments on `ALL` stay mapped while we hold its lock; page
-        // memory is only touched after winning FREE -> PURGING.
-        unsafe {
-            let s = &*seg;
-            if s.kind != Kind::Huge {
-                for page in &s.pages[..s.page_count] {
-                    // Relaxed first look; the CAS decides.
-                    if page.state.load(Ordering::Relaxed) != state::FREE {
-                        continue;
-                    }
-                    let idle = now.saturating_sub(page.freed_at.load(Ordering::Relaxed));
-                    if !force && idle < delay {
-                        continue;
-                    }
-                    // Acquire pairs with the owner's Release of FREE: its last
-                    // writes to the page's memory happened before our madvise.
-                    if page
-                        .state
-                        .compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    os::purge(page.start, page.size);
-                    stats::on_purge(page.size);
-                    bytes += page.size;
-                    // Release pairs with the Acquire CAS in `new_page`.
-                    page.state.store(state::PURGED, Ordering::Release);
-                }
+        // SAFETY: segments on `ALL` stay mapped while we hold its lock.
+        let (kind, count, next) = unsafe { ((*seg).kind, (*seg).page_count, (*seg).all_next) };
+        if kind != Kind::Huge {
+            for i in 0..count {
+                // SAFETY: `i` is below the segment's page count; the page's
+                // memory and `touched` are only used after winning
+                // FREE -> PURGING, which makes this thread their only user.
+                bytes += unsafe { purge_page((&raw mut (*seg).pages).cast::<Page>().add(i), now, delay, force) };
             }
-            seg = s.all_next;
         }
+        seg = next;
     }
+    drop(all);
     bytes
+}
+
+/// Purges one page if it is free (and idle for `delay`, unless `force`).
+/// Returns the bytes given back.
+///
+/// # Safety
+///
+/// `page` is a page record of a mapped segment.
+unsafe fn purge_page(page: *mut Page, now: u64, delay: u64, force: bool) -> usize {
+    // SAFETY: caller promise; see the module doc for who may touch what.
+    unsafe {
+        // Relaxed first look; the CAS decides.
+        if (*page).state.load(Ordering::Relaxed) != state::FREE {
+            return 0;
+        }
+        let idle = now.saturating_sub((*page).freed_at.load(Ordering::Relaxed));
+        if !force && idle < delay {
+            return 0;
+        }
+        // Acquire pairs with the owner's Release of FREE: its last writes to
+        // the page's memory and `touched` happened before our madvise.
+        if (*page).state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return 0;
+        }
+        // Only what was carved can be resident.
+        let touched = (*page).touched;
+        if touched > 0 {
+            os::purge((*page).start, touched);
+            stats::on_purge(touched);
+            (*page).touched = 0;
+        }
+        // Release pairs with the Acquire CAS in `new_page`.
+        (*page).state.store(state::PURGED, Ordering::Release);
+        touched
+    }
 }

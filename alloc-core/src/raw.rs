@@ -27,6 +27,21 @@ pub fn malloc(size: usize) -> *mut u8 {
     heap::malloc(size)
 }
 
+/// Like [`malloc`] with C's alignment: blocks above 8 bytes are 16-aligned,
+/// as glibc's are (a struct with a 16-aligned header and a flexible array
+/// member may have any length). The C library's `malloc`.
+///
+/// ```
+/// let p = shrinkalloc::raw::malloc_c(24);
+/// assert_eq!(p as usize % 16, 0);
+/// // SAFETY: `p` came from this allocator and is freed once.
+/// unsafe { shrinkalloc::raw::free(p) };
+/// ```
+#[inline]
+pub fn malloc_c(size: usize) -> *mut u8 {
+    heap::malloc_c(size)
+}
+
 /// Like [`malloc`], with the block's memory zeroed.
 ///
 /// ```

@@ -310,7 +310,7 @@ unsafe fn committed_bytes(seg: *mut Segment) -> usize {
     }
     let pages = s.pages[..s.page_count].iter();
     // Relaxed: the segment is off every list, so its states are final.
-    HEADER_RESERVE + pages.filter(|p| p.state.load(Ordering::Relaxed) != state::PURGED).map(|p| p.size).sum::<usize>()
+    HEADER_RESERVE + pages.map(|p| p.touched).sum::<usize>()
 }
 
 /// Takes a cached empty segment of `kind`, or maps a new one.

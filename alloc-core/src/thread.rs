@@ -6,12 +6,11 @@
 //! starts allocating adopts it with all its pages. Heaps are never unmapped,
 //! since other threads' remote frees may still follow `page.heap`.
 //!
-//! The thread-local is a const-initialised `Cell` of a raw pointer: no
-//! destructor and no lazy registration, so it can be read in `malloc` at any
-//! point of a thread's life (see MACHINE.md on Rust TLS in a malloc). Thread
-//! exit is seen through a pthread key destructor.
+//! The thread-local heap pointer has no destructor and no lazy registration,
+//! so it can be read in `malloc` at any point of a thread's life (see
+//! MACHINE.md on Rust TLS in a malloc); module `slot` says how it is kept.
+//! Thread exit is seen through a pthread key destructor.
 
-use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -20,14 +19,84 @@ use crate::lock::SpinLock;
 use crate::segment::{ALL, CACHE};
 use crate::{huge, options, os, stats};
 
-thread_local! {
-    static HEAP: Cell<*mut Heap> = const { Cell::new(empty_heap()) };
+/// The thread's heap pointer, on x86-64 Linux in a TLS slot read with the
+/// initial-exec model: one `mov` from `%fs`, where Rust's `thread_local!`
+/// in a shared library (LD_PRELOAD) calls `__tls_get_addr` (11 instructions)
+/// on every malloc and free. The slot starts out pointing at the empty heap.
+/// Initial-exec TLS suits a library that is preloaded or linked; one that is
+/// `dlopen`ed draws on glibc's small static TLS surplus (8 bytes here).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod slot {
+    use super::Heap;
+    use crate::heap::EMPTY_HEAP;
+
+    core::arch::global_asm!(
+        ".section .tdata.shrinkalloc_heap,\"awT\",@progbits",
+        ".p2align 3",
+        ".globl __shrinkalloc_tls_heap",
+        ".hidden __shrinkalloc_tls_heap",
+        ".type __shrinkalloc_tls_heap, @object",
+        ".size __shrinkalloc_tls_heap, 8",
+        "__shrinkalloc_tls_heap:",
+        ".quad {empty}",
+        ".text",
+        empty = sym EMPTY_HEAP,
+    );
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        let h: *mut Heap;
+        // SAFETY: reads this thread's 8-byte slot defined above, at its
+        // initial-exec offset from the thread pointer; touches nothing else.
+        unsafe {
+            core::arch::asm!(
+                "mov {h}, qword ptr [rip + __shrinkalloc_tls_heap@GOTTPOFF]",
+                "mov {h}, qword ptr fs:[{h}]",
+                h = out(reg) h,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        h
+    }
+
+    pub fn set(heap: *mut Heap) {
+        // SAFETY: writes this thread's slot defined above and nothing else.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + __shrinkalloc_tls_heap@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {h}",
+                t = out(reg) _,
+                h = in(reg) heap,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+}
+
+/// Elsewhere: a const-initialised `thread_local!` (no destructor, no lazy
+/// registration), readable in `malloc` at any point of a thread's life.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod slot {
+    use super::{empty_heap, Heap};
+
+    thread_local! {
+        static HEAP: Cell<*mut Heap> = const { Cell::new(empty_heap()) };
+    }
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        HEAP.with(|h| h.get())
+    }
+
+    pub fn set(heap: *mut Heap) {
+        HEAP.with(|h| h.set(heap))
+    }
 }
 
 /// The calling thread's heap (the empty heap before its first allocation).
 #[inline(always)]
 pub fn heap() -> *mut Heap {
-    HEAP.with(|h| h.get())
+    slot::get()
 }
 
 struct Pool {
@@ -55,7 +124,7 @@ pub fn init_heap() -> *mut Heap {
     if heap.is_null() {
         return heap;
     }
-    HEAP.with(|h| h.set(heap));
+    slot::set(heap);
     // From here on the thread allocates from its heap, so the process setup
     // below may itself allocate (pthread_atfork and pthread_key_create can).
     init_process();
@@ -126,8 +195,8 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
     }
     // SAFETY: the key's value is the heap this thread owns.
     unsafe { heap::release_empty_pages(heap) };
-    if HEAP.with(|h| h.get()) == heap {
-        HEAP.with(|h| h.set(empty_heap()));
+    if slot::get() == heap {
+        slot::set(empty_heap());
     }
     abandon(heap);
 }

@@ -101,12 +101,11 @@ pub fn malloc(size: usize) -> *mut u8 {
 }
 
 /// A block of `size` bytes with C's alignment (see the module doc), or null;
-/// `errno` untouched. The size is rounded here and handed to the core's
-/// inlined fast path, which serves a multiple of 16 from a 16-aligned class.
+/// `errno` untouched. The core's C class table gives 16-aligned classes
+/// above 8 bytes, so nothing is rounded here.
 #[inline(always)]
 fn malloc_c_aligned(size: usize) -> *mut u8 {
-    let Some(padded) = size.checked_add(MALLOC_ALIGNMENT - 1) else { return ptr::null_mut() };
-    raw::malloc(if size <= 8 { size } else { padded & !(MALLOC_ALIGNMENT - 1) })
+    raw::malloc_c(size)
 }
 
 /// `calloc`: `n * size` overflowing is null with `ENOMEM` (glibc's
