@@ -89,6 +89,10 @@ pub struct Heap {
     pub segments: [*mut Segment; 3],
     /// Whether a live thread owns the heap.
     pub owned: bool,
+    /// When the heap next gives back its empty pages (ms).
+    pub next_collect: u64,
+    /// The purge epoch the heap last collected for.
+    pub collect_epoch: u64,
     /// Link in the list of all heaps.
     pub all_next: *mut Heap,
     /// Link in the list of abandoned heaps.
@@ -121,6 +125,8 @@ impl Heap {
             remote_pages: AtomicPtr::new(ptr::null_mut()),
             segments: [ptr::null_mut(); 3],
             owned: false,
+            next_collect: 0,
+            collect_epoch: 0,
             all_next: ptr::null_mut(),
             abandoned_next: ptr::null_mut(),
         }

@@ -21,13 +21,34 @@ use crate::{huge, os, stats, thread};
 
 static NEXT_TICK: AtomicU64 = AtomicU64::new(0);
 
-/// A decay tick, if one is due. Called from the allocation slow path.
+/// Bumped by [`purge`] (and so by every reclaim pass): each heap gives back
+/// its empty pages at its next slow path when it sees a new value, so memory
+/// that other threads freed into its pages comes back under pressure without
+/// waiting for its own decay tick.
+static COLLECT_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// How often a heap gives back its empty pages on its own (ms).
+const HEAP_COLLECT_MS: u64 = 100;
+
+/// Decay work, if due. Called from the allocation slow path: the heap gives
+/// back its empty pages every [`HEAP_COLLECT_MS`] or when a purge asked for
+/// it; one thread per quarter of the purge delay runs the global purge pass.
 ///
 /// # Safety
 ///
 /// `heap` is owned by the calling thread.
 pub unsafe fn tick(heap: *mut Heap) {
     let now = os::now_ms();
+    // Relaxed: the epoch is a hint; a late look only delays the collection.
+    let epoch = COLLECT_EPOCH.load(Ordering::Relaxed);
+    // SAFETY: caller promise.
+    unsafe {
+        if now >= (*heap).next_collect || epoch != (*heap).collect_epoch {
+            (*heap).next_collect = now + HEAP_COLLECT_MS;
+            (*heap).collect_epoch = epoch;
+            heap::release_empty_pages(heap);
+        }
+    }
     // Relaxed: the tick time is a hint; the CAS elects one thread per tick.
     let next = NEXT_TICK.load(Ordering::Relaxed);
     if now < next {
@@ -37,8 +58,6 @@ pub unsafe fn tick(heap: *mut Heap) {
     if NEXT_TICK.compare_exchange(next, now + (delay / 4).max(10), Ordering::Relaxed, Ordering::Relaxed).is_err() {
         return;
     }
-    // SAFETY: caller promise.
-    unsafe { heap::release_empty_pages(heap) };
     thread::collect_abandoned();
     purge_pass(now, delay, false);
 }
@@ -47,8 +66,8 @@ pub unsafe fn tick(heap: *mut Heap) {
 /// back the empty pages of the calling thread and of exited threads.
 /// Returns the bytes released.
 ///
-/// Other threads' heaps keep their last empty page per size class until
-/// their next decay tick.
+/// Other live threads give back their empty pages at their next allocation
+/// slow path.
 ///
 /// ```
 /// let v = vec![0u8; 8 << 20];
@@ -57,6 +76,8 @@ pub unsafe fn tick(heap: *mut Heap) {
 /// assert!(shrinkalloc::stats().committed < 64 << 20, "{released}");
 /// ```
 pub fn purge() -> usize {
+    // Relaxed: see `COLLECT_EPOCH`.
+    COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
     let heap = thread::heap();
     if heap != empty_heap() {
         // SAFETY: the calling thread owns its heap.

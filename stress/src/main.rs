@@ -1,50 +1,330 @@
-//! The shrinkalloc demo and stress harness.
+//! `shrinkalloc-stress`: runs workloads in child processes inside memory
+//! cgroups, under shrinkalloc and under other allocators side by side, and
+//! reports who survived, how close to the limit each came, and how fast.
+//!
+//! The parent parses the command line, probes for memory cgroups, runs one
+//! child per allocator in turn (`runner.rs`), and writes the table, the CSV
+//! files and the chart (`report.rs`, `chart.rs`). A child is this same
+//! binary, re-executed as `child <scenario> ...` (hidden), whose allocator is
+//! picked by the environment (`alloc_switch.rs`, `allocator.rs`) and whose
+//! workload is one of `scenario/`. The parent never allocates much, and its
+//! own allocator does not matter: it is outside every cgroup it makes.
 
-use std::collections::HashMap;
+mod alloc_switch;
+mod allocator;
+mod cgroup;
+mod chart;
+mod interrupt;
+mod report;
+mod runner;
+mod scenario;
+mod status;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use allocator::Allocator;
+use runner::{Limiter, Outcome, Plan, RunResult};
 
 #[global_allocator]
-static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
+static GLOBAL: alloc_switch::Switch = alloc_switch::Switch;
 
-fn main() {
-    match std::env::args().nth(1).as_deref() {
-        None | Some("demo") => demo(),
-        Some(other) => {
-            eprintln!("usage: shrinkalloc-stress [demo]  (unknown command {other:?})");
-            std::process::exit(2);
+const USAGE: &str = "\
+usage: shrinkalloc-stress demo [options]
+       shrinkalloc-stress run <scenario> [--allocators a,b,..] [options]
+       shrinkalloc-stress list
+
+  demo       the `cache` scenario under a 256 MiB memory cgroup, shrinkalloc against
+             the other allocators installed, 20 s; ends with a table and a chart
+  run        one scenario under the given allocators, one child after another
+  list       the scenarios and allocators
+
+options:
+  --allocators a,b,..   shrinkalloc, shrinkalloc-noshrink, glibc, jemalloc, mimalloc
+                        (default: the scenario's own list)
+  --limit SIZE          memory limit per child, e.g. 256M, 1G (default 256M)
+  --duration TIME       how long each child runs, e.g. 20s, 1500ms, 2m (default: per scenario)
+  --seed N              seed of every random choice (default: from the clock, printed)
+  --threads N           worker threads per child (default 4)
+  --out DIR             where results.csv, usage.csv and chart.svg go
+                        (default <cargo target dir>/shrinkalloc-stress/<scenario>)
+  --require-cgroup      fail instead of falling back when no memory cgroup can be made
+
+exit status: 0 when every run ended as its scenario expects, 1 otherwise (or a
+cgroup was left behind), 2 on bad usage or a missing cgroup with --require-cgroup,
+130 when interrupted.";
+
+/// Parsed options of `demo` and `run`.
+struct Options {
+    allocators: Option<Vec<Allocator>>,
+    limit: usize,
+    duration: Option<Duration>,
+    seed: Option<u64>,
+    threads: usize,
+    out: Option<PathBuf>,
+    require_cgroup: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("child") => match args.get(1) {
+            Some(name) => scenario::child_main(name, &args[2..]),
+            None => usage_error("child needs a scenario"),
+        },
+        None | Some("demo") => parse_options(args.get(1..).unwrap_or(&[])).map_or_else(|e| usage_error(&e), demo),
+        Some("run") => match args.get(1).map(|n| (n, scenario::find(n))) {
+            Some((_, Some(s))) => parse_options(&args[2..]).map_or_else(|e| usage_error(&e), |o| run(s, o)),
+            Some((name, None)) => usage_error(&format!("unknown scenario {name:?} (see `list`)")),
+            None => usage_error("run needs a scenario (see `list`)"),
+        },
+        Some("list") => {
+            list();
+            0
         }
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            0
+        }
+        Some(other) => usage_error(&format!("unknown command {other:?}")),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn usage_error(msg: &str) -> i32 {
+    eprintln!("shrinkalloc-stress: {msg}\n\n{USAGE}");
+    scenario::EXIT_USAGE
+}
+
+fn list() {
+    println!("scenarios:");
+    for s in scenario::ALL {
+        let defaults: Vec<&str> = s.default_allocators.iter().map(|a| a.name()).collect();
+        println!("  {:<6} {}", s.name, s.about);
+        println!("         default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
+    }
+    println!("allocators:");
+    for a in allocator::ALL {
+        let state = a.available().err().map_or(String::new(), |why| format!("  (unavailable: {why})"));
+        println!("  {}{state}", a.name());
     }
 }
 
-/// A mixed workload: a growing map of byte buffers plus threads that build
-/// and drop many small strings; prints the allocator's statistics each round.
-fn demo() {
-    let mut map: HashMap<u64, Vec<u8>> = HashMap::new();
-    let mut x = 1u64;
-    for round in 0..20 {
-        for i in 0..50_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 2000) as usize + 1;
-            map.insert(x % 100_000, vec![(i & 0xff) as u8; len]);
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        allocators: None,
+        limit: 256 << 20,
+        duration: None,
+        seed: None,
+        threads: 4,
+        out: None,
+        require_cgroup: false,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--require-cgroup" {
+            o.require_cgroup = true;
+            continue;
         }
-        let handles: Vec<_> = (0..4)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let mut v: Vec<String> = Vec::new();
-                    for i in 0..100_000 {
-                        v.push(format!("thread {t} item {i}"));
-                    }
-                    v.len()
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--allocators" => {
+                let list = value
+                    .split(',')
+                    .map(|n| Allocator::parse(n.trim()).ok_or_else(|| format!("unknown allocator {n:?}")));
+                o.allocators = Some(list.collect::<Result<_, _>>()?);
+            }
+            "--limit" => {
+                o.limit = shrinkalloc::options::parse_size(value.as_bytes())
+                    .filter(|&l| l >= 16 << 20)
+                    .ok_or_else(|| format!("bad --limit {value:?} (a size of at least 16M, e.g. 256M)"))?
+            }
+            "--duration" => {
+                o.duration = Some(parse_duration(value).ok_or_else(|| format!("bad --duration {value:?}"))?)
+            }
+            "--seed" => o.seed = Some(value.parse().map_err(|_| format!("bad --seed {value:?}"))?),
+            "--threads" => o.threads = value.parse().ok().filter(|&t| t > 0).ok_or("bad --threads")?,
+            "--out" => o.out = Some(PathBuf::from(value)),
+            _ => return Err(format!("unknown option {flag:?}")),
         }
-        println!("round {round}: {} keys; {}", map.len(), shrinkalloc::stats());
     }
-    drop(map);
-    let released = shrinkalloc::purge();
-    println!("after purge ({} MiB released): {}", released >> 20, shrinkalloc::stats());
+    Ok(o)
+}
+
+/// `20s`, `1500ms`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        _ => return None,
+    };
+    (secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// The default output directory: next to the build, in cargo's target dir.
+fn default_out(name: &str) -> PathBuf {
+    let target = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?.parent()?.to_path_buf();
+        dir.join("CACHEDIR.TAG").exists().then_some(dir)
+    });
+    target.unwrap_or_else(|| PathBuf::from("target")).join("shrinkalloc-stress").join(name)
+}
+
+fn demo(mut o: Options) -> i32 {
+    let s = &scenario::cache::SCENARIO;
+    if o.allocators.is_none() {
+        let wanted = [Allocator::ShrinkAlloc, Allocator::ShrinkAllocNoShrink, Allocator::Glibc];
+        let mut list = wanted.to_vec();
+        for a in [Allocator::Jemalloc, Allocator::Mimalloc] {
+            match a.available() {
+                Ok(()) => list.push(a),
+                Err(why) => println!("(leaving {} out of the demo: {why})", a.name()),
+            }
+        }
+        o.allocators = Some(list);
+    }
+    o.out = o.out.or_else(|| Some(default_out("demo")));
+    println!(
+        "shrinkalloc demo: a key-value cache daemon (4 request threads, values 512 B..16 KiB, keys without \
+         bound)\nwhose cache grows to 4x its memory limit. Under shrinkalloc its cache is behind a shrinker; \
+         the same\nprogram runs under each allocator in turn, each in its own memory cgroup.\n"
+    );
+    let code = run(s, o);
+    if code != scenario::EXIT_USAGE {
+        println!(
+            "\nWhat happened: the cache outgrows the limit under every allocator. glibc, jemalloc and mimalloc \
+             give the\nprocess memory until the kernel's OOM killer ends it; shrinkalloc without shrinkers refuses \
+             an allocation\nat its hard limit; shrinkalloc with the cache's shrinker evicts old entries as the limit \
+             nears and keeps\nserving, under the limit, to the end."
+        );
+    }
+    code
+}
+
+fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
+    interrupt::install();
+    let limiter = Limiter::probe();
+    if let Limiter::Fallback(reason) = &limiter {
+        eprintln!("{}", Limiter::fallback_banner(reason));
+        if o.require_cgroup {
+            eprintln!("shrinkalloc-stress: --require-cgroup: giving up");
+            return scenario::EXIT_USAGE;
+        }
+    }
+    let plan = Plan {
+        scenario: s,
+        limit: o.limit,
+        duration: o.duration.unwrap_or(s.default_duration),
+        seed: o.seed.unwrap_or_else(clock_seed),
+        threads: o.threads,
+        allocators: o.allocators.unwrap_or_else(|| s.default_allocators.to_vec()),
+    };
+    print_header(&plan, &limiter);
+    let mut progress = report::Progress::new();
+    let results = runner::run_plan(&plan, &limiter, &mut progress);
+    println!("\n{}", report::table(&plan, &results));
+    let out = o.out.unwrap_or_else(|| default_out(s.name));
+    let usage = match limiter {
+        Limiter::Cgroup(_) => "memory usage of the child's cgroup",
+        Limiter::Fallback(_) => "resident set of the child (no cgroup)",
+    };
+    if let Err(e) = write_outputs(&out, &plan, &results, usage) {
+        eprintln!("shrinkalloc-stress: ERROR: cannot write to {}: {e}", out.display());
+        return 1;
+    }
+    exit_code(&results)
+}
+
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    verify::mix(nanos as u64 ^ u64::from(std::process::id())) % 1_000_000
+}
+
+fn print_header(plan: &Plan, limiter: &Limiter) {
+    let names: Vec<&str> = plan.allocators.iter().map(|a| a.name()).collect();
+    println!("scenario {}: {}", plan.scenario.name, plan.scenario.about);
+    println!("limit {} per child, enforced by {}", report::mib(plan.limit), limiter.describe());
+    if plan.allocators.iter().any(|a| a.is_shrinkalloc()) {
+        match limiter {
+            Limiter::Cgroup(_) => println!(
+                "shrinkalloc children find their limits in their cgroup (no SHRINKALLOC_*_LIMIT in their environment)"
+            ),
+            Limiter::Fallback(_) => {
+                let (hard, soft) = allocator::shrinkalloc_limits(plan.limit);
+                println!(
+                    "shrinkalloc children are told their limits: SHRINKALLOC_HARD_LIMIT {} ({}%), \
+                     SHRINKALLOC_SOFT_LIMIT {} ({}%)",
+                    report::mib(hard),
+                    allocator::HARD_SHARE_PERCENT,
+                    report::mib(soft),
+                    allocator::SOFT_SHARE_PERCENT
+                );
+            }
+        }
+    }
+    println!(
+        "{} s per allocator, {} threads, seed {} (--seed {} repeats it); allocators: {}\n",
+        plan.duration.as_secs_f64(),
+        plan.threads,
+        plan.seed,
+        plan.seed,
+        names.join(", ")
+    );
+}
+
+fn write_outputs(out: &Path, plan: &Plan, results: &[RunResult], usage: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let out = out.canonicalize()?;
+    report::write_results_csv(&out.join("results.csv"), plan, results)?;
+    report::write_usage_csv(&out.join("usage.csv"), plan, results)?;
+    std::fs::write(out.join("chart.svg"), chart::svg(plan, results, usage))?;
+    println!("chart:   {}", out.join("chart.svg").display());
+    println!("usage:   {}", out.join("usage.csv").display());
+    println!("results: {}", out.join("results.csv").display());
+    Ok(())
+}
+
+fn exit_code(results: &[RunResult]) -> i32 {
+    if interrupt::interrupted() || results.iter().any(|r| r.outcome == Outcome::Interrupted) {
+        130
+    } else if results.iter().any(RunResult::failed) {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_seconds_milliseconds_and_minutes() {
+        assert_eq!(parse_duration("20s"), Some(Duration::from_secs(20)));
+        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("5h"), None);
+    }
+
+    #[test]
+    fn options_parse_and_reject_nonsense() {
+        let args: Vec<String> =
+            ["--allocators", "shrinkalloc,glibc", "--limit", "128M", "--seed", "7", "--require-cgroup"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let o = parse_options(&args).unwrap();
+        assert_eq!(o.allocators, Some(vec![Allocator::ShrinkAlloc, Allocator::Glibc]));
+        assert_eq!((o.limit, o.seed, o.require_cgroup), (128 << 20, Some(7), true));
+        assert!(parse_options(&["--allocators".into(), "tcmalloc".into()]).is_err());
+        assert!(parse_options(&["--limit".into(), "1M".into()]).is_err());
+        assert!(parse_options(&["--bogus".into(), "1".into()]).is_err());
+    }
 }

@@ -1,0 +1,275 @@
+//! What the harness shows and writes: the live progress line, the summary
+//! table, and the CSV files (usage over time, one row per run).
+//!
+//! Invariant: progress goes to stderr and is redrawn in place only on a
+//! terminal (elsewhere one line a second), so stdout holds only the header,
+//! the table and the paths of what was written; every number in the table is
+//! also in `results.csv`, which the tests read. The SVG chart is `chart.rs`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::allocator::Allocator;
+use crate::runner::{Outcome, Plan, RunResult};
+use crate::status::Fields;
+
+/// Bytes as MiB with one decimal.
+pub fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// A count with a k/M suffix.
+pub fn count(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e4 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// The live progress line on stderr.
+pub struct Progress {
+    tty: bool,
+    last_line: Option<Instant>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress {
+    /// Redraws in place when stderr is a terminal.
+    pub fn new() -> Self {
+        // SAFETY: isatty has no memory-safety preconditions.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        Progress { tty, last_line: None }
+    }
+
+    /// Shows the state of `plan`'s run under `allocator`, `t` into it.
+    pub fn update(&mut self, plan: &Plan, allocator: Allocator, t: Duration, usage: usize, last: &Fields) {
+        let (scenario, duration, limit) = (plan.scenario.name, plan.duration, plan.limit);
+        if !self.tty && self.last_line.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.last_line = Some(Instant::now());
+        let share = usage as f64 / limit.max(1) as f64;
+        let filled = ((share * 20.0).round() as usize).min(20);
+        let mut line = format!(
+            "{scenario} {:<20} {:>5.1}/{} s  usage {:>9} of {} [{}{}] {:>3.0}%",
+            allocator.name(),
+            t.as_secs_f64(),
+            duration.as_secs(),
+            mib(usage),
+            mib(limit),
+            "#".repeat(filled),
+            ".".repeat(20 - filled),
+            share * 100.0
+        );
+        for (key, label) in [("ops", "ops"), ("entries", "entries"), ("live_bytes", "live"), ("inodes", "inodes")] {
+            if let Some(v) = last.get(key) {
+                let v = if key == "live_bytes" { mib(v as usize) } else { count(v as f64) };
+                let _ = write!(line, "  {label} {v}");
+            }
+        }
+        if let Some(p) = last.get("reclaim_passes") {
+            let _ = write!(line, "  reclaim passes {p}");
+        }
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r{line}\x1b[K");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+
+    /// Ends a run's progress with one summary line.
+    pub fn done(&mut self, r: &RunResult, limit: usize) {
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        self.last_line = None;
+        let detail = match &r.outcome {
+            Outcome::Skipped(_) => String::new(),
+            _ => format!(
+                " after {:.1} s, peak {} ({:.0}% of the limit)",
+                r.wall.as_secs_f64(),
+                mib(r.peak),
+                r.peak as f64 * 100.0 / limit.max(1) as f64
+            ),
+        };
+        let verdict = match r.outcome.meets(r.expect) {
+            Some(false) => "  <-- NOT AS EXPECTED",
+            _ => "",
+        };
+        let _ = writeln!(err, "{}: {}{detail}{verdict}", r.allocator.name(), r.outcome.label());
+        for line in why(r) {
+            let _ = writeln!(err, "    {line}");
+        }
+    }
+}
+
+/// Lines explaining a run that did not end as expected.
+fn why(r: &RunResult) -> Vec<String> {
+    let mut lines = Vec::new();
+    match &r.outcome {
+        Outcome::Corrupt(m) | Outcome::Hung(m) | Outcome::Skipped(m) | Outcome::HarnessError(m) => {
+            lines.push(m.clone())
+        }
+        _ => {}
+    }
+    if r.outcome.meets(r.expect) == Some(false) {
+        lines.extend(r.stderr_tail.iter().map(|l| format!("child stderr: {l}")));
+    }
+    if let Some(e) = &r.cleanup_error {
+        lines.push(format!("CGROUP NOT REMOVED: {e}"));
+    }
+    lines
+}
+
+/// The summary table.
+pub fn table(plan: &Plan, results: &[RunResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<21} {:<22} {:>7} {:>24} {:>10} {:>8}  as expected",
+        "allocator",
+        "result",
+        "time",
+        format!("peak usage / {}", mib(plan.limit)),
+        "ops/s",
+        "reclaim"
+    );
+    for r in results {
+        if let Outcome::Skipped(why) = &r.outcome {
+            let _ = writeln!(out, "{:<21} skipped: {why}", r.allocator.name());
+            continue;
+        }
+        let peak = format!("{} ({:.0}%)", mib(r.peak), r.peak as f64 * 100.0 / plan.limit.max(1) as f64);
+        let verdict = match r.outcome.meets(r.expect) {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "{:<21} {:<22} {:>5.1} s {:>24} {:>10} {:>8}  {verdict}",
+            r.allocator.name(),
+            r.outcome.label(),
+            r.wall.as_secs_f64(),
+            peak,
+            r.ops_per_sec().map_or("-".into(), count),
+            r.last.get("reclaim_passes").map_or("-".into(), |p| p.to_string()),
+        );
+    }
+    if let Some((hard, soft)) = results.iter().find_map(RunResult::limits_in_force) {
+        let _ = writeln!(out, "shrinkalloc's limits in force: hard {}, soft {}", mib(hard), mib(soft));
+    }
+    if results.iter().any(|r| r.outcome != Outcome::Survived && !r.samples.is_empty()) {
+        out.push_str("(ops/s of a run that died covers its life only; reclaim: shrinkalloc's reclaim passes)\n");
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes `usage.csv`: one row per sample of every run.
+pub fn write_usage_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::io::Result<()> {
+    let mut out = String::from(
+        "allocator,t_s,usage_bytes,limit_bytes,ops,in_use_bytes,committed_bytes,rss_bytes,reclaim_passes\n",
+    );
+    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+    for r in results {
+        for s in &r.samples {
+            let f = &s.fields;
+            let _ = writeln!(
+                out,
+                "{},{:.3},{},{},{},{},{},{},{}",
+                r.allocator.name(),
+                s.t,
+                s.usage,
+                plan.limit,
+                opt(f.get("ops")),
+                opt(f.get("in_use")),
+                opt(f.get("committed")),
+                opt(f.get("rss")),
+                opt(f.get("reclaim_passes")),
+            );
+        }
+    }
+    std::fs::write(path, out)
+}
+
+/// The header of `results.csv`.
+pub const RESULTS_HEADER: &str = "scenario,allocator,outcome,expected,as_expected,exit,wall_s,peak_bytes,limit_bytes,\
+                                  oom_kills,limit_hits,ops_per_s,reclaim_passes,finished,cgroup,cgroup_removed,seed,final_fields,detail";
+
+/// Writes `results.csv`: one row per run, with the child's last fields.
+pub fn write_results_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::io::Result<()> {
+    let mut out = format!("{RESULTS_HEADER}\n");
+    for r in results {
+        let fields: Vec<String> = r.last.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let detail = match &r.outcome {
+            Outcome::Corrupt(m) | Outcome::Hung(m) | Outcome::Crashed(m) | Outcome::Skipped(m) => m.clone(),
+            Outcome::HarnessError(m) => m.clone(),
+            _ => String::new(),
+        };
+        let row = [
+            plan.scenario.name.to_string(),
+            r.allocator.name().to_string(),
+            r.outcome.key().to_string(),
+            format!("{:?}", r.expect),
+            r.outcome.meets(r.expect).map_or(String::new(), |m| m.to_string()),
+            r.exit.clone(),
+            format!("{:.3}", r.wall.as_secs_f64()),
+            r.peak.to_string(),
+            plan.limit.to_string(),
+            r.oom_kills.to_string(),
+            r.limit_hits.to_string(),
+            r.ops_per_sec().map_or(String::new(), |o| format!("{o:.0}")),
+            r.last.get("reclaim_passes").map_or(String::new(), |p| p.to_string()),
+            r.finished.to_string(),
+            r.cgroup.as_ref().map_or(String::new(), |p| p.display().to_string()),
+            (r.cgroup.is_some() && r.cleanup_error.is_none()).to_string(),
+            plan.seed.to_string(),
+            fields.join(" "),
+            detail,
+        ];
+        let row: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+        let _ = writeln!(out, "{}", row.join(","));
+    }
+    std::fs::write(path, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(mib(256 << 20), "256.0 MiB");
+        assert_eq!(count(812_345.0), "812.3k");
+        assert_eq!(count(2_500_000.0), "2.50M");
+        assert_eq!(count(42.0), "42");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+}

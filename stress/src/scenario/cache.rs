@@ -1,0 +1,308 @@
+//! `cache`: a key-value cache daemon whose cache outgrows its memory limit.
+//!
+//! Request threads serve a paced stream of puts (new keys, never reused, so
+//! the key space grows without bound; values 512 B..16 KiB) and, between
+//! them, as many gets as they can (recent keys, the value copied out as a
+//! response and its content checked). Puts are paced so that, unevicted, the
+//! cache would hold [`GROWTH`] times the limit at the end of the run: only
+//! eviction keeps it alive. Under `shrinkalloc` the cache is behind a
+//! shrinker whose `scan` evicts the oldest entries of each shard it can lock
+//! without waiting; nothing else ever evicts.
+//!
+//! Invariant: a value's length and content are functions of the seed and its
+//! key, so any value read back is checked without remembering it; a key is
+//! in its shard's map exactly when it is in that shard's FIFO, and `entries`
+//! and `bytes` count what the maps hold.
+//!
+//! Status fields: `puts`, `gets`, `hits`, `entries`, `cache_bytes`,
+//! `evicted`; the final line adds `verified` (entries checked at the end).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::thread;
+use std::time::Duration;
+
+use shrinkalloc::reclaim::{self, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+
+use super::{corrupt, due, ChildConfig, Expect, Launch, Run, Scenario};
+use crate::allocator::{Allocator, ALL};
+use crate::verify::{self, mix, Rng};
+
+/// The `cache` scenario.
+pub static SCENARIO: Scenario = Scenario {
+    name: "cache",
+    about: "a multi-threaded key-value cache daemon whose cache grows to 4x the limit; \
+            under shrinkalloc a shrinker evicts its oldest entries",
+    launch: Launch::InProcess(main),
+    default_allocators: &ALL,
+    default_duration: Duration::from_secs(20),
+    expect,
+};
+
+fn expect(a: Allocator) -> Expect {
+    if a.registers_shrinkers() {
+        Expect::Survives
+    } else {
+        Expect::DiesAtLimit
+    }
+}
+
+/// Unevicted, the cache would hold this many times the limit at the end.
+pub const GROWTH: f64 = 4.0;
+const MIN_VALUE: usize = 512;
+const MAX_VALUE: usize = 16 << 10;
+const SHARDS: usize = 64;
+/// Gets pick among this many most recent keys.
+const HOT_KEYS: u64 = 1 << 16;
+
+struct Shard {
+    map: HashMap<u64, Box<[u8]>>,
+    /// Keys oldest first: what `scan` evicts.
+    fifo: VecDeque<u64>,
+}
+
+/// A sharded key-value cache of stamped values; also the block cache of the
+/// `nofs` scenario.
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    seed: u64,
+    next_key: AtomicU64,
+    entries: AtomicUsize,
+    bytes: AtomicUsize,
+    evicted: AtomicU64,
+    /// Where the next `evict` starts, so that shards take turns.
+    cursor: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cache {
+    /// An empty cache whose values derive from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { map: HashMap::new(), fifo: VecDeque::new() })).collect();
+        Cache {
+            shards,
+            seed,
+            next_key: AtomicU64::new(0),
+            entries: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The mean value length, for pacing.
+    pub const MEAN_VALUE: usize = (MIN_VALUE + MAX_VALUE) / 2;
+
+    fn value_len(&self, key: u64) -> usize {
+        MIN_VALUE + (mix(self.seed ^ key) % (MAX_VALUE - MIN_VALUE + 1) as u64) as usize
+    }
+
+    fn tag(&self, key: u64) -> u64 {
+        mix(self.seed.rotate_left(17) ^ key)
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        &self.shards[(mix(key) % SHARDS as u64) as usize]
+    }
+
+    /// Inserts the value of a new key; returns the key.
+    pub fn put_new(&self) -> u64 {
+        // Relaxed: keys only need to be unique.
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let len = self.value_len(key);
+        let mut value = vec![0u8; len].into_boxed_slice();
+        verify::stamp(&mut value, self.tag(key));
+        let mut shard = lock(self.shard(key));
+        shard.map.insert(key, value);
+        shard.fifo.push_back(key);
+        // Relaxed: statistics and `count`'s estimate; the shard lock orders
+        // the data itself.
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        key
+    }
+
+    /// A get of one of the recent keys: copies the value out as a response
+    /// and checks it; `true` on a hit.
+    pub fn get_recent(&self, rng: &mut Rng) -> bool {
+        let newest = self.next_key.load(Ordering::Relaxed);
+        if newest == 0 {
+            return false;
+        }
+        let key = newest - 1 - rng.below(newest.min(HOT_KEYS));
+        let response = lock(self.shard(key)).map.get(&key).map(|v| v.to_vec());
+        let Some(response) = response else { return false };
+        if let Err(m) = verify::check_len(&response, self.tag(key), self.value_len(key)) {
+            corrupt(format_args!("cache key {key}: {m}"));
+        }
+        true
+    }
+
+    /// Evicts up to `n` oldest entries, spread over the shards it can lock
+    /// without waiting; `Stop` when every shard it tried was busy.
+    pub fn evict(&self, n: usize) -> ScanResult {
+        let (mut freed, mut busy) = (0, false);
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        while freed < n {
+            let before = freed;
+            for i in 0..SHARDS {
+                let mut shard = match self.shards[(start + i) % SHARDS].try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(TryLockError::WouldBlock) => {
+                        busy = true;
+                        continue;
+                    }
+                };
+                let bite = (n - freed).div_ceil(SHARDS);
+                for _ in 0..bite {
+                    let Some(key) = shard.fifo.pop_front() else { break };
+                    if let Some(v) = shard.map.remove(&key) {
+                        self.bytes.fetch_sub(v.len(), Ordering::Relaxed);
+                        self.entries.fetch_sub(1, Ordering::Relaxed);
+                        freed += 1;
+                    }
+                }
+                if freed >= n {
+                    break;
+                }
+            }
+            if freed == before {
+                break;
+            }
+        }
+        self.evicted.fetch_add(freed as u64, Ordering::Relaxed);
+        if freed == 0 && busy {
+            ScanResult::Stop
+        } else {
+            ScanResult::Freed(freed)
+        }
+    }
+
+    /// Checks every value still cached; returns how many.
+    pub fn verify_all(&self) -> usize {
+        let mut n = 0;
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (&key, value) in &shard.map {
+                if let Err(m) = verify::check_len(value, self.tag(key), self.value_len(key)) {
+                    corrupt(format_args!("cache key {key} at the end: {m}"));
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Entries cached now.
+    pub fn entries(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Value bytes cached now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+/// The cache's shrinker: `count` is the entries, `scan` evicts the oldest.
+/// Needs nothing: it never waits for a lock.
+pub struct CacheShrinker(pub Arc<Cache>);
+
+impl Shrinker for CacheShrinker {
+    fn count(&self, _: &ShrinkControl) -> CountResult {
+        match self.0.entries() {
+            0 => CountResult::Empty,
+            n => CountResult::Count(n),
+        }
+    }
+
+    fn scan(&self, sc: &ShrinkControl) -> ScanResult {
+        self.0.evict(sc.nr_to_scan())
+    }
+}
+
+/// Request counters, shared by the request threads.
+#[derive(Default)]
+struct Counters {
+    puts: AtomicU64,
+    gets: AtomicU64,
+    hits: AtomicU64,
+}
+
+/// Puts per second for the whole cache to reach `GROWTH` times the limit.
+fn put_rate(cfg: &ChildConfig) -> f64 {
+    GROWTH * cfg.limit as f64 / cfg.duration.as_secs_f64().max(0.1) / Cache::MEAN_VALUE as f64
+}
+
+fn main(cfg: &ChildConfig) -> i32 {
+    let cache = Arc::new(Cache::new(cfg.seed));
+    let handle = cfg
+        .allocator
+        .registers_shrinkers()
+        .then(|| reclaim::register(CacheShrinker(cache.clone()), ShrinkerOptions::new("kv-cache")));
+    let counters = Counters::default();
+    let run = Run::new(cfg);
+    let per_thread = put_rate(cfg) / cfg.threads as f64;
+    let fields = || {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("puts", get(&counters.puts)),
+            ("gets", get(&counters.gets)),
+            ("hits", get(&counters.hits)),
+            ("entries", cache.entries() as u64),
+            ("cache_bytes", cache.bytes() as u64),
+            ("evicted", cache.evicted()),
+        ]
+    };
+    run.supervise(&fields, || {
+        thread::scope(|s| {
+            for t in 0..cfg.threads {
+                let (cache, counters, run) = (&cache, &counters, &run);
+                s.spawn(move || serve(cache, counters, run, Rng::new(cfg.seed, t as u64), per_thread));
+            }
+        });
+    });
+    let verified = cache.verify_all();
+    let mut last = fields();
+    last.push(("verified", verified as u64));
+    run.print(true, &|| last.clone());
+    drop(handle);
+    0
+}
+
+/// One request thread: a paced put when one is due, else a get.
+fn serve(cache: &Cache, counters: &Counters, run: &Run, mut rng: Rng, puts_per_sec: f64) {
+    const FLUSH: u64 = 64;
+    let (mut puts, mut gets, mut hits, mut ops) = (0u64, 0u64, 0u64, 0u64);
+    while !run.done() {
+        if puts < due(run.elapsed(), puts_per_sec) {
+            cache.put_new();
+            puts += 1;
+            counters.puts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            gets += 1;
+            hits += u64::from(cache.get_recent(&mut rng));
+        }
+        ops += 1;
+        if ops % FLUSH == 0 {
+            // Relaxed: statistics.
+            counters.gets.fetch_add(gets, Ordering::Relaxed);
+            counters.hits.fetch_add(hits, Ordering::Relaxed);
+            run.count(FLUSH);
+            (gets, hits) = (0, 0);
+        }
+    }
+    counters.gets.fetch_add(gets, Ordering::Relaxed);
+    counters.hits.fetch_add(hits, Ordering::Relaxed);
+    run.count(ops % FLUSH);
+}
