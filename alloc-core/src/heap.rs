@@ -316,7 +316,8 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
         return p;
     }
     // SAFETY: `seg` is the live huge segment of the caller's block.
-    if huge && new_size > MAX_CLASS_SIZE && unsafe { huge::resize_in_place(seg, new_size) } {
+    // Growth takes the reserve; shrinking stays in place while still huge.
+    if huge && (new_size > usable || new_size > MAX_CLASS_SIZE) && unsafe { huge::resize_in_place(seg, new_size) } {
         return p;
     }
     let q = if new_size > usable && new_size >= REALLOC_HUGE_MIN && new_size <= isize::MAX as usize / 8 {
@@ -379,7 +380,9 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
         let h = &mut *heap;
         let mut page = h.queues[class].head;
         while !page.is_null() {
-            (*page).collect();
+            if (*page).free.is_null() {
+                (*page).collect();
+            }
             if !(*page).free.is_null() || (*page).extend() {
                 if page != h.queues[class].head {
                     h.queue_remove(page);

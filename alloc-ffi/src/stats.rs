@@ -24,7 +24,9 @@ pub extern "C" fn sa_version() -> *const c_char {
 /// 0, or -1 with `errno` from `write(2)`.
 #[no_mangle]
 pub extern "C" fn sa_stats_print(fd: c_int, json: c_int) -> c_int {
-    write_all(fd, render(json != 0).as_bytes())
+    // The text is built on the reclaim reserve, so statistics can be printed
+    // at the hard limit, when they matter most.
+    shrinkalloc::reclaim::with_reserve(|| write_all(fd, render(json != 0).as_bytes()))
 }
 
 fn render(json: bool) -> String {

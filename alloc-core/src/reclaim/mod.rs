@@ -65,7 +65,7 @@ pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
-    noio_save, with_nofs, with_noio, ScopeFlags, ScopeGuard,
+    noio_save, with_nofs, with_noio, with_reserve, ScopeFlags, ScopeGuard,
 };
 pub use shrinker::{
     CountResult, Level, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions, DEFAULT_BATCH, DEFAULT_SEEKS,

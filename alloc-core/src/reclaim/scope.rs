@@ -347,6 +347,20 @@ impl Drop for Reclaiming {
     }
 }
 
+/// Runs `f` the way reclaim runs: its allocations never start reclaim and
+/// may use the small reserve above the hard limit. For short reporting paths
+/// that must work at the limit (printing statistics, logging an error); not
+/// a way around the limit for real work.
+///
+/// ```
+/// let text = shrinkalloc::reclaim::with_reserve(|| shrinkalloc::reclaim::stats().to_string());
+/// assert!(!text.is_empty());
+/// ```
+pub fn with_reserve<R>(f: impl FnOnce() -> R) -> R {
+    let _g = Reclaiming::enter();
+    f()
+}
+
 /// Sets the whole mask of a library reclaimer thread for its lifetime:
 /// its class's flags, `RECLAIMING` and `BACKGROUND`.
 pub(crate) fn become_background_reclaimer(flags: ScopeFlags) {

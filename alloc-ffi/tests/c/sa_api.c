@@ -127,16 +127,21 @@ static size_t freed_by(struct cache *c) {
 
 /* ---- statistics --------------------------------------------------------- */
 
-/* The JSON statistics, in a static buffer. */
+/* The JSON statistics, in a static buffer. The temporary file (and its
+ * stdio buffer) is made on the first call and kept, so that reading the
+ * statistics allocates nothing, even at the hard limit. */
 static const char *stats_json(void) {
     static char buf[1 << 16];
-    FILE *f = tmpfile();
+    static FILE *f;
+    if (!f)
+        f = tmpfile();
     CHECK(f != NULL);
+    CHECK(ftruncate(fileno(f), 0) == 0);
+    CHECK(lseek(fileno(f), 0, SEEK_SET) == 0);
     CHECK(sa_stats_print(fileno(f), 1) == 0);
     rewind(f);
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     buf[n] = 0;
-    fclose(f);
     return buf;
 }
 
