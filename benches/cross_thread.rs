@@ -12,9 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use shrinkalloc_benches::{alloc_touched, for_each_allocator, Allocator, Rng};
 
 const BATCH: usize = 64;
@@ -43,19 +41,13 @@ fn producer_consumer<A: Allocator>(count: u64, sizes: &[usize]) -> Duration {
                 }
             }
         });
-        let mut batch = Batch {
-            len: 0,
-            blocks: [0; BATCH],
-        };
+        let mut batch = Batch { len: 0, blocks: [0; BATCH] };
         for i in 0..count as usize {
             batch.blocks[batch.len] = alloc_touched::<A>(sizes[i % sizes.len()]) as usize;
             batch.len += 1;
             if batch.len == BATCH {
                 tx.send(batch).expect("consumer exited early");
-                batch = Batch {
-                    len: 0,
-                    blocks: [0; BATCH],
-                };
+                batch = Batch { len: 0, blocks: [0; BATCH] };
             }
         }
         tx.send(batch).expect("consumer exited early");

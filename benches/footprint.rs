@@ -21,9 +21,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use shrinkalloc_benches::{
-    Allocator, Jemalloc, Mimalloc, Rng, Shrinkalloc, System, NAMES, PEER,
-};
+use shrinkalloc_benches::{Allocator, Jemalloc, Mimalloc, Rng, Shrinkalloc, System, NAMES, PEER};
 
 const SMALL_BLOCKS: usize = 1_000_000;
 const LARGE_BLOCKS: usize = 60_000;
@@ -40,29 +38,15 @@ struct Footprint {
 
 impl Footprint {
     fn to_line(&self) -> String {
-        format!(
-            "{} {} {} {} {} {}",
-            self.before, self.peak, self.after_free_90, self.end, self.end_purged, self.millis
-        )
+        format!("{} {} {} {} {} {}", self.before, self.peak, self.after_free_90, self.end, self.end_purged, self.millis)
     }
 
     fn from_line(line: &str) -> Option<Self> {
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?;
+        let v: Vec<u64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
         let [before, peak, after_free_90, end, end_purged, millis] = v[..] else {
             return None;
         };
-        Some(Footprint {
-            before,
-            peak,
-            after_free_90,
-            end,
-            end_purged,
-            millis,
-        })
+        Some(Footprint { before, peak, after_free_90, end, end_purged, millis })
     }
 }
 
@@ -140,10 +124,7 @@ fn run_child(name: &str) {
 /// Runs the workload for `name` in a child process; `Err` says how it failed.
 fn measure(name: &str) -> Result<Footprint, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(exe)
-        .args(["--child", name])
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = Command::new(exe).args(["--child", name]).output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(format!("{} {}", out.status, stderr.trim()));
@@ -161,10 +142,7 @@ fn ratio(x: u64, peer: u64) -> String {
 }
 
 fn print_table(results: &[(&str, Result<Footprint, String>)]) {
-    let peer = results
-        .iter()
-        .find(|(n, _)| *n == PEER)
-        .and_then(|(_, r)| r.as_ref().ok());
+    let peer = results.iter().find(|(n, _)| *n == PEER).and_then(|(_, r)| r.as_ref().ok());
     println!("RSS in MiB (whole process); ratios are to {PEER}.\n");
     println!(
         "| allocator | before | peak | after freeing 90% | all freed | after purge \
@@ -180,11 +158,9 @@ fn print_table(results: &[(&str, Result<Footprint, String>)]) {
             }
         };
         let ratios = match peer {
-            Some(p) => [
-                ratio(f.peak, p.peak),
-                ratio(f.after_free_90, p.after_free_90),
-                ratio(f.end_purged, p.end_purged),
-            ],
+            Some(p) => {
+                [ratio(f.peak, p.peak), ratio(f.after_free_90, p.after_free_90), ratio(f.end_purged, p.end_purged)]
+            }
             None => ["-".into(), "-".into(), "-".into()],
         };
         println!(

@@ -1,7 +1,7 @@
 //! A block grown by `realloc` the way a growing buffer grows, writing its
 //! last byte after each step:
 //!
-//! - `geometric`: from 1 B to 1 MiB by a factor of 1.5 (about 35 steps), the
+//! - `geometric`: from 1 B to 1 MiB by a factor of 1.5 (32 steps), the
 //!   pattern of `Vec` and most dynamic arrays;
 //! - `linear`: from 64 B to 64 KiB in steps of 64 B (1,023 steps), a buffer
 //!   appended to in small pieces, where in-place growth matters most.

@@ -7,11 +7,10 @@
 //! the fast ones. Time is reported per block (one malloc plus one free).
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use shrinkalloc_benches::{alloc_touched, for_each_allocator, Allocator, Rng};
 
 const BLOCKS: usize = 100_000;
@@ -22,11 +21,7 @@ struct Workload {
     order: Vec<usize>,
 }
 
-fn alloc_all_free_in_order<A: Allocator>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    w: &Workload,
-) {
+fn alloc_all_free_in_order<A: Allocator>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, w: &Workload) {
     let mut blocks = vec![std::ptr::null_mut::<u8>(); BLOCKS];
     group.bench_function(BenchmarkId::new(A::NAME, name), |b| {
         b.iter(|| {
@@ -52,11 +47,11 @@ fn size_classes(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("alloc_100k_then_free");
     group.throughput(Throughput::Elements(BLOCKS as u64));
+    // An iteration takes milliseconds: flat sampling (the same iteration
+    // count in every sample) fits 20 samples in 4 s.
+    group.sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(4));
     for (name, order) in orders {
-        let w = Workload {
-            sizes: sizes.clone(),
-            order,
-        };
+        let w = Workload { sizes: sizes.clone(), order };
         for_each_allocator!(alloc_all_free_in_order(&mut group, name, &w));
     }
     group.finish();

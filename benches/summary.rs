@@ -74,17 +74,13 @@ fn collect(dir: &Path) -> BTreeMap<(String, u64, String), Row> {
     find_new_dirs(dir, &mut new_dirs);
     let mut rows: BTreeMap<_, Row> = BTreeMap::new();
     for new in new_dirs {
-        let (Some(id), Some(est)) = (
-            read_json(&new.join("benchmark.json")),
-            read_json(&new.join("estimates.json")),
-        ) else {
+        let (Some(id), Some(est)) = (read_json(&new.join("benchmark.json")), read_json(&new.join("estimates.json")))
+        else {
             continue;
         };
-        let (Some(group), Some(alloc), Some(median)) = (
-            id["group_id"].as_str(),
-            id["function_id"].as_str(),
-            est["median"]["point_estimate"].as_f64(),
-        ) else {
+        let (Some(group), Some(alloc), Some(median)) =
+            (id["group_id"].as_str(), id["function_id"].as_str(), est["median"]["point_estimate"].as_f64())
+        else {
             continue;
         };
         let case = match id["value_str"].as_str() {
@@ -94,8 +90,7 @@ fn collect(dir: &Path) -> BTreeMap<(String, u64, String), Row> {
         let elements = id["throughput"]["Elements"].as_f64();
         let row = rows.entry(case_key(&case)).or_default();
         row.per = if elements.is_some() { "block" } else { "iteration" };
-        row.median_ns
-            .insert(alloc.to_string(), median / elements.unwrap_or(1.0));
+        row.median_ns.insert(alloc.to_string(), median / elements.unwrap_or(1.0));
     }
     rows
 }

@@ -185,12 +185,7 @@ impl Allocator for System {
 }
 
 /// The allocators' names, in the order [`for_each_allocator!`] runs them.
-pub const NAMES: [&str; 4] = [
-    Shrinkalloc::NAME,
-    Mimalloc::NAME,
-    Jemalloc::NAME,
-    System::NAME,
-];
+pub const NAMES: [&str; 4] = [Shrinkalloc::NAME, Mimalloc::NAME, Jemalloc::NAME, System::NAME];
 
 /// The peer every ratio is taken against.
 pub const PEER: &str = Mimalloc::NAME;
@@ -211,10 +206,7 @@ macro_rules! for_each_allocator {
 /// minutes: 1 s of warm-up and 20 samples over 2 s per case. The machine is
 /// noisy, so compare ratios of medians, not absolute times.
 pub fn criterion() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20)
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2)).sample_size(20)
 }
 
 /// `A::malloc(size)` with its first byte written, the least a program does
