@@ -27,6 +27,7 @@
 #define SHRINKALLOC_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <malloc.h>
 
@@ -313,6 +314,148 @@ sa_shrinker *sa_shrinker_register(const struct sa_shrinker_ops *ops);
  * shrinker, so not while holding a lock that callback takes.
  */
 void sa_shrinker_unregister(sa_shrinker *s);
+
+/* ------------------------------------------------------------------------
+ * Contexts: carrying a scope to another thread
+ *
+ * A thread in a NOFS scope often hands work to another thread (a worker
+ * pool, a helper). The work must allocate under the same restrictions, or
+ * reclaim started there may enter the filesystem the submitter holds
+ * locked. A context is everything reclaim reads about a thread (today its
+ * scope mask, and whether it is in flusher mode) as a plain value: capture
+ * it in one thread, adopt it in another for as long as the work lasts.
+ *
+ * Adopting never lifts a restriction: the adopting thread's mask becomes
+ * the union of its own and the context's (a thread that holds a filesystem
+ * lock stays NOFS whatever work it picks up). sa_context_restore() puts back
+ * exactly what the thread had; adopt/restore pairs nest like the scope
+ * functions and end in reverse order.
+ *
+ * Context: any context; cheap (one or two thread-local accesses), never
+ * allocates.
+ * ---------------------------------------------------------------------- */
+
+/* A captured context. Opaque: copy it, pass it to another thread, hand it
+ * to sa_context_adopt(); do not interpret the bits. Any value is valid
+ * (unknown bits are ignored), and a zeroed one is the unrestricted context. */
+typedef struct sa_context { uint64_t bits; } sa_context_t;
+
+/**
+ * sa_context_capture() - the calling thread's context.
+ * Return: a value that sa_context_adopt() accepts in any thread.
+ */
+sa_context_t sa_context_capture(void);
+
+/**
+ * sa_context_adopt() - make the calling thread allocate under @ctx too:
+ * its mask becomes the union of its own and @ctx's (a NOFS context makes
+ * sa_scope_current() report SA_SCOPE_NOFS, and reclaim started here skips
+ * SA_NEEDS_FS shrinkers). Flusher mode itself is not adopted, only its NOIO.
+ * Return: the thread's previous context, to be passed to
+ * sa_context_restore().
+ */
+sa_context_t sa_context_adopt(sa_context_t ctx);
+
+/**
+ * sa_context_restore() - end an sa_context_adopt(): put the calling thread's
+ * NOFS and NOIO flags back to @prev (what that adopt returned). Flusher mode
+ * is left as it is.
+ */
+void sa_context_restore(sa_context_t prev);
+
+/**
+ * sa_set_io_flusher() - enter (@on != 0) or leave (@on == 0) flusher mode,
+ * for a thread that serves the kernel's own I/O (a FUSE or block daemon).
+ * In flusher mode the calling thread runs in a NOIO context
+ * (sa_scope_current() reports SA_SCOPE_NOIO | SA_SCOPE_NOFS), and so does
+ * what it starts through the library: the contexts it captures and the work
+ * items it submits. Threads it starts with pthread_create() are not
+ * affected (adopt a captured context there). Leaving puts the thread's NOIO
+ * flag back as it was before. Idempotent.
+ * The library's part always takes effect. The kernel is also asked for
+ * prctl(PR_SET_IO_FLUSHER, @on), so that the kernel's own reclaim keeps the
+ * thread out of I/O as well; that needs CAP_SYS_RESOURCE and Linux 5.6.
+ * Return: 0 when the kernel agreed too; otherwise the positive errno of its
+ * refusal (EPERM without CAP_SYS_RESOURCE, EINVAL before Linux 5.6), the
+ * library's NOIO context being in force all the same. errno is not changed.
+ * Context: any context; affects the calling thread only.
+ */
+int sa_set_io_flusher(int on);
+
+/* ------------------------------------------------------------------------
+ * Work queues: handing work to other threads without losing the context
+ *
+ * Each item runs once, under the context captured when it was submitted
+ * (see sa_context_capture()), on a worker of that context's class: normal,
+ * NOFS or NOIO. Each class has its own FIFO and its own workers, so an item
+ * that may reclaim through the filesystem never runs ahead of, or on the
+ * same worker as, an item submitted from a NOFS scope: a worker blocked on a
+ * filesystem lock cannot hold up the item its holder waits for. Within a
+ * class, items start in submission order. Workers start lazily (up to
+ * threads_per_class per class, when an item finds none idle); their thread
+ * names are the queue's name, with "-nofs" or "-noio" appended for those
+ * classes (cut to the system's 15 bytes).
+ *
+ * An item must not unwind (C++ exceptions, longjmp) through the library.
+ * A scope an item leaves open ends with it: its worker's flags are put back
+ * after every item.
+ * ---------------------------------------------------------------------- */
+
+typedef struct sa_workqueue sa_workqueue;
+
+/**
+ * sa_workqueue_create() - create a work queue named @name (copied) that
+ * starts up to @threads_per_class workers per class: 0 means 1, more than
+ * 256 means 256. No worker starts before the first item of its class.
+ * Return: the queue, for the other sa_workqueue_* functions; NULL with
+ * errno = EINVAL when @name is NULL.
+ * Context: any context. Allocates; aborts if that allocation is impossible.
+ */
+sa_workqueue *sa_workqueue_create(const char *name, unsigned threads_per_class);
+
+/**
+ * sa_workqueue_submit() - queue @fn(@arg) to run once, on a worker, under
+ * the caller's context. Never waits for other items. @arg must stay valid,
+ * and be safe to use from the worker's thread, until the item has run; a
+ * queue's items have all run when sa_workqueue_flush() or
+ * sa_workqueue_destroy() returns.
+ * Return: 0 when the item was accepted (it will run exactly once); -1 with
+ * errno set when it was not (@fn is then never called):
+ *  EINVAL    @wq or @fn is NULL;
+ *  ESHUTDOWN sa_workqueue_destroy() has begun, or the caller is a fork()
+ *            child (the queue's workers stayed in the parent);
+ *  ENOMEM    no memory for the item (the hard limit holds after reclaim);
+ *  EAGAIN    the class has no worker and the OS refused to start one.
+ * Context: any context, a shrinker callback and an item of this queue
+ * included. Allocates one small node, which may fail (ENOMEM).
+ */
+int sa_workqueue_submit(sa_workqueue *wq, void (*fn)(void *arg), void *arg);
+
+/**
+ * sa_workqueue_flush() - wait until every item submitted to @wq before the
+ * call has run, whatever its class. Called from an item of @wq it does not
+ * wait for that item's own class (whose earlier items may be waiting for it
+ * to return). In a fork() child, and for NULL, it returns at once.
+ * Context: not in a shrinker callback, and not while holding a lock that an
+ * item may take (the kernel's flush_workqueue() rule): it waits for the
+ * workers.
+ */
+void sa_workqueue_flush(sa_workqueue *wq);
+
+/**
+ * sa_workqueue_destroy() - end @wq: from now on sa_workqueue_submit() fails
+ * with ESHUTDOWN; then wait until every accepted item has run, join the
+ * workers and free @wq. Using @wq after it returns is undefined behaviour,
+ * and no other call on @wq may still be in progress then: calls made while
+ * it drains (from items or other threads) fail cleanly, but must have
+ * returned. Called from an item of @wq it only begins the end and returns at
+ * once (a worker cannot join itself): the workers run what is queued and
+ * exit on their own, and @wq is freed already, so neither that item nor
+ * those still queued may use it. In a fork() child it frees the handle
+ * without waiting. NULL does nothing.
+ * Context: as sa_workqueue_flush().
+ */
+void sa_workqueue_destroy(sa_workqueue *wq);
 
 /* ------------------------------------------------------------------------
  * Limits, reclaim, statistics

@@ -7,7 +7,8 @@
 //! `free_aligned_sized`, `malloc_usable_size`, `malloc_trim` (`malloc.rs`);
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`
 //! (`aligned.rs`). The `sa_*` API: scopes (`scope.rs`), shrinkers
-//! (`shrinker.rs`), limits and explicit reclaim (`reclaim.rs`), statistics
+//! (`shrinker.rs`), contexts and flusher mode (`context.rs`), work queues
+//! (`workqueue.rs`), limits and explicit reclaim (`reclaim.rs`), statistics
 //! and version (`stats.rs`, which also prints the statistics at exit under
 //! `SHRINKALLOC_STATS=1`). Every C-semantics decision of the malloc family
 //! (`errno`, overflow, zero sizes, alignment rules) is made in
@@ -22,12 +23,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod aligned;
+mod context;
 mod libc_semantics;
 mod malloc;
 mod reclaim;
 mod scope;
 mod shrinker;
 mod stats;
+mod workqueue;
 
 /// The library's own Rust allocations (shrinker registrations, statistics
 /// text) go straight to the core, not through the exported `malloc`.

@@ -42,7 +42,8 @@ fn exported(lib: &std::path::Path) -> BTreeSet<String> {
 }
 
 /// Function names the header declares: every declaration line outside
-/// comments and macros (`type name(params) [SA_LIBC_NOEXCEPT];`).
+/// comments and macros (`type name(params) [SA_LIBC_NOEXCEPT];`), struct
+/// members of function-pointer type excepted.
 fn declared() -> BTreeSet<String> {
     let header = std::fs::read_to_string(include_dir().join("shrinkalloc.h")).expect("read header");
     let mut names = BTreeSet::new();
@@ -57,7 +58,10 @@ fn declared() -> BTreeSet<String> {
             continue;
         }
         let is_decl = line.ends_with(");") || line.ends_with(") SA_LIBC_NOEXCEPT;");
-        if line.starts_with('#') || !is_decl || line.contains("(*") {
+        // A function-pointer struct member (`size_t (*count)(...);`) declares
+        // no function; a function taking a callback parameter does.
+        let is_member = line.find('(').is_some_and(|i| line[i + 1..].starts_with('*'));
+        if line.starts_with('#') || !is_decl || is_member {
             continue;
         }
         let before_paren = &line[..line.find('(').expect("a declaration has parameters")];

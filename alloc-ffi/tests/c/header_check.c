@@ -30,6 +30,7 @@ _Static_assert(offsetof(struct sa_shrinker_ops, arg) == 24, "arg");
 _Static_assert(offsetof(struct sa_shrinker_ops, needs) == 32, "needs");
 _Static_assert(offsetof(struct sa_shrinker_ops, seeks) == 36, "seeks");
 _Static_assert(offsetof(struct sa_shrinker_ops, batch) == 40, "batch");
+_Static_assert(sizeof(sa_context_t) == 8, "sa_context_t is context.rs's SaContext, one u64");
 
 #define FN(f) {#f, (void (*)(void))f}
 static const struct {
@@ -40,8 +41,14 @@ static const struct {
     FN(posix_memalign), FN(aligned_alloc), FN(memalign), FN(valloc), FN(pvalloc), FN(malloc_usable_size),
     FN(malloc_trim), FN(sa_memalloc_nofs_save), FN(sa_memalloc_nofs_restore), FN(sa_memalloc_noio_save),
     FN(sa_memalloc_noio_restore), FN(sa_scope_current), FN(sa_shrinker_register), FN(sa_shrinker_unregister),
-    FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_version),
+    FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_version), FN(sa_context_capture),
+    FN(sa_context_adopt), FN(sa_context_restore), FN(sa_set_io_flusher), FN(sa_workqueue_create),
+    FN(sa_workqueue_submit), FN(sa_workqueue_flush), FN(sa_workqueue_destroy),
 };
+
+static void note_run(void *arg) {
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
+}
 
 static size_t count_nothing(void *arg, struct sa_shrink_control *sc) {
     (void)arg;
@@ -99,6 +106,29 @@ int main(void) {
         return 8;
     if (strlen(sa_version()) == 0)
         return 9;
+    unsigned outer = sa_memalloc_nofs_save();
+    sa_context_t nofs = sa_context_capture();
+    sa_memalloc_nofs_restore(outer);
+    sa_context_t prev = sa_context_adopt(nofs);
+    if (sa_scope_current() != SA_SCOPE_NOFS)
+        return 10;
+    sa_context_restore(prev);
+    if (sa_scope_current() != 0)
+        return 11;
+    int runs = 0;
+    sa_workqueue *wq = sa_workqueue_create("header-check", 1);
+    if (!wq || sa_workqueue_submit(wq, note_run, &runs) != 0)
+        return 12;
+    sa_workqueue_flush(wq);
+    sa_workqueue_destroy(wq);
+    if (__atomic_load_n(&runs, __ATOMIC_RELAXED) != 1)
+        return 13;
+    int kernel = sa_set_io_flusher(1);
+    if (sa_scope_current() != (SA_SCOPE_NOFS | SA_SCOPE_NOIO) || kernel < 0)
+        return 14;
+    (void)sa_set_io_flusher(0);
+    if (sa_scope_current() != 0)
+        return 15;
     printf("ok\n");
     return 0;
 }
