@@ -214,3 +214,130 @@ pub fn set_io_flusher(on: bool) -> Result<(), i32> {
     }
     Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EPERM))
 }
+
+/// The calling thread's `errno`, as the last failed system call left it.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `Err(errno)` for a negative system-call result, else the result.
+fn check(rc: libc::c_long) -> Result<usize, i32> {
+    usize::try_from(rc).map_err(|_| errno())
+}
+
+/// Opens `path` (NUL-terminated) with `flags` plus `O_CLOEXEC`; the
+/// descriptor, or `Err(errno)`.
+pub fn open(path: &[u8], flags: libc::c_int) -> Result<i32, i32> {
+    if path.last() != Some(&0) {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC) };
+    check(fd.into()).map(|fd| fd as i32)
+}
+
+/// Closes a descriptor this crate opened.
+pub fn close(fd: i32) {
+    // SAFETY: callers pass a descriptor they own and never use it again.
+    unsafe { libc::close(fd) };
+}
+
+/// Writes `bytes` to `fd` with one call; the count written, or `Err(errno)`.
+pub fn write_fd(fd: i32, bytes: &[u8]) -> Result<usize, i32> {
+    // SAFETY: `bytes` is a valid readable buffer of `bytes.len()` bytes.
+    check(unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) } as libc::c_long)
+}
+
+/// Reads into `buf` from `fd` with one call; the count read, or `Err(errno)`.
+pub fn read_fd(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
+    check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as libc::c_long)
+}
+
+/// Reads into `buf` from offset 0 of `fd` (a control file read afresh
+/// through the descriptor that `poll` watches); the count, or `Err(errno)`.
+pub fn pread_start(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes.
+    check(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) } as libc::c_long)
+}
+
+/// A new non-blocking, close-on-exec eventfd with a zero counter.
+pub fn eventfd() -> Result<i32, i32> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    check(fd.into()).map(|fd| fd as i32)
+}
+
+/// Waits at most `timeout_ms` (`-1`: forever) for events on `fds`; the
+/// number of descriptors with events, or `Err(errno)` (`EINTR` included).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize, i32> {
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
+    check(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }.into())
+}
+
+/// What kind of inode a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file (a PSI file is one).
+    Regular,
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// Anything else.
+    Other,
+}
+
+/// The kind of inode at `path` (NUL-terminated), or `Err(errno)`.
+pub fn file_kind(path: &[u8]) -> Result<FileKind, i32> {
+    if path.last() != Some(&0) {
+        return Err(libc::EINVAL);
+    }
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated; `st` is a valid out-pointer.
+    check(unsafe { libc::stat(path.as_ptr().cast(), st.as_mut_ptr()) }.into())?;
+    // SAFETY: stat succeeded, so it filled `st`.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    Ok(match mode {
+        libc::S_IFREG => FileKind::Regular,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        _ => FileKind::Other,
+    })
+}
+
+/// A close-on-exec stream socket connected to the Unix socket at `path`
+/// (without the NUL), or `Err(errno)`.
+pub fn connect_unix(path: &[u8]) -> Result<i32, i32> {
+    // SAFETY: an all-zero sockaddr_un is a valid (empty) address.
+    let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    if path.is_empty() || path.len() >= addr.sun_path.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &s) in addr.sun_path.iter_mut().zip(path) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = check(fd.into())? as i32;
+    let len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes for the call.
+    let rc = unsafe { libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) };
+    if let Err(e) = check(rc.into()) {
+        close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Makes `fd` non-blocking.
+pub fn set_nonblocking(fd: i32) {
+    // SAFETY: F_GETFL/F_SETFL take and return plain integers.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+}

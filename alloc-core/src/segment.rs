@@ -8,7 +8,7 @@
 //!  | Segment +    | (page 0 is short  |           |     |           |
 //!  | [Page; 64]   |  by the header)   |           |     |           |
 //!  +--------------+-------------------+-----------+-----+-----------+
-//!  small: 64 pages of 64 KiB   medium: 8 of 512 KiB   large: 1 page
+//!  small: 64 pages of 64 KiB   medium: 8 of 512 KiB   large: 2 of 2 MiB
 //!  huge: one block at `block_offset`, the mapping as long as it needs
 //! ```
 //!
@@ -49,7 +49,8 @@ pub enum Kind {
     Small = 0,
     /// 8 pages of 512 KiB, blocks up to 128 KiB.
     Medium = 1,
-    /// One page, blocks up to 1 MiB.
+    /// 2 pages of 2 MiB, blocks up to 1 MiB. (A whole-segment page would
+    /// strand up to 4 MiB behind one live block.)
     Large = 2,
     /// One block bigger than any class, on a mapping of its own.
     Huge = 3,
@@ -61,7 +62,7 @@ impl Kind {
         match self {
             Kind::Small => 16,
             Kind::Medium => 19,
-            Kind::Large => 22,
+            Kind::Large => 21,
             Kind::Huge => 63,
         }
     }
@@ -230,9 +231,18 @@ pub static CACHE: SpinLock<Cache> = SpinLock::new(Cache { lists: [ptr::null_mut(
 
 /// Maps a new segment of `size` bytes aligned to `align` (at least a
 /// segment) and puts it on the global list. Its pages start out `PURGED`
-/// (never touched).
+/// (never touched). When the kernel refuses the mapping with `ENOMEM`,
+/// reclaim runs and the mapping is retried a bounded number of times.
 pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment> {
-    let mem = os::map_aligned(size.next_multiple_of(os::OS_PAGE), align)?;
+    let len = size.next_multiple_of(os::OS_PAGE);
+    let mut attempt = 0;
+    let mem = loop {
+        match os::map_aligned(len, align) {
+            Some(mem) => break mem,
+            None if crate::reclaim::on_map_failure(len, attempt) => attempt += 1,
+            None => return None,
+        }
+    };
     let seg = mem.as_ptr().cast::<Segment>();
     let page_shift = kind.page_shift();
     let page_count = if kind == Kind::Huge { 1 } else { SEGMENT_SIZE >> page_shift };

@@ -220,13 +220,28 @@ impl Found {
     }
 }
 
+impl PathBuf {
+    /// `dir/name` with a terminating NUL, ready for `open`.
+    pub(crate) fn file(&self, name: &[u8]) -> Option<PathBuf> {
+        let mut path = *self;
+        path.push(b"/")?;
+        path.push(name)?;
+        path.push(b"\0")?;
+        Some(path)
+    }
+
+    /// A NUL-terminated copy of `bytes`, ready for `open`.
+    pub(crate) fn c_path(bytes: &[u8]) -> Option<PathBuf> {
+        let mut p = PathBuf::new();
+        p.push(bytes)?;
+        p.push(b"\0")?;
+        Some(p)
+    }
+}
+
 /// Reads a small control file under `dir` into `buf`; `None` if missing.
 fn read_file<'b>(dir: &PathBuf, name: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
-    let mut path = *dir;
-    path.push(b"/")?;
-    path.push(name)?;
-    path.push(b"\0")?;
-    let n = os::read_file(path.as_bytes(), buf)?;
+    let n = os::read_file(dir.file(name)?.as_bytes(), buf)?;
     buf.get(..n)
 }
 
@@ -281,15 +296,99 @@ pub fn discover_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<Found> {
 const PROC_BUF: usize = 64 * 1024;
 static BUFFERS: SpinLock<([u8; 4096], [u8; PROC_BUF])> = SpinLock::new(([0; 4096], [0; PROC_BUF]));
 
-/// Discovers the process's memory cgroup from `/proc`. Called once.
-pub fn discover() -> Option<Found> {
+/// Runs `f` over the texts of `/proc/self/cgroup` and `/proc/self/mountinfo`
+/// (read into the static buffers, under their lock).
+fn with_proc_texts<R>(f: impl FnOnce(&[u8], &[u8]) -> Option<R>) -> Option<R> {
     let mut bufs = BUFFERS.lock();
     let (cg, mi) = &mut *bufs;
     let n = os::read_file(b"/proc/self/cgroup\0", cg)?;
     let m = os::read_file(b"/proc/self/mountinfo\0", mi)?;
     let mi = &mi[..m];
     let mi = if m == PROC_BUF { &mi[..mi.iter().rposition(|&b| b == b'\n').unwrap_or(0)] } else { mi };
-    discover_from(&cg[..n], mi)
+    f(&cg[..n], mi)
+}
+
+/// Discovers the process's memory cgroup from `/proc`. Called once.
+pub fn discover() -> Option<Found> {
+    with_proc_texts(discover_from)
+}
+
+/// The process's directory in the unified (v2) hierarchy, given the texts
+/// of `/proc/self/cgroup` and `/proc/self/mountinfo`, whatever controllers
+/// it has: its `memory.pressure` reports the group's stalls even where the
+/// memory controller is v1 (a hybrid machine, like CI's).
+pub fn unified_dir_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<PathBuf> {
+    let mut mounts = Mounts::default();
+    for line in mountinfo.split(|&b| b == b'\n') {
+        parse_mountinfo_line(line, &mut mounts);
+    }
+    cgroup_dir(mounts.v2?, parse_self_cgroup(self_cgroup).v2?)
+}
+
+/// The process's unified-hierarchy directory, read from `/proc` now.
+///
+/// ```
+/// if let Some(dir) = shrinkalloc::reclaim::cgroup::unified_dir() {
+///     println!("PSI of my group: {}/memory.pressure", String::from_utf8_lossy(dir.as_bytes()));
+/// }
+/// ```
+pub fn unified_dir() -> Option<PathBuf> {
+    with_proc_texts(unified_dir_from)
+}
+
+/// The value of `key` in a flat-keyed control file (`memory.events`,
+/// `memory.stat`: one `KEY VALUE` per line); `None` when the key is
+/// missing or its value is not a number.
+///
+/// ```
+/// use shrinkalloc::reclaim::cgroup::parse_key;
+/// assert_eq!(parse_key(b"low 0\nhigh 12\nmax 3\n", b"high"), Some(12));
+/// assert_eq!(parse_key(b"high x\n", b"high"), None);
+/// ```
+pub fn parse_key(text: &[u8], key: &[u8]) -> Option<u64> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(b" ")?;
+        match parse_value(rest)? {
+            Value::Bytes(n) => Some(n),
+            Value::Max => None,
+        }
+    })
+}
+
+/// The counters of a v2 `memory.events` file that reclaim watches: how
+/// often the group went over `memory.high` (and was throttled), hit
+/// `memory.max`, ran out of memory, and lost a task to the OOM killer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    /// `high`: reclaim forced by `memory.high`.
+    pub high: u64,
+    /// `max`: the group hit `memory.max`.
+    pub max: u64,
+    /// `oom`: the group ran out of memory.
+    pub oom: u64,
+    /// `oom_kill`: tasks killed by the OOM killer.
+    pub oom_kill: u64,
+}
+
+impl Events {
+    /// Parses `memory.events`; `None` when it has none of the keys. A key
+    /// missing or garbled counts as 0.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::cgroup::Events;
+    /// let e = Events::parse(b"low 0\nhigh 5\nmax 2\noom 0\noom_kill 0\noom_group_kill 0\n").unwrap();
+    /// assert_eq!((e.high, e.max), (5, 2));
+    /// assert!(Events::parse(b"garbage").is_none());
+    /// ```
+    pub fn parse(text: &[u8]) -> Option<Events> {
+        let get = |k: &[u8]| parse_key(text, k);
+        let (high, max, oom, oom_kill) = (get(b"high"), get(b"max"), get(b"oom"), get(b"oom_kill"));
+        if high.is_none() && max.is_none() && oom.is_none() && oom_kill.is_none() {
+            return None;
+        }
+        let z = |v: Option<u64>| v.unwrap_or(0);
+        Some(Events { high: z(high), max: z(max), oom: z(oom), oom_kill: z(oom_kill) })
+    }
 }
 
 /// What discovery found at start-up, for the statistics; `None` when there

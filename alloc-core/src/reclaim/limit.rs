@@ -8,17 +8,21 @@
 //! Values are bytes with an optional binary unit (`4096`, `64K`, `512M`,
 //! `2G`); `0` means no limit. The environment is read once, on the first
 //! allocation slow path, without allocating; a bad value is reported once on
-//! stderr and ignored. The Rust setters win over the environment. With
-//! neither limit configured, both are derived from the process's memory
-//! cgroup (`cgroup.rs`) unless `SHRINKALLOC_CGROUP=off`. With a
+//! stderr and ignored. The Rust setters win over the environment. Unless
+//! `SHRINKALLOC_CGROUP=off`, the process's memory cgroup is found
+//! (`cgroup.rs`); with neither limit configured, both are derived from it,
+//! and in any case its whole usage is watched (`pressure.rs`). With a
 //! hard limit and no soft limit, the soft limit in force is 7/8 of the hard
 //! one, so that background reclaim starts before allocations have to wait.
 //!
-//! Invariant: `THRESHOLD` is the smaller of the soft limit in force and the
-//! hard limit (`usize::MAX` without limits), recomputed under `SETTER` after
-//! every change; it is 0 until the environment has been read, so the first
+//! Invariant: `THRESHOLD` is the smallest of the soft limit in force, the
+//! hard limit and `MONITOR_AT` (`usize::MAX` without any), recomputed under
+//! `SETTER` after every change (a fork child, alone, lowers it without the
+//! lock); it is 0 until the environment has been read, so the first
 //! `charge` takes the slow path and reads it. `charge`'s fast path is one
-//! load of it and one of the committed counter.
+//! load of it and one of the committed counter. `MONITOR_AT` is the
+//! committed bytes past which the next slow path starts the pressure
+//! monitor (`monitor.rs`), `usize::MAX` once it started or when not wanted.
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
@@ -33,6 +37,8 @@ static THRESHOLD: AtomicUsize = AtomicUsize::new(0);
 static ENV: AtomicU8 = AtomicU8::new(0);
 /// Serialises limit changes so `THRESHOLD` matches the last pair written.
 static SETTER: SpinLock<()> = SpinLock::new(());
+/// Committed bytes past which the pressure monitor is due to start.
+static MONITOR_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Reserve above the hard limit for allocations made inside reclaim:
 /// 1/16 of the limit, clamped to [`RESERVE_MIN`, `RESERVE_MAX`].
@@ -55,6 +61,12 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    /// Limits of `soft` and `hard` bytes (0: none), as the soft one is in
+    /// force: the group's lines in `pressure.rs`.
+    pub(crate) const fn new(soft: usize, hard: usize) -> Self {
+        Self { soft, hard }
+    }
+
     /// The soft limit in force, explicit or derived.
     pub(crate) fn soft(self) -> Option<usize> {
         (self.soft != 0).then_some(self.soft)
@@ -128,10 +140,9 @@ pub(crate) fn current() -> Limits {
 
 fn recompute() {
     let l = current();
-    let t = match (l.soft(), l.hard()) {
-        (None, None) => usize::MAX,
-        (s, h) => s.unwrap_or(usize::MAX).min(h.unwrap_or(usize::MAX)),
-    };
+    let limits = l.soft().unwrap_or(usize::MAX).min(l.hard().unwrap_or(usize::MAX));
+    // Relaxed: a stale value only delays the monitor's start by one charge.
+    let t = limits.min(MONITOR_AT.load(Ordering::Relaxed));
     // Relaxed: see `threshold`.
     THRESHOLD.store(t, Ordering::Relaxed);
 }
@@ -232,29 +243,76 @@ fn init_slow() {
         }
     }
     // Relaxed: we are the only writer until ENV says 2.
-    if SOFT.load(Ordering::Relaxed) == 0 && HARD.load(Ordering::Relaxed) == 0 {
-        from_cgroup();
+    let configured = SOFT.load(Ordering::Relaxed) != 0 || HARD.load(Ordering::Relaxed) != 0;
+    let group_limit = from_cgroup(!configured);
+    if let Some(at) = super::monitor::start_at_init(group_limit) {
+        // Relaxed: published with the limits by the Release store of ENV.
+        MONITOR_AT.store(at, Ordering::Relaxed);
     }
     ENV.store(2, Ordering::Release);
     let _g = SETTER.lock();
     recompute();
 }
 
-/// Without configured limits, derives them from the process's memory cgroup
-/// (see `cgroup.rs`), unless `SHRINKALLOC_CGROUP=off`.
-fn from_cgroup() {
+/// Finds the process's memory cgroup (see `cgroup.rs`) unless
+/// `SHRINKALLOC_CGROUP=off`, derives the limits from it when `derive` (none
+/// is configured), and hands it to the usage watch. Returns whether the
+/// group has a limit.
+fn from_cgroup(derive: bool) -> bool {
     match os::getenv(b"SHRINKALLOC_CGROUP\0") {
         None | Some(b"auto") => {}
-        Some(b"off") => return,
+        Some(b"off") => {
+            super::pressure::set_state(super::pressure::Source::Cgroup, super::pressure::SourceState::Off);
+            return false;
+        }
         Some(_) => os::write_stderr(b"shrinkalloc: ignoring bad value of SHRINKALLOC_CGROUP (auto|off)\n"),
     }
     let found = super::cgroup::discover();
-    if let Some((soft, hard)) = found.as_ref().and_then(|f| f.derived_limits()) {
+    let derived = found.as_ref().and_then(|f| f.derived_limits());
+    if let (Some((soft, hard)), true) = (derived, derive) {
         // Relaxed: published by the Release store of ENV in `init_slow`.
         SOFT.store(soft as usize, Ordering::Relaxed);
         HARD.store(hard as usize, Ordering::Relaxed);
     }
+    super::pressure::set_group(found.as_ref());
     super::cgroup::remember(found);
+    derived.is_some()
+}
+
+/// Whether the pressure monitor is due to start at `want` committed bytes.
+#[inline]
+pub(crate) fn monitor_due(want: usize) -> bool {
+    // Relaxed: see `recompute`.
+    want > MONITOR_AT.load(Ordering::Relaxed)
+}
+
+/// Makes the monitor due once the committed bytes pass `at`.
+pub(crate) fn arm_monitor(at: usize) {
+    init();
+    let _g = SETTER.lock();
+    // Relaxed: SETTER orders the recomputations.
+    MONITOR_AT.fetch_min(at, Ordering::Relaxed);
+    recompute();
+}
+
+/// Takes the monitor's start off the slow path; `true` for the one caller
+/// that found it armed, who starts it.
+pub(crate) fn disarm_monitor() -> bool {
+    // Relaxed: the swap elects one starter; SETTER orders the recomputation.
+    if MONITOR_AT.swap(usize::MAX, Ordering::Relaxed) == usize::MAX {
+        return false;
+    }
+    let _g = SETTER.lock();
+    recompute();
+    true
+}
+
+/// [`arm_monitor`] for a fork child's atfork handler: the child has one
+/// thread, and `SETTER` may have been held by a thread that is not there.
+pub(crate) fn arm_monitor_in_child(at: usize) {
+    // Relaxed: single-threaded here.
+    MONITOR_AT.store(at, Ordering::Relaxed);
+    THRESHOLD.fetch_min(at, Ordering::Relaxed);
 }
 
 #[cfg(test)]

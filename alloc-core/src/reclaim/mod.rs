@@ -16,6 +16,14 @@
 //! skipped, the skip counted, and its share owed (`nr_deferred`) to the next
 //! reclaimer allowed to call it, whom the pass wakes.
 //!
+//! Pressure also comes from outside the allocator's own accounting
+//! (`pressure.rs`): the memory cgroup's whole usage, read at a bounded rate
+//! here and by the monitor thread (`monitor.rs`), which also waits for the
+//! kernel's events (v1 thresholds and pressure levels, v2 `memory.events`,
+//! PSI, systemd's watch); and an `mmap` that fails with `ENOMEM`, which
+//! reclaims directly and retries (`on_map_failure`). Each pass records
+//! the source that raised it ([`Trigger`]).
+//!
 //! Invariant: a thread marked `RECLAIMING` (inside a pass, a shrinker, or a
 //! library reclaimer) never starts reclaim and never waits; its allocations
 //! may use a small reserve above the hard limit and are never refused
@@ -49,6 +57,9 @@
 pub mod cgroup;
 mod context;
 mod limit;
+mod monitor;
+mod pressure;
+pub mod psi;
 mod registry;
 mod scope;
 mod shrinker;
@@ -62,6 +73,8 @@ use std::time::{Duration, Instant};
 
 pub use context::{is_io_flusher, set_io_flusher, spawn, Context, ContextClass, ContextGuard, KernelRefused};
 pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
+pub(crate) use pressure::on_map_failure;
+pub use pressure::{Source, SourceState, SourceStats};
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
@@ -113,16 +126,22 @@ fn charge_slow(bytes: usize) -> bool {
         bump(if ok { &stats::RESERVE_CHARGES } else { &stats::FAILED_CHARGES }, 1);
         return ok;
     }
+    let scope = ScopeFlags::from_bits_truncate(mask);
+    // The group as a whole, at a bounded rate: past its hard line, this
+    // thread helps with a direct pass (never failing the allocation for it).
+    if let Some(target) = pressure::on_charge_slow(want) {
+        run_pass(Pass { target, level: Level::Critical, trigger: Trigger::CgroupUsage, scope, only_class: None });
+    }
     if limits.over_soft(want) {
-        let level = limits.level(want).min(Level::Medium);
+        let level = limits.level(want).min(Level::Medium).max(pressure::level());
         for class in 0..CLASSES {
-            worker::wake(class, want - limits.soft_goal(), level);
+            worker::wake(class, want - limits.soft_goal(), level, Trigger::Background);
         }
     }
     if limits.fits(want) {
         return true;
     }
-    direct_reclaim(bytes, ScopeFlags::from_bits_truncate(mask))
+    direct_reclaim(bytes, scope)
 }
 
 /// Makes room for `bytes` under the hard limit in the calling thread, or
@@ -220,7 +239,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     });
     if freed.bytes < p.target {
         for class in (0..CLASSES).filter(|&c| owed[c] && Some(c) != p.only_class) {
-            worker::wake(class, p.target - freed.bytes, p.level);
+            worker::wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
         }
     }
     freed

@@ -247,6 +247,8 @@ pub fn register<S: Shrinker>(shrinker: S, options: ShrinkerOptions) -> ShrinkerH
 /// ```
 pub fn register_boxed(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> ShrinkerHandle {
     AT_FORK.call_once(|| os::at_fork(fork_prepare, fork_parent, fork_child));
+    // Its caches should hear of pressure from outside too.
+    super::monitor::want();
     // Relaxed: ids only need to be unique.
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let entry = Arc::new(Entry::new(id, shrinker, options));

@@ -1,4 +1,6 @@
-//! Reclaim statistics: per shrinker, per pass, and for the limits.
+//! Reclaim statistics: per shrinker, per pass (with the trigger or pressure
+//! source that raised it), for the limits, and the pressure sources' own
+//! table (`pressure.rs`), printed one line per source.
 //!
 //! Invariant: every counter is a relaxed atomic bumped on a reclaim path
 //! (never on the allocation fast path) and never allocates; the recent
@@ -11,14 +13,21 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::limit;
+use super::pressure::{SourceState, SourceStats};
 use super::registry::{self, Entry};
 use super::scope::ScopeFlags;
 use super::shrinker::{Level, Needs};
 
-/// What started a reclaim pass.
+/// What started a reclaim pass: the allocator's own limits, an explicit
+/// call, or a pressure source from outside (`Source`). Passes raised by a
+/// source run in the background reclaimers, except `MmapFailure` and a
+/// `CgroupUsage` pass at the group's hard line, which run in the
+/// allocating thread.
 ///
 /// ```
-/// assert_eq!(shrinkalloc::reclaim::Trigger::Direct.name(), "direct");
+/// use shrinkalloc::reclaim::Trigger;
+/// assert_eq!(Trigger::Direct.name(), "direct");
+/// assert_eq!(Trigger::ALL[Trigger::Psi as usize], Trigger::Psi);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Trigger {
@@ -28,27 +37,76 @@ pub enum Trigger {
     Background,
     /// A call to `reclaim()`.
     Explicit,
+    /// The memory cgroup's whole usage near its limit.
+    CgroupUsage,
+    /// A v1 `memory.usage_in_bytes` threshold crossed.
+    V1Threshold,
+    /// A v1 `memory.pressure_level` notification.
+    V1PressureLevel,
+    /// A v2 `memory.events` counter grew (`high`, `max`, `oom`).
+    V2Events,
+    /// A PSI trigger fired.
+    Psi,
+    /// systemd's `MEMORY_PRESSURE_WATCH` reported pressure.
+    SystemdWatch,
+    /// `mmap` failed with `ENOMEM`.
+    MmapFailure,
 }
 
 impl Trigger {
+    /// How many triggers there are.
+    pub const COUNT: usize = 10;
+
+    /// Every trigger, indexed by its value (as `passes_by_trigger` is).
+    pub const ALL: [Trigger; Trigger::COUNT] = [
+        Trigger::Direct,
+        Trigger::Background,
+        Trigger::Explicit,
+        Trigger::CgroupUsage,
+        Trigger::V1Threshold,
+        Trigger::V1PressureLevel,
+        Trigger::V2Events,
+        Trigger::Psi,
+        Trigger::SystemdWatch,
+        Trigger::MmapFailure,
+    ];
+
     /// The trigger's lower-case name.
     ///
     /// ```
     /// assert_eq!(shrinkalloc::reclaim::Trigger::Background.name(), "background");
+    /// assert_eq!(shrinkalloc::reclaim::Trigger::MmapFailure.name(), "mmap-failure");
     /// ```
     pub const fn name(self) -> &'static str {
         match self {
             Trigger::Direct => "direct",
             Trigger::Background => "background",
             Trigger::Explicit => "explicit",
+            Trigger::CgroupUsage => "cgroup-usage",
+            Trigger::V1Threshold => "v1-threshold",
+            Trigger::V1PressureLevel => "v1-pressure-level",
+            Trigger::V2Events => "v2-events",
+            Trigger::Psi => "psi",
+            Trigger::SystemdWatch => "systemd",
+            Trigger::MmapFailure => "mmap-failure",
         }
     }
 
     const fn from_index(i: usize) -> Self {
-        match i {
-            0 => Trigger::Direct,
-            1 => Trigger::Background,
-            _ => Trigger::Explicit,
+        if i < Trigger::COUNT {
+            Trigger::ALL[i]
+        } else {
+            Trigger::Explicit
+        }
+    }
+
+    /// The trigger of the background pass that pays what a pass of this
+    /// trigger owes: a source stays named; the allocator's own passes are
+    /// paid as `Background`.
+    pub(crate) const fn owed(self) -> Self {
+        match self {
+            Trigger::Direct | Trigger::Explicit => Trigger::Background,
+            t => t,
         }
     }
 }
@@ -184,7 +242,7 @@ static RECENT: [Slot; RING] = [const {
 }; RING];
 static PASSES: AtomicU64 = AtomicU64::new(0);
 static BY_LEVEL: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
-static BY_TRIGGER: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static BY_TRIGGER: [AtomicU64; Trigger::COUNT] = [const { AtomicU64::new(0) }; Trigger::COUNT];
 static BYTES_FREED: AtomicU64 = AtomicU64::new(0);
 static PASS_NS: AtomicU64 = AtomicU64::new(0);
 static MAX_PASS_NS: AtomicU64 = AtomicU64::new(0);
@@ -193,6 +251,7 @@ pub(crate) static RESERVE_CHARGES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static BACKGROUND_WAKES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FAILED_MAPS: AtomicU64 = AtomicU64::new(0);
 
 /// Records a finished pass in the totals and the ring of recent passes.
 pub(crate) fn record_pass(p: &PassRecord) {
@@ -263,8 +322,8 @@ pub struct ReclaimStats {
     pub committed: usize,
     /// Passes run, by level (`none`, `low`, `medium`, `critical`).
     pub passes_by_level: [u64; 4],
-    /// Passes run, by trigger (`direct`, `background`, `explicit`).
-    pub passes_by_trigger: [u64; 3],
+    /// Passes run, by trigger, indexed as [`Trigger::ALL`].
+    pub passes_by_trigger: [u64; Trigger::COUNT],
     /// Committed bytes all passes measured freed.
     pub bytes_freed: u64,
     /// Nanoseconds spent in passes.
@@ -281,6 +340,10 @@ pub struct ReclaimStats {
     pub workers_started: u64,
     /// Shrinker callbacks that panicked.
     pub panics: u64,
+    /// Mappings that still failed after reclaim and retries.
+    pub failed_maps: u64,
+    /// Every pressure source: what became of it, what it delivered.
+    pub sources: Vec<SourceStats>,
     /// The last passes, oldest first.
     pub recent: Vec<PassRecord>,
     /// Every registered shrinker, in registration order.
@@ -313,9 +376,27 @@ pub fn stats() -> ReclaimStats {
         background_wakes: get(&BACKGROUND_WAKES),
         workers_started: get(&WORKERS_STARTED),
         panics: get(&PANICS),
+        failed_maps: get(&FAILED_MAPS),
+        sources: super::pressure::sources(),
         recent: recent(),
         shrinkers,
     }
+}
+
+/// One line per source that is anything but "not started", each saying
+/// once what it watches, or why it is missing.
+fn write_sources(f: &mut fmt::Formatter<'_>, sources: &[SourceStats]) -> fmt::Result {
+    for s in sources.iter().filter(|s| s.state != SourceState::NotStarted || s.events > 0) {
+        write!(f, "  source {}: {}", s.source.name(), s.state)?;
+        if let Some(p) = &s.path {
+            write!(f, " {p}")?;
+        }
+        if s.events > 0 || s.raises > 0 {
+            write!(f, ", events {}, raises {}, last {}", s.events, s.raises, s.last_level)?;
+        }
+        writeln!(f)?;
+    }
+    Ok(())
 }
 
 struct Bytes(Option<usize>);
@@ -344,7 +425,10 @@ impl fmt::Display for ReclaimStats {
             write!(f, " {} {n},", Level::from_index(i))?;
         }
         for (i, n) in self.passes_by_trigger.iter().enumerate() {
-            write!(f, " {} {n},", Trigger::from_index(i).name())?;
+            // The allocator's own triggers always; sources when they raised.
+            if i < 3 || *n > 0 {
+                write!(f, " {} {n},", Trigger::from_index(i).name())?;
+            }
         }
         writeln!(
             f,
@@ -355,9 +439,16 @@ impl fmt::Display for ReclaimStats {
         )?;
         writeln!(
             f,
-            "  charges failed {}, reserve used {}, background wakes {}, reclaimers started {}, panics {}",
-            self.failed_charges, self.reserve_charges, self.background_wakes, self.workers_started, self.panics
+            "  charges failed {}, reserve used {}, background wakes {}, reclaimers started {}, panics {}, \
+             mmaps failed {}",
+            self.failed_charges,
+            self.reserve_charges,
+            self.background_wakes,
+            self.workers_started,
+            self.panics,
+            self.failed_maps
         )?;
+        write_sources(f, &self.sources)?;
         for s in &self.shrinkers {
             writeln!(
                 f,

@@ -11,9 +11,10 @@
 //! a reclaimer of its own class or a more restricted one
 //! ([`wait_for_allowed`]), so a `NOFS` thread never waits on work that can
 //! enter the filesystem; every wait is bounded. Reclaimers start lazily,
-//! from an allocation slow path past the soft limit, never during allocator
-//! initialisation; they belong to the process that started them (`pid`), so
-//! a `fork()` child sees none and starts its own when it first needs them.
+//! from an allocation slow path past the soft limit or a pressure source's
+//! first raise (`pressure.rs`), never during allocator initialisation;
+//! they belong to the process that started them (`pid`), so a `fork()`
+//! child sees none and starts its own when it first needs them.
 //! No lock here is held while allocating.
 
 use core::ffi::c_void;
@@ -61,6 +62,9 @@ struct Request {
     busy: bool,
     target: usize,
     level: Level,
+    /// What asked for the pending pass at its level (the first asker of the
+    /// highest level); `None` reads as the soft limit.
+    trigger: Option<Trigger>,
     /// Requests made and passes finished; a waiter with ticket `t` is done
     /// once `completed >= t`.
     requested: u64,
@@ -174,7 +178,7 @@ extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
 fn run(w: &'static Worker) -> ! {
     loop {
-        let (target, level, ticket) = next_request(w);
+        let (target, level, trigger, ticket) = next_request(w);
         let limits = limit::current();
         let over_soft = match limits.soft() {
             Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
@@ -183,7 +187,7 @@ fn run(w: &'static Worker) -> ! {
         let freed = super::run_pass(super::Pass {
             target: target.max(over_soft),
             level,
-            trigger: Trigger::Background,
+            trigger,
             scope: CLASS_SCOPE[w.class],
             only_class: Some(w.class),
         });
@@ -200,7 +204,7 @@ fn run(w: &'static Worker) -> ! {
     }
 }
 
-fn next_request(w: &Worker) -> (usize, Level, u64) {
+fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
     let mut st = w.lock();
     while !st.pending {
         st = w.wake.wait_timeout(st, IDLE).unwrap_or_else(PoisonError::into_inner).0;
@@ -209,16 +213,19 @@ fn next_request(w: &Worker) -> (usize, Level, u64) {
     // Relaxed: the hint is re-checked under the lock by the next waker.
     w.pending.store(false, Ordering::Relaxed);
     st.busy = true;
-    (core::mem::take(&mut st.target), core::mem::take(&mut st.level), st.requested)
+    let trigger = st.trigger.take().unwrap_or(Trigger::Background);
+    (core::mem::take(&mut st.target), core::mem::take(&mut st.level), trigger, st.requested)
 }
 
 /// Asks the reclaimer of `class` for a pass freeing `target` bytes at
-/// `level`; starts the reclaimers if need be. Skips the lock when a request
-/// is already pending (the pass it runs re-reads the limits).
-pub(crate) fn wake(class: usize, target: usize, level: Level) {
+/// `level` on behalf of `trigger` (recorded with the pass); starts the
+/// reclaimers if need be. A soft-limit wake skips the lock when a request
+/// is already pending (the pass it runs re-reads the limits); other
+/// triggers, rare and rate-limited, merge their level and target into it.
+pub(crate) fn wake(class: usize, target: usize, level: Level, trigger: Trigger) {
     let Some(w) = ensure_started().and_then(|ws| ws.by_class[class]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
-    if w.pending.load(Ordering::Relaxed) {
+    if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
         return;
     }
     let mut st = w.lock();
@@ -226,6 +233,9 @@ pub(crate) fn wake(class: usize, target: usize, level: Level) {
     // Relaxed: the hint; the lock orders the request itself.
     w.pending.store(true, Ordering::Relaxed);
     st.target = st.target.max(target);
+    if st.trigger.is_none() || level > st.level {
+        st.trigger = Some(trigger);
+    }
     st.level = st.level.max(level);
     st.requested += 1;
     drop(st);
