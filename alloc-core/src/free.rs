@@ -21,17 +21,8 @@ use crate::{huge, os, thread};
 /// (any block but a huge one aligned to a segment or more).
 #[inline(always)]
 pub unsafe fn free_unchecked(p: *mut u8) {
-    let seg = segment::segment_of(p);
-    // SAFETY: caller promise: `p` is live, so its segment and page are.
-    unsafe {
-        let page = segment::page_of(seg, p);
-        let heap = thread::heap();
-        if (*page).heap == heap {
-            heap::free_local(heap, page, p);
-        } else {
-            free_remote(seg, page, p);
-        }
-    }
+    // SAFETY: forwarded caller promise; masking finds the segment.
+    unsafe { free_in(segment::segment_of(p), p) }
 }
 
 /// Frees any live block of ours, finding its segment through the segment map
@@ -41,8 +32,19 @@ pub unsafe fn free_unchecked(p: *mut u8) {
 ///
 /// `p` is a live block of this allocator.
 pub unsafe fn free_block(p: *mut u8) {
-    let seg = segment::segment_of_block(p);
-    // SAFETY: caller promise.
+    // SAFETY: forwarded caller promise; the map finds the segment.
+    unsafe { free_in(segment::segment_of_block(p), p) }
+}
+
+/// Frees live block `p` of segment `seg`: to the page's local list when the
+/// caller owns it, else by the cross-thread path.
+///
+/// # Safety
+///
+/// `p` is a live block of this allocator in `seg`.
+#[inline(always)]
+unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
+    // SAFETY: caller promise: `p` is live, so its segment and page are.
     unsafe {
         let page = segment::page_of(seg, p);
         let heap = thread::heap();
