@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::allocator::Allocator;
 use crate::runner::{Outcome, Plan, RunResult};
+use crate::scenario::{Launch, Unit};
 use crate::status::Fields;
 
 /// Bytes as MiB with one decimal.
@@ -174,6 +175,29 @@ pub fn table(plan: &Plan, results: &[RunResult]) -> String {
     }
     if results.iter().any(|r| r.outcome != Outcome::Survived && !r.samples.is_empty()) {
         out.push_str("(ops/s of a run that died covers its life only; reclaim: shrinkalloc's reclaim passes)\n");
+    }
+    out + &driver_table(plan, results)
+}
+
+/// A driver scenario's own figures, from each run's last status line.
+fn driver_table(plan: &Plan, results: &[RunResult]) -> String {
+    let Launch::Driver(driver) = plan.scenario.launch else { return String::new() };
+    let mut out = format!("\n{:<21}", "allocator");
+    for c in driver.columns {
+        let _ = write!(out, " {:>w$}", c.header, w = c.header.len().max(10));
+    }
+    out.push('\n');
+    for r in results.iter().filter(|r| !matches!(r.outcome, Outcome::Skipped(_) | Outcome::HarnessError(_))) {
+        let _ = write!(out, "{:<21}", r.allocator.name());
+        for c in driver.columns {
+            let value = r.last.get(c.field).map_or("-".into(), |v| match c.unit {
+                Unit::Bytes => mib(v as usize),
+                Unit::Count => count(v as f64),
+                Unit::Percent => format!("{v}%"),
+            });
+            let _ = write!(out, " {value:>w$}", w = c.header.len().max(10));
+        }
+        out.push('\n');
     }
     out
 }

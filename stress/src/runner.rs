@@ -6,10 +6,12 @@
 //! killing any child whose resident set passes the limit, standing in for
 //! the kernel's OOM killer ([`Limiter::Fallback`], announced loudly).
 //!
-//! Invariant: a run owns its child and its cgroup; whatever way it ends
-//! (exit, OOM kill, deadline, Ctrl-C, an error of the harness) the child is
-//! dead and reaped and the group removed before the next run starts, and a
-//! group that cannot be removed is reported as an error of the run.
+//! Invariant: a run owns its child and its cgroup (and, for a driver
+//! scenario, its work directory); whatever way it ends (exit, OOM kill,
+//! deadline, Ctrl-C, an error of the harness) the child is dead and reaped,
+//! the group removed and the driver's cleanup done before the next run
+//! starts, and a group or mount that cannot be removed is reported as an
+//! error of the run.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -19,11 +21,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::alloc_switch::{self, Backend};
 use crate::allocator::{self, Allocator};
 use crate::cgroup::{self, Cgroup, Hierarchy};
 use crate::interrupt;
 use crate::report::Progress;
-use crate::scenario::{self, ChildConfig, Expect, Scenario};
+use crate::scenario::{self, ChildConfig, Driver, Expect, Launch, Scenario};
 use crate::status::{self, Fields, Line};
 
 /// How often the harness samples usage and redraws progress.
@@ -257,18 +260,26 @@ impl RunResult {
 
 /// Runs every allocator of `plan` in turn; stops early on Ctrl-C.
 pub fn run_plan(plan: &Plan, limiter: &Limiter, progress: &mut Progress) -> Vec<RunResult> {
+    let prepared = match plan.scenario.launch {
+        Launch::InProcess(_) => Ok(Vec::new()),
+        Launch::Driver(driver) => (driver.prepare)(),
+    };
+    if let Err(why) = &prepared {
+        eprintln!("shrinkalloc-stress: ERROR: cannot run {}: {why}", plan.scenario.name);
+    }
     let mut results = Vec::new();
     for &a in &plan.allocators {
         if interrupt::interrupted() {
             break;
         }
         let expect = (plan.scenario.expect)(a);
-        let result = match a.available() {
-            Err(why) => {
+        let result = match (a.available(), &prepared) {
+            (Err(why), _) => {
                 eprintln!("shrinkalloc-stress: SKIPPING {}: {why}", a.name());
                 RunResult::not_run(a, expect, Outcome::Skipped(why))
             }
-            Ok(()) => run_one(plan, limiter, a, progress),
+            (Ok(()), Err(why)) => RunResult::not_run(a, expect, Outcome::HarnessError(why.clone())),
+            (Ok(()), Ok(env)) => run_one(plan, limiter, a, env, progress),
         };
         progress.done(&result, plan.limit);
         results.push(result);
@@ -342,8 +353,14 @@ impl Watch {
 }
 
 /// The child's command line and environment; `in_cgroup` says whether it
-/// will run in a cgroup, where shrinkalloc finds its limits itself.
-fn child_command(plan: &Plan, allocator: Allocator, in_cgroup: bool) -> std::io::Result<Command> {
+/// will run in a cgroup, where shrinkalloc finds its limits itself; `env`
+/// is what a driver scenario's `prepare` returned.
+fn child_command(
+    plan: &Plan,
+    allocator: Allocator,
+    in_cgroup: bool,
+    env: &[(String, String)],
+) -> std::io::Result<Command> {
     let cfg =
         ChildConfig { allocator, limit: plan.limit, duration: plan.duration, seed: plan.seed, threads: plan.threads };
     let mut cmd = Command::new(std::env::current_exe()?);
@@ -351,7 +368,16 @@ fn child_command(plan: &Plan, allocator: Allocator, in_cgroup: bool) -> std::io:
     for var in allocator::LIMIT_VARS {
         cmd.env_remove(var);
     }
-    cmd.envs(allocator.env());
+    match plan.scenario.launch {
+        Launch::InProcess(_) => {
+            cmd.envs(allocator.env());
+        }
+        Launch::Driver(_) => {
+            // The driver is not measured: it starts its daemon under `allocator`.
+            cmd.env(alloc_switch::ENV, Backend::System.env_value()).env_remove("LD_PRELOAD");
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if !in_cgroup {
         cmd.envs(allocator::fallback_limit_env(allocator, plan.limit));
     }
@@ -360,7 +386,13 @@ fn child_command(plan: &Plan, allocator: Allocator, in_cgroup: bool) -> std::io:
 }
 
 /// Runs one child to its end; see the module invariant.
-fn run_one(plan: &Plan, limiter: &Limiter, allocator: Allocator, progress: &mut Progress) -> RunResult {
+fn run_one(
+    plan: &Plan,
+    limiter: &Limiter,
+    allocator: Allocator,
+    env: &[(String, String)],
+    progress: &mut Progress,
+) -> RunResult {
     let expect = (plan.scenario.expect)(allocator);
     let fail = |why: String| RunResult::not_run(allocator, expect, Outcome::HarnessError(why));
     let mut group = match limiter {
@@ -376,10 +408,20 @@ fn run_one(plan: &Plan, limiter: &Limiter, allocator: Allocator, progress: &mut 
     if let Some(g) = &group {
         eprintln!("shrinkalloc-stress: {} runs in cgroup {}", allocator.name(), g.path().display());
     }
-    let mut cmd = match child_command(plan, allocator, group.is_some()) {
+    let mut cmd = match child_command(plan, allocator, group.is_some(), env) {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot find this executable: {e}")),
     };
+    let mut workdir = match plan.scenario.launch {
+        Launch::InProcess(_) => None,
+        Launch::Driver(driver) => match WorkDir::create(plan, allocator, driver) {
+            Ok(w) => Some(w),
+            Err(e) => return fail(e),
+        },
+    };
+    if let Some(w) = &workdir {
+        cmd.env(scenario::WORKDIR_ENV, &w.path);
+    }
     let procs = match group.as_ref().map(|g| g.join_on_spawn(&mut cmd)).transpose() {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot open cgroup.procs: {e}")),
@@ -397,7 +439,48 @@ fn run_one(plan: &Plan, limiter: &Limiter, allocator: Allocator, progress: &mut 
         result.cgroup = Some(g.path().to_path_buf());
         result.cleanup_error = g.remove().err();
     }
+    if let Some(Err(e)) = workdir.as_mut().map(WorkDir::remove) {
+        result.cleanup_error = Some(result.cleanup_error.map_or(e.clone(), |c| format!("{c}; {e}")));
+    }
     result
+}
+
+/// A driver child's work directory: made before the child starts; after the
+/// child (and its cgroup) is gone, the driver's `cleanup` runs and the
+/// directory is removed, also when the run is left early (on drop).
+struct WorkDir {
+    path: PathBuf,
+    driver: &'static Driver,
+    removed: bool,
+}
+
+impl WorkDir {
+    fn create(plan: &Plan, allocator: Allocator, driver: &'static Driver) -> Result<WorkDir, String> {
+        let name = format!("{}{}.{}.{}", cgroup::PREFIX, std::process::id(), plan.scenario.name, allocator.name());
+        let mut dir = WorkDir { path: std::env::temp_dir().join(name), driver, removed: false };
+        if dir.path.exists() {
+            dir.remove()?;
+            dir.removed = false;
+        }
+        std::fs::create_dir(&dir.path).map_err(|e| format!("cannot make {}: {e}", dir.path.display()))?;
+        Ok(dir)
+    }
+
+    fn remove(&mut self) -> Result<(), String> {
+        self.removed = true;
+        (self.driver.cleanup)(&self.path)?;
+        std::fs::remove_dir_all(&self.path).map_err(|e| format!("cannot remove {}: {e}", self.path.display()))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(e) = self.remove() {
+                eprintln!("shrinkalloc-stress: ERROR: {e}");
+            }
+        }
+    }
 }
 
 /// Starts threads that forward the child's stdout and stderr lines.
@@ -501,11 +584,19 @@ fn watch_child(
     (status, w, killed)
 }
 
-/// The child's resident set size, from `/proc/<pid>/statm`.
+/// The resident set size of the child and its descendants, from
+/// `/proc/<pid>/statm` and `/proc/<pid>/task/*/children`.
 fn child_rss(pid: u32) -> usize {
     let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: usize = text.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    pages * 4096
+    // And the processes it started (a driver's daemon), as a cgroup would count them.
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let children = tasks.filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok());
+    let descendants: usize = children
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .map(child_rss)
+        .sum();
+    pages * 4096 + descendants
 }
 
 fn finish(

@@ -48,33 +48,44 @@ fn word(tag: u64, i: usize) -> [u8; 8] {
 
 /// Fills `buf` with the pattern of `tag`.
 pub fn stamp(buf: &mut [u8], tag: u64) {
-    let mut chunks = buf.chunks_exact_mut(8);
-    let mut i = 0;
-    for c in &mut chunks {
-        c.copy_from_slice(&word(tag, i));
-        i += 1;
-    }
-    let tail = chunks.into_remainder();
-    let n = tail.len();
-    tail.copy_from_slice(&word(tag, i)[..n]);
+    stamp_at(buf, tag, 0);
 }
 
 /// Checks that `buf` holds the pattern of `tag`.
 pub fn check(buf: &[u8], tag: u64) -> Result<(), Mismatch> {
-    let mut chunks = buf.chunks_exact(8);
-    let mut i = 0;
-    let fail = |offset| Mismatch { tag, offset, len: buf.len(), expected_len: None };
-    for c in &mut chunks {
-        let want = word(tag, i);
-        if c != want {
-            return Err(fail(i * 8 + first_difference(c, &want)));
-        }
-        i += 1;
+    check_at(buf, tag, 0)
+}
+
+/// Fills `buf` with bytes `at..at + buf.len()` of the pattern of `tag` (a
+/// stream whose start [`stamp`] writes), so that a file written and read in
+/// pieces of any size, at any offset, is stamped and checked piece by piece.
+pub fn stamp_at(buf: &mut [u8], tag: u64, at: usize) {
+    let mut done = 0;
+    while done < buf.len() {
+        let (pos, skip) = (at + done, (at + done) % 8);
+        let n = (8 - skip).min(buf.len() - done);
+        buf[done..done + n].copy_from_slice(&word(tag, pos / 8)[skip..skip + n]);
+        done += n;
     }
-    let tail = chunks.remainder();
-    let want = word(tag, i);
-    if tail != &want[..tail.len()] {
-        return Err(fail(i * 8 + first_difference(tail, &want)));
+}
+
+/// Checks that `buf` holds bytes `at..at + buf.len()` of the pattern of
+/// `tag`; a mismatch's offset is within `buf`.
+pub fn check_at(buf: &[u8], tag: u64, at: usize) -> Result<(), Mismatch> {
+    let mut done = 0;
+    while done < buf.len() {
+        let (pos, skip) = (at + done, (at + done) % 8);
+        let n = (8 - skip).min(buf.len() - done);
+        let (got, want) = (&buf[done..done + n], &word(tag, pos / 8)[skip..skip + n]);
+        if got != want {
+            return Err(Mismatch {
+                tag,
+                offset: done + first_difference(got, want),
+                len: buf.len(),
+                expected_len: None,
+            });
+        }
+        done += n;
     }
     Ok(())
 }
@@ -168,6 +179,19 @@ mod tests {
                 assert_eq!(check(&v[..cut], 42), Ok(()), "prefix {cut} of {len}");
             }
         }
+    }
+
+    #[test]
+    fn a_stream_stamped_in_pieces_checks_as_one_and_in_other_pieces() {
+        let mut whole = vec![0u8; 1000];
+        stamp(&mut whole, 5);
+        let mut pieces = vec![0u8; 1000];
+        for (from, to) in [(0, 3), (3, 17), (17, 512), (512, 513), (513, 1000)] {
+            stamp_at(&mut pieces[from..to], 5, from);
+        }
+        assert_eq!(pieces, whole);
+        assert_eq!(check_at(&whole[101..777], 5, 101), Ok(()));
+        assert!(check_at(&whole[101..777], 5, 100).is_err());
     }
 
     #[test]

@@ -2,21 +2,27 @@
 //!
 //! A [`Scenario`] names a workload, says how its child is launched, which
 //! allocators it runs under by default and what each is expected to do.
-//! Today every scenario is this binary re-executed as `child <scenario>`
-//! ([`Launch::InProcess`]); the ones driving an unmodified C daemon
-//! (`preload`) or a C FUSE filesystem (`fuse`) through the C library become
-//! further [`Launch`] variants and entries of [`ALL`].
+//! Every child is this binary re-executed as `child <scenario>`: either the
+//! workload itself ([`Launch::InProcess`]), or a driver that starts a C
+//! daemon and drives a workload at it ([`Launch::Driver`]: `preload`, an
+//! unmodified `redis-server` under `LD_PRELOAD`; `fuse`, a FUSE filesystem
+//! linked against the C library; see `daemon.rs`).
 //!
 //! Invariant, for every child: it reports on stdout in the [`status`]
 //! protocol, about every [`STATUS_EVERY`]; it exits 0 only after checking
 //! every block it still holds, [`EXIT_CORRUPT`] on a failed content check and
 //! [`EXIT_HANG`] when its watchdog sees no operation complete for
-//! [`HANG_AFTER`]; and its work depends only on its [`ChildConfig`].
+//! [`HANG_AFTER`]; and its work depends only on its [`ChildConfig`]. A driver
+//! whose daemon died ends as the daemon did (`daemon::end_like`).
 
 pub mod cache;
 pub mod churn;
+pub mod daemon;
+pub mod fuse;
 pub mod nofs;
+pub mod preload;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,6 +46,57 @@ pub const HANG_AFTER: Duration = Duration::from_secs(10);
 pub enum Launch {
     /// This binary, re-executed as `child <scenario>`, runs the function.
     InProcess(fn(&ChildConfig) -> i32),
+    /// This binary, re-executed as `child <scenario>`, starts a C daemon
+    /// (which inherits its cgroup) under the run's allocator and drives it.
+    Driver(&'static Driver),
+}
+
+/// A scenario whose child drives a C daemon: what the harness does for it
+/// besides starting the child. The child itself (the driver) runs on the
+/// system allocator with nothing preloaded: what is measured is the daemon.
+pub struct Driver {
+    /// Runs in the harness, outside every cgroup, once before the first run:
+    /// builds or finds what the child needs (the C library, the daemon) and
+    /// returns the environment the child gets. `Err` says, loudly, what is
+    /// missing; every run then fails as a harness error.
+    pub prepare: fn() -> Result<Env, String>,
+    /// The child's work.
+    pub main: fn(&ChildConfig) -> i32,
+    /// Runs in the harness after each child is gone (its cgroup emptied),
+    /// with the work directory the child was given in [`WORKDIR_ENV`]:
+    /// undoes what a killed child could not (a mount left behind). `Err`
+    /// fails the run, as a cgroup left behind does.
+    pub cleanup: fn(&Path) -> Result<(), String>,
+    /// Figures of the child's last status line shown in a second table.
+    pub columns: &'static [Column],
+}
+
+/// Environment variables, as (name, value).
+pub type Env = Vec<(String, String)>;
+
+/// Where a driver's child may put files (and mounts): a fresh directory per
+/// run, removed by the harness after [`Driver::cleanup`].
+pub const WORKDIR_ENV: &str = "SHRINKALLOC_STRESS_WORKDIR";
+
+/// One column of a driver scenario's second table.
+pub struct Column {
+    /// The status field shown.
+    pub field: &'static str,
+    /// The column's header.
+    pub header: &'static str,
+    /// How the value reads.
+    pub unit: Unit,
+}
+
+/// How a [`Column`]'s value reads.
+#[derive(Clone, Copy)]
+pub enum Unit {
+    /// Bytes, shown in MiB.
+    Bytes,
+    /// A plain count.
+    Count,
+    /// A percentage.
+    Percent,
 }
 
 /// What a run under one allocator is expected to end in.
@@ -69,7 +126,8 @@ pub struct Scenario {
 }
 
 /// Every scenario, in help-text order.
-pub static ALL: [&Scenario; 3] = [&cache::SCENARIO, &churn::SCENARIO, &nofs::SCENARIO];
+pub static ALL: [&Scenario; 5] =
+    [&cache::SCENARIO, &churn::SCENARIO, &nofs::SCENARIO, &preload::SCENARIO, &fuse::SCENARIO];
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -142,6 +200,7 @@ pub fn child_main(scenario: &str, args: &[String]) -> i32 {
     };
     match (ChildConfig::parse(args), s.launch) {
         (Ok(cfg), Launch::InProcess(main)) => main(&cfg),
+        (Ok(cfg), Launch::Driver(driver)) => (driver.main)(&cfg),
         (Err(e), _) => {
             eprintln!("shrinkalloc-stress child: {e}");
             EXIT_USAGE
@@ -292,6 +351,6 @@ mod tests {
         for s in ALL {
             assert!(std::ptr::eq(find(s.name).unwrap(), s));
         }
-        assert!(find("preload").is_none());
+        assert!(find("nosuch").is_none());
     }
 }
