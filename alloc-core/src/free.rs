@@ -156,6 +156,10 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
             huge::free(seg);
             return;
         }
+        let me = thread::heap();
+        if me != heap::empty_heap() {
+            (*me).remote_freed += (*page).block_size;
+        }
         if !(*page).push_remote(p.cast::<Block>()) {
             return;
         }

@@ -93,6 +93,11 @@ pub struct Heap {
     pub next_collect: u64,
     /// The purge epoch the heap last collected for.
     pub collect_epoch: u64,
+    /// Bytes of other heaps' blocks this thread has freed (a running total).
+    /// They go back to their owners' pages, so committed memory drops only
+    /// when the owners collect; reclaim credits them to the shrinker that
+    /// freed them instead of scanning on.
+    pub remote_freed: usize,
     /// Link in the list of all heaps.
     pub all_next: *mut Heap,
     /// Link in the list of abandoned heaps.
@@ -127,6 +132,7 @@ impl Heap {
             owned: false,
             next_collect: 0,
             collect_epoch: 0,
+            remote_freed: 0,
             all_next: ptr::null_mut(),
             abandoned_next: ptr::null_mut(),
         }
@@ -172,6 +178,14 @@ impl Heap {
             self.queue_push(page);
         }
     }
+}
+
+/// Bytes of other threads' blocks the calling thread has freed so far (see
+/// `Heap::remote_freed`); 0 for a thread without a heap.
+pub fn remote_freed() -> usize {
+    let heap = thread::heap();
+    // SAFETY: the thread's heap is its own (or the empty heap, never written).
+    unsafe { (*heap).remote_freed }
 }
 
 /// The fast path serves sizes up to this from the class table.

@@ -270,6 +270,7 @@ fn shrink_rounds(
 ) {
     for priority in (0..=start_priority(p.level)).rev() {
         let before = crate::stats::committed();
+        let remote_before = crate::heap::remote_freed();
         let mut any = false;
         let target_bytes = p.target.saturating_sub(freed.bytes);
         let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority };
@@ -282,7 +283,12 @@ fn shrink_rounds(
             }
         }
         let released = crate::purge::purge_now();
-        freed.bytes += released.max(before.saturating_sub(crate::stats::committed()));
+        // Blocks the shrinkers freed into other threads' pages leave committed
+        // memory only when those threads collect (the purge asked them to):
+        // count them now, or the pass would scan on and evict far more than
+        // its target.
+        let remote = crate::heap::remote_freed().wrapping_sub(remote_before);
+        freed.bytes += released.max(before.saturating_sub(crate::stats::committed())).max(remote);
         if freed.bytes >= p.target || !any {
             break;
         }
