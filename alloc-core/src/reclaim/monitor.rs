@@ -234,18 +234,7 @@ impl Text {
     }
 
     fn num(&mut self, v: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut v = v;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.put(&digits[i..])
+        self.put(super::psi::decimal(v, &mut [0; 20]))
     }
 
     fn as_bytes(&self) -> &[u8] {

@@ -185,18 +185,7 @@ impl PsiTrigger {
         put(self.kind.word());
         for n in [self.stall_us, self.window_us] {
             put(b" ");
-            let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            let mut v = n;
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            put(&digits[i..]);
+            put(decimal(n, &mut [0; 20]));
         }
         put(b"\0");
         &buf[..len]
@@ -255,4 +244,18 @@ pub fn decode_base64<'b>(text: &[u8], out: &'b mut [u8]) -> Option<&'b [u8]> {
     }
     // What is left over must be zero bits of the last character.
     (acc == 0).then_some(&out[..len])
+}
+
+/// `v` in decimal, written into `digits` without allocating (control files
+/// and eventfd registrations are written from inside the allocator).
+pub(crate) fn decimal(mut v: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &digits[i..];
+        }
+    }
 }

@@ -667,9 +667,15 @@ impl WorkQueue {
         if !inner.owned_here() || CURRENT.try_with(Cell::get).ok() == Some((inner.id(), lane)) {
             return;
         }
-        let class = &inner.classes[lane];
+        drop(self.wait_lane(lane, |st| st.lowest_unfinished() >= target));
+    }
+
+    /// Waits on `lane` until `done` holds, starting a worker whenever the
+    /// lane has items and none to run them; returns with the lane locked.
+    fn wait_lane(&self, lane: usize, done: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
+        let class = &self.inner.classes[lane];
         let mut st = class.lock();
-        while st.lowest_unfinished() < target {
+        while !done(&st) {
             if st.claim_rescue() {
                 drop(st);
                 start_worker(&self.inner, lane);
@@ -678,6 +684,7 @@ impl WorkQueue {
             }
             st = class.progress.wait_timeout(st, RETRY).unwrap_or_else(PoisonError::into_inner).0;
         }
+        st
     }
 
     /// Begins the queue's end: from now on `submit` fails with
@@ -714,16 +721,7 @@ impl WorkQueue {
 
     fn drain_and_join(&self, lane: usize) {
         let class = &self.inner.classes[lane];
-        let mut st = class.lock();
-        while st.queue.len > 0 || st.workers > 0 || st.starting > 0 {
-            if st.claim_rescue() {
-                drop(st);
-                start_worker(&self.inner, lane);
-                st = class.lock();
-                continue;
-            }
-            st = class.progress.wait_timeout(st, RETRY).unwrap_or_else(PoisonError::into_inner).0;
-        }
+        let mut st = self.wait_lane(lane, |st| st.queue.len == 0 && st.workers == 0 && st.starting == 0);
         while let Some(h) = st.handles.pop() {
             drop(st);
             // A worker catches item panics: its thread ends normally.
