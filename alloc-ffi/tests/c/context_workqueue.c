@@ -30,16 +30,7 @@
 #include <unistd.h>
 
 #include "shrinkalloc.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);                      \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 #define NOFS_NOIO (SA_SCOPE_NOFS | SA_SCOPE_NOIO)
 

@@ -13,11 +13,10 @@
 #include <unistd.h>
 
 #include "shrinkalloc.h"
+#include "check.h"
 
 /* realloc failing leaves the old block valid, which GCC 12 does not know. */
 #pragma GCC diagnostic ignored "-Wuse-after-free"
-
-static int failures;
 
 /* Functions glibc 2.36 does not declare or define: linked directly when the
  * program is linked with shrinkalloc (SA_LINKED), else found at run time in
@@ -37,20 +36,6 @@ static int find_shrinkalloc(void) {
     free_aligned_sized_fn = (void (*)(void *, size_t, size_t))dlsym(RTLD_DEFAULT, "free_aligned_sized");
 #endif
     return version && free_sized_fn && free_aligned_sized_fn;
-}
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                          \
-        }                                                                        \
-    } while (0)
-
-/* Keeps the compiler from folding malloc/free pairs or known-bad sizes away. */
-static size_t opaque(size_t v) {
-    __asm__ volatile("" : "+r"(v));
-    return v;
 }
 
 static int aligned_to(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }

@@ -14,21 +14,7 @@
 #include <unistd.h>
 
 #include "shrinkalloc.h"
-
-static int failures;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
-
-static size_t opaque(size_t v) {
-    __asm__ volatile("" : "+r"(v));
-    return v;
-}
+#include "check.h"
 
 /* ---- a cache of equal blocks, with a shrinker over it ------------------- */
 
