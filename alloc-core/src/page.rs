@@ -212,16 +212,7 @@ impl Page {
     /// Moves `local_free` and the cross-thread list into `free`, keeping the
     /// `XF_*` flags. Called by the owner when `free` ran dry.
     pub fn collect(&mut self) {
-        if !self.local_free.is_null() {
-            if self.free.is_null() {
-                // The common case: no walk (`used` already counts these frees).
-                self.free = self.local_free;
-                self.is_zero = false;
-            } else {
-                self.append_to_free(self.local_free);
-            }
-            self.local_free = ptr::null_mut();
-        }
+        self.collect_local();
         // Relaxed first look: a stale zero only delays collection.
         let seen = self.xfree.load(Ordering::Relaxed);
         if seen & !XF_FLAGS == 0 {
@@ -234,26 +225,38 @@ impl Page {
         {
             old = now;
         }
-        let list = (old & !XF_FLAGS) as *mut Block;
-        if !list.is_null() {
-            let n = self.append_to_free(list);
-            self.set_used(self.used() - n);
-        }
+        self.merge_remote(old);
     }
 
     /// Takes the cross-thread list and clears both flags: only for draining
     /// the owner's `remote_pages` stack, which owns the `XF_QUEUED` bit.
     pub fn collect_clearing_flags(&mut self) {
         // Acquire: see `collect`.
-        let old = self.xfree.swap(0, Ordering::Acquire);
-        let list = (old & !XF_FLAGS) as *mut Block;
+        self.merge_remote(self.xfree.swap(0, Ordering::Acquire));
+        self.collect_local();
+    }
+
+    /// Moves `local_free` into `free`; without a walk when `free` is empty
+    /// (`used` already counts these frees).
+    fn collect_local(&mut self) {
+        if self.local_free.is_null() {
+            return;
+        }
+        if self.free.is_null() {
+            self.free = self.local_free;
+            self.is_zero = false;
+        } else {
+            self.append_to_free(self.local_free);
+        }
+        self.local_free = ptr::null_mut();
+    }
+
+    /// Merges a taken `xfree` word's list into `free`: those blocks leave `used`.
+    fn merge_remote(&mut self, word: usize) {
+        let list = (word & !XF_FLAGS) as *mut Block;
         if !list.is_null() {
             let n = self.append_to_free(list);
             self.set_used(self.used() - n);
-        }
-        if !self.local_free.is_null() {
-            self.append_to_free(self.local_free);
-            self.local_free = ptr::null_mut();
         }
     }
 

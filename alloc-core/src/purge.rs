@@ -87,11 +87,6 @@ pub fn purge() -> usize {
     purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
 }
 
-/// The same as [`purge`], named for the reclaim engine.
-pub(crate) fn purge_now() -> usize {
-    purge()
-}
-
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     let evict_before = if force { u64::MAX } else { now.saturating_sub(delay.saturating_mul(10)) };
     let mut bytes = segment::evict_cached(evict_before);

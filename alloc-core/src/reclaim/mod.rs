@@ -248,7 +248,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
 /// Committed bytes freed by purging the allocator's free pages now.
 fn purge_measured() -> usize {
     let before = crate::stats::committed();
-    let released = crate::purge::purge_now();
+    let released = crate::purge();
     released.max(before.saturating_sub(crate::stats::committed()))
 }
 
@@ -282,7 +282,7 @@ fn shrink_rounds(
                 }
             }
         }
-        let released = crate::purge::purge_now();
+        let released = crate::purge();
         // Blocks the shrinkers freed into other threads' pages leave committed
         // memory only when those threads collect (the purge asked them to):
         // count them now, or the pass would scan on and evict far more than

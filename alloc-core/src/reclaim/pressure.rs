@@ -651,7 +651,7 @@ pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
         return false;
     }
     if scope::is_reclaiming() {
-        return attempt == 0 && crate::purge::purge_now() > 0;
+        return attempt == 0 && crate::purge() > 0;
     }
     let target = bytes.saturating_mul(2).max(share_of_committed(Level::Critical));
     raise(Source::MmapFailure, Level::Critical, target);
