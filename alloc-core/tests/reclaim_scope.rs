@@ -159,3 +159,32 @@ fn owed_work_is_paid_by_the_background_reclaimer_of_its_class() {
     assert_eq!(fs.calls.scans_by(Caller::ReclaimerNofs) + fs.calls.scans_by(Caller::ReclaimerNoio), 0);
     assert_eq!(fs.calls.violations.load(Ordering::Relaxed), 0);
 }
+
+/// The failure CI once saw: a restricted pass skips an `FS` cache that was
+/// never counted, yet meets its target through a `NONE` cache, so nobody
+/// is woken and memory is no longer short. The debt must still be paid by
+/// the next reclaimer allowed to, even one whose own target is zero.
+#[test]
+fn owed_work_is_paid_by_the_next_allowed_pass_even_when_memory_is_no_longer_short() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (fs, none) = (Cache::new(Needs::FS), Cache::new(Needs::NONE));
+    assert!(fs.fill(8) && none.fill(16));
+    // `seeks` 0: each round asks for half of what a cache holds, so the
+    // NONE cache's first round meets the target and the owed share is not 0.
+    let opts = |name: &str| ShrinkerOptions::new(name).batch(1).seeks(0);
+    let h = [
+        register(CacheShrinker(fs.clone()), opts("fs-never-counted").needs(Needs::FS)),
+        register(CacheShrinker(none.clone()), opts("none-pays-the-target")),
+    ];
+    shrinkalloc::purge();
+    let target = 4 * reclaim_support::BLOCK;
+    let freed = with_nofs(|| reclaim(target, Level::Critical));
+    assert!(freed >= target, "the NONE cache met the target ({freed} of {target} bytes)");
+    let skipped = h[0].stats();
+    assert!(skipped.skipped_by_mask > 0 && skipped.count_calls == 0, "{skipped:?}");
+    reclaim(0, Level::Low);
+    assert!(fs.calls.scans_by(Caller::Other) > 0, "the unrestricted pass paid the debt: {:?}", h[0].stats());
+    assert!(fs.len() < 8 && fs.len() >= 4, "it paid half the cache, not more: {} left", fs.len());
+    assert_eq!(fs.calls.violations.load(Ordering::Relaxed), 0);
+    drop(h);
+}

@@ -14,7 +14,9 @@
 //! committed bytes that really went away after each round, until the target
 //! is met or no shrinker has anything left. A shrinker the mask forbids is
 //! skipped, the skip counted, and its share owed (`nr_deferred`) to the next
-//! reclaimer allowed to call it, whom the pass wakes.
+//! reclaimer allowed to call it, whom the pass wakes. That reclaimer pays
+//! the debt first (`pay_debts`), even if its own target is already met: the
+//! work was skipped while memory was short.
 //!
 //! Pressure also comes from outside the allocator's own accounting
 //! (`pressure.rs`): the memory cgroup's whole usage, read at a bounded rate
@@ -86,7 +88,7 @@ pub use shrinker::{
 pub use stats::{stats, PassRecord, ReclaimStats, ShrinkerStats, Trigger};
 pub use workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
 
-use registry::Entry;
+use registry::{Active, Entry, NOT_OWED};
 use scope::{Reclaiming, RECLAIMING};
 use stats::bump;
 use worker::CLASSES;
@@ -206,6 +208,14 @@ pub(crate) struct Pass {
     pub(crate) only_class: Option<usize>,
 }
 
+impl Pass {
+    /// Whether this pass calls `e` at all (a background reclaimer calls only
+    /// the shrinkers of its own class).
+    fn serves(&self, e: &Entry) -> bool {
+        self.only_class.map_or(true, |c| e.options.get_needs().class() == c)
+    }
+}
+
 /// What a pass freed: committed bytes it measured, objects shrinkers reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Freed {
@@ -224,9 +234,12 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     let scope = p.scope.effective();
     let mut owed = [false; CLASSES];
     let mut freed = Freed { bytes: purge_measured(), objects: 0 };
-    if freed.bytes < p.target && p.level > Level::None {
+    if p.level > Level::None {
         if let Some(list) = registry::snapshot() {
-            shrink_rounds(&list, &p, scope, &mut freed, &mut owed);
+            pay_debts(&list, &p, scope, &mut freed);
+            if freed.bytes < p.target {
+                shrink_rounds(&list, &p, scope, &mut freed, &mut owed);
+            }
         }
     }
     stats::record_pass(&stats::PassRecord {
@@ -269,30 +282,64 @@ fn shrink_rounds(
     owed: &mut [bool; CLASSES],
 ) {
     for priority in (0..=start_priority(p.level)).rev() {
-        let before = crate::stats::committed();
-        let remote_before = crate::heap::remote_freed();
-        let mut any = false;
         let target_bytes = p.target.saturating_sub(freed.bytes);
         let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority };
-        for e in list {
-            if p.only_class.map_or(true, |c| e.options.get_needs().class() == c) {
+        let any = measured(freed, || {
+            let mut any = None;
+            for e in list.iter().filter(|e| p.serves(e)) {
                 if let Some(objects) = shrink_one(e, &sc, owed) {
-                    any = true;
-                    freed.objects += objects;
+                    *any.get_or_insert(0) += objects;
                 }
             }
-        }
-        let released = crate::purge();
-        // Blocks the shrinkers freed into other threads' pages leave committed
-        // memory only when those threads collect (the purge asked them to):
-        // count them now, or the pass would scan on and evict far more than
-        // its target.
-        let remote = crate::heap::remote_freed().wrapping_sub(remote_before);
-        freed.bytes += released.max(before.saturating_sub(crate::stats::committed())).max(remote);
+            any
+        });
         if freed.bytes >= p.target || !any {
             break;
         }
     }
+}
+
+/// Pays what restricted passes owe the shrinkers this pass may call (see
+/// `Entry::owed_priority`), whether or not the pass's target is already
+/// met: the work was skipped when memory was short, and a cache that only
+/// restricted threads ever reclaimed from would otherwise never shrink.
+fn pay_debts(list: &[std::sync::Arc<Entry>], p: &Pass, scope: ScopeFlags, freed: &mut Freed) {
+    let may_pay = |e: &&std::sync::Arc<Entry>| p.serves(e) && e.options.get_needs().allowed_in(scope);
+    // Relaxed: a hint that skips the purge when nothing is owed; the swap
+    // in `pay_one` claims a debt.
+    if !list.iter().filter(may_pay).any(|e| e.owed_priority.load(Ordering::Relaxed) != NOT_OWED) {
+        return;
+    }
+    let target_bytes = p.target.saturating_sub(freed.bytes);
+    measured(freed, || {
+        let mut paid = None;
+        for e in list.iter().filter(may_pay) {
+            let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority: 0 };
+            if let Some(objects) = pay_one(e, sc) {
+                *paid.get_or_insert(0) += objects;
+            }
+        }
+        paid
+    });
+}
+
+/// Runs `shrink`, which calls shrinkers and returns the objects they freed
+/// (`None`: none had anything to free), then purges and adds to `freed`
+/// the committed bytes that really went away. Returns whether any shrinker
+/// had something to free.
+fn measured(freed: &mut Freed, shrink: impl FnOnce() -> Option<usize>) -> bool {
+    let before = crate::stats::committed();
+    let remote_before = crate::heap::remote_freed();
+    let objects = shrink();
+    let released = crate::purge();
+    // Blocks the shrinkers freed into other threads' pages leave committed
+    // memory only when those threads collect (the purge asked them to):
+    // count them now, or the pass would scan on and evict far more than
+    // its target.
+    let remote = crate::heap::remote_freed().wrapping_sub(remote_before);
+    freed.bytes += released.max(before.saturating_sub(crate::stats::committed())).max(remote);
+    freed.objects += objects.unwrap_or(0);
+    objects.is_some()
 }
 
 /// Objects to ask of a shrinker holding `freeable` at `priority`: the
@@ -326,25 +373,66 @@ fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> Opti
         return None;
     }
     let active = e.enter()?;
+    let freeable = count(e, &active, sc);
+    if freeable == 0 {
+        return None;
+    }
+    let cap = freeable.saturating_mul(2);
+    let delta = share(freeable, sc.priority, e.options.get_seeks());
+    // Relaxed throughout: `deferred` is a counter of work, shared racily by
+    // concurrent reclaimers exactly like the kernel's atomic nr_deferred.
+    let nr = e.deferred.swap(0, Ordering::Relaxed);
+    let total_scan = (nr >> sc.priority).saturating_add(delta).min(cap);
+    let (scanned, objects) = scan(e, &active, sc, total_scan, freeable);
+    let next = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
+    add_deferred(e, next, cap);
+    Some(objects)
+}
+
+/// Pays one shrinker's debt, if it has one: a fresh count, then a scan of
+/// what is deferred or of the share the lowest skipped priority would have
+/// asked of that count, whichever is more (at most twice the count).
+fn pay_one(e: &Entry, sc: ShrinkControl) -> Option<usize> {
+    if e.is_disabled() {
+        return None;
+    }
+    // Relaxed: the swap alone claims the debt; nothing else is published.
+    let priority = e.owed_priority.swap(NOT_OWED, Ordering::Relaxed);
+    if priority == NOT_OWED {
+        return None;
+    }
+    let sc = ShrinkControl { priority, ..sc };
+    let active = e.enter()?;
+    let freeable = count(e, &active, &sc);
+    if freeable == 0 {
+        return None;
+    }
+    let cap = freeable.saturating_mul(2);
+    let nr = e.deferred.swap(0, Ordering::Relaxed);
+    let debt = nr.max(share(freeable, priority, e.options.get_seeks())).min(cap);
+    let (scanned, objects) = scan(e, &active, &sc, debt, freeable);
+    add_deferred(e, debt - scanned, cap);
+    Some(objects)
+}
+
+/// Asks a shrinker for its count, remembered to size work owed later.
+fn count(e: &Entry, active: &Active<'_>, sc: &ShrinkControl) -> usize {
     let freeable = match call(e, &e.counters.count_calls, || active.shrinker().count(sc)) {
         Some(CountResult::Count(n)) => n,
         Some(CountResult::Empty) | None => 0,
     };
     // Relaxed: a hint for sizing owed work, read by later passes.
     e.last_count.store(freeable, Ordering::Relaxed);
-    if freeable == 0 {
-        return None;
-    }
-    let cap = freeable.saturating_mul(2);
-    let seeks = e.options.get_seeks();
-    let delta = share(freeable, sc.priority, seeks);
-    // Relaxed throughout: `deferred` is a counter of work, shared racily by
-    // concurrent reclaimers exactly like the kernel's atomic nr_deferred.
-    let nr = e.deferred.swap(0, Ordering::Relaxed);
-    let mut total_scan = (nr >> sc.priority).saturating_add(delta).min(cap);
+    freeable
+}
+
+/// Scans `total_scan` objects in batches (a remainder smaller than a
+/// batch only when it covers the whole count); returns the objects scanned
+/// and freed. Stops early on `Stop` or a panic.
+fn scan(e: &Entry, active: &Active<'_>, sc: &ShrinkControl, mut total_scan: usize, freeable: usize) -> (usize, usize) {
     let batch = e.options.get_batch();
     let (mut scanned, mut objects) = (0usize, 0usize);
-    while total_scan >= batch || total_scan >= freeable {
+    while total_scan > 0 && (total_scan >= batch || total_scan >= freeable) {
         let n = batch.min(total_scan);
         let one = ShrinkControl { nr_to_scan: n, ..*sc };
         match call(e, &e.counters.scan_calls, || active.shrinker().scan(&one)) {
@@ -362,15 +450,16 @@ fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> Opti
         total_scan -= n;
         scanned += n;
     }
-    let next = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
-    add_deferred(e, next, cap);
-    Some(objects)
+    (scanned, objects)
 }
 
-/// Counts a skip by mask and owes the shrinker the share it would have had,
-/// sized by its last count.
+/// Counts a skip by mask and owes the shrinker the share it would have had:
+/// sized now by its last count, and marked so that the payer sizes it again
+/// by a fresh one.
 fn skip(e: &Entry, priority: u32) {
     bump(&e.counters.skipped_by_mask, 1);
+    // Relaxed: see `pay_one`.
+    e.owed_priority.fetch_min(priority, Ordering::Relaxed);
     let last = e.last_count.load(Ordering::Relaxed);
     add_deferred(e, share(last, priority, e.options.get_seeks()), last.saturating_mul(2));
 }

@@ -20,7 +20,7 @@
 //! makes unregistering from a callback, even the shrinker's own, deadlock-free.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -40,6 +40,10 @@ const DROPPED: usize = 1 << (usize::BITS - 3);
 /// Low bits: reclaimers currently inside `count` or `scan`.
 const ACTIVE: usize = DROPPED - 1;
 
+/// `Entry::owed_priority` of a shrinker that no restricted pass skipped
+/// since its debt was last paid.
+pub(crate) const NOT_OWED: u32 = u32::MAX;
+
 /// One registered shrinker with its options, owed work and counters.
 pub(crate) struct Entry {
     pub(crate) id: u64,
@@ -52,6 +56,11 @@ pub(crate) struct Entry {
     pub(crate) deferred: AtomicUsize,
     /// The last `count` it reported, to size work owed while it is skipped.
     pub(crate) last_count: AtomicUsize,
+    /// The lowest priority at which a restricted pass skipped it since the
+    /// debt was last paid, or [`NOT_OWED`]: the next reclaimer allowed to
+    /// call it pays a share sized at that priority by a fresh count, even
+    /// when the shrinker had never been counted before.
+    pub(crate) owed_priority: AtomicU32,
     pub(crate) counters: ShrinkerCounters,
     /// `Some` until dropped; read only by a reclaimer that entered.
     shrinker: UnsafeCell<Option<Box<dyn Shrinker>>>,
@@ -164,6 +173,7 @@ impl Entry {
             disabled: AtomicBool::new(false),
             deferred: AtomicUsize::new(0),
             last_count: AtomicUsize::new(0),
+            owed_priority: AtomicU32::new(NOT_OWED),
             counters: ShrinkerCounters::default(),
             shrinker: UnsafeCell::new(Some(shrinker)),
         }

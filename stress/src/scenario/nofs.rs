@@ -10,10 +10,10 @@
 //! under it, also in `NOFS` scope. Both caches grow, paced, to
 //! [`GROWTH`](super::cache::GROWTH) times the limit over the run. A few
 //! times a second each writer also commits a journal: a buffer of a third
-//! of the limit, allocated, written and freed under the lock, which pushes
-//! the process past its hard limit while it holds the lock, so that reclaim
-//! runs *in* the `NOFS` thread that holds it (and a refused journal is
-//! counted, not fatal).
+//! of the limit (every other one larger if that is what it takes to push
+//! shrinkalloc past its hard limit), allocated, written and freed under the
+//! lock, so that reclaim runs *in* the `NOFS` thread that holds it (and a
+//! refused journal is counted, not fatal).
 //!
 //! If reclaim ever called the FS shrinker from a writer holding the lock,
 //! the writer would wait on itself: the child hangs and its watchdog ends it
@@ -79,6 +79,9 @@ struct Fs {
     journals: AtomicU64,
     /// FS shrinker calls made from a `NOFS` thread: must stay 0.
     scans_in_nofs: AtomicU64,
+    /// Whether shrinkalloc serves the process (journals then cross its
+    /// hard limit for sure).
+    shrinkalloc: bool,
 }
 
 impl Fs {
@@ -122,11 +125,13 @@ impl Fs {
         Some(v.into_boxed_slice())
     }
 
-    /// Writes a journal of `len` bytes under the filesystem lock, in a
-    /// `NOFS` scope, and frees it; a refused allocation is counted.
+    /// Writes a journal of at least `len` bytes under the filesystem lock,
+    /// in a `NOFS` scope, and frees it; a refused allocation is counted.
     fn commit_journal(&self, len: usize, n: u64) {
         let _nofs = reclaim::nofs();
         let _fs = self.lock();
+        // Every other journal is sized to cross the hard limit for sure.
+        let len = if self.shrinkalloc && n % 2 == 1 { len.max(past_the_hard_limit(len / 32)) } else { len };
         let mut journal: Vec<u8> = Vec::new();
         if journal.try_reserve_exact(len).is_err() {
             self.refuse(0);
@@ -210,6 +215,7 @@ fn main(cfg: &ChildConfig) -> i32 {
         refused: AtomicU64::new(0),
         journals: AtomicU64::new(0),
         scans_in_nofs: AtomicU64::new(0),
+        shrinkalloc: cfg.allocator.is_shrinkalloc(),
     });
     let blocks = Arc::new(Cache::new(cfg.seed ^ 0xb10c));
     let handles: Vec<ShrinkerHandle> = if cfg.allocator.registers_shrinkers() {
@@ -260,6 +266,16 @@ fn nofs_fields(fs: &Fs, blocks: &Cache, handles: &[ShrinkerHandle]) -> Vec<(&'st
         ("fs_scans_in_nofs", fs.scans_in_nofs.load(Ordering::Relaxed)),
         ("block_evicted", blocks.evicted()),
     ]
+}
+
+/// With a hard limit in force, the size of a fresh allocation that crosses
+/// it by `margin`, after giving cached free memory back (a journal reusing
+/// the last one's cached block would charge nothing, and whether reclaim
+/// ran in the lock holder would be left to chance); else 0.
+fn past_the_hard_limit(margin: usize) -> usize {
+    let Some(hard) = reclaim::stats().hard_limit else { return 0 };
+    shrinkalloc::purge();
+    hard.saturating_sub(shrinkalloc::stats().committed) + margin
 }
 
 /// A writer: paced holds of the filesystem lock, each creating inodes or
