@@ -98,6 +98,9 @@ pub struct Heap {
     /// when the owners collect; reclaim credits them to the shrinker that
     /// freed them instead of scanning on.
     pub remote_freed: usize,
+    /// The block this thread's last growing `realloc` returned: growing it
+    /// again marks a buffer being appended to (compared, never read).
+    pub last_grown: usize,
     /// Link in the list of all heaps.
     pub all_next: *mut Heap,
     /// Link in the list of abandoned heaps.
@@ -133,6 +136,7 @@ impl Heap {
             next_collect: 0,
             collect_epoch: 0,
             remote_freed: 0,
+            last_grown: 0,
             all_next: ptr::null_mut(),
             abandoned_next: ptr::null_mut(),
         }
@@ -303,12 +307,55 @@ pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// more than one mapping.
 const REALLOC_HUGE_MIN: usize = 64 << 10;
 
-/// Address space a growing block reserves: four times the size asked.
-const REALLOC_RESERVE: usize = 4;
+/// The same from this size for a block the thread grows twice in a row (a
+/// buffer being appended to, which glibc grows in place at its heap top),
+/// but only into a freed huge block the cache holds: never a new mapping
+/// (a program building many such buffers would make a system call each).
+const STREAK_HUGE_MIN: usize = 4 << 10;
+
+/// A buffer appended to in small pieces gets room for half as much again
+/// from this size: below it, copies are cheap and the room would cost more.
+const ROOMY_MIN: usize = 1 << 10;
+
+/// Address space a growing block reserves: four times the size asked, and
+/// at least the rest of its segment, so that a buffer grows to about 4 MiB
+/// without a copy. Untouched reserve costs no memory.
+fn growing_reserve(size: usize) -> usize {
+    (size * 4).max(segment::SEGMENT_SIZE - segment::HEADER_RESERVE)
+}
+
+/// The block a block of `usable` bytes growing to `new_size` moves to; a
+/// `streak` is a block this thread grew last (see [`Heap::last_grown`]).
+fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool) -> *mut u8 {
+    if (STREAK_HUGE_MIN..=isize::MAX as usize / 8).contains(&new_size) {
+        let huge_align = align.max(MIN_ALIGN);
+        let q = if new_size >= REALLOC_HUGE_MIN {
+            huge::alloc(new_size, huge_align, growing_reserve(new_size))
+        } else if streak {
+            huge::alloc_cached(new_size, huge_align, growing_reserve(new_size))
+        } else {
+            ptr::null_mut()
+        };
+        if !q.is_null() {
+            return q;
+        }
+    }
+    if streak && new_size >= ROOMY_MIN && new_size - usable < usable / 4 {
+        // Appended to in small pieces: room for half as much again, so that
+        // the next class boundaries do not each copy the whole buffer (not
+        // more: a block less than half used counts as shrunk, see `realloc`).
+        let roomy = malloc_aligned(new_size.saturating_add(new_size / 2), align);
+        if !roomy.is_null() {
+            return roomy;
+        }
+    }
+    malloc_aligned(new_size, align)
+}
 
 /// Resizes in place when the block's usable size already fits and is not
 /// more than twice what is asked, or when a huge block's reserve allows;
-/// otherwise allocates, copies and frees.
+/// otherwise allocates (see [`grown_block`] for a growing one), copies and
+/// frees.
 ///
 /// # Safety
 ///
@@ -334,22 +381,23 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if huge && (new_size > usable || new_size > MAX_CLASS_SIZE) && unsafe { huge::resize_in_place(seg, new_size) } {
         return p;
     }
-    let q = if new_size > usable && new_size >= REALLOC_HUGE_MIN && new_size <= isize::MAX as usize / 8 {
-        let q = huge::alloc(new_size, align.max(MIN_ALIGN), new_size * REALLOC_RESERVE);
-        if q.is_null() {
-            malloc_aligned(new_size, align)
-        } else {
-            q
-        }
-    } else {
-        malloc_aligned(new_size, align)
-    };
+    let grows = new_size > usable;
+    let heap = thread::heap();
+    // SAFETY: a heap other than the empty one is this thread's own.
+    let streak = grows && heap != empty_heap() && unsafe { (*heap).last_grown } == p as usize;
+    let q = if grows { grown_block(new_size, usable, align, streak) } else { malloc_aligned(new_size, align) };
     if !q.is_null() {
         // SAFETY: both blocks are live, distinct, and hold at least the
         // copied length; `p` is freed once, after the copy.
         unsafe {
             ptr::copy_nonoverlapping(p, q, usable.min(new_size));
             free::free_block(p);
+        }
+        // The heap may have been set up by the allocation above.
+        let heap = thread::heap();
+        if grows && heap != empty_heap() {
+            // SAFETY: as above: this thread's own heap.
+            unsafe { (*heap).last_grown = q as usize };
         }
     }
     q

@@ -15,7 +15,7 @@
 //! `usable <= committed_len` while live, `committed_len <= reserve` always.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::lock::SpinLock;
 use crate::options::{self, Opt};
@@ -40,6 +40,16 @@ unsafe impl Send for HugeCache {}
 /// The huge block cache.
 pub static HCACHE: SpinLock<HugeCache> = SpinLock::new(HugeCache { head: ptr::null_mut(), bytes: 0 });
 
+/// `HCACHE.bytes`, written under the lock and read without it: an empty
+/// cache costs a look-up no lock (a stale value only costs a miss).
+static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Mirrors the cache's byte count after a change made under its lock.
+fn publish(cache: &HugeCache) {
+    // Relaxed: a hint, see `CACHED_BYTES`.
+    CACHED_BYTES.store(cache.bytes, Ordering::Relaxed);
+}
+
 /// Rounds a huge size up to 1/16 of its power of two (at least a page), so
 /// that cached blocks fit later requests of about the same size.
 fn round_usable(size: usize) -> Option<usize> {
@@ -50,6 +60,16 @@ fn round_usable(size: usize) -> Option<usize> {
 /// Allocates a huge block of at least `size` bytes aligned to `align`, with
 /// address space for `reserve` bytes (at least the usable size).
 pub fn alloc(size: usize, align: usize, reserve: usize) -> *mut u8 {
+    alloc_from(size, align, reserve, true)
+}
+
+/// As [`alloc`], but only from the cache of freed blocks: null rather than
+/// a new mapping.
+pub fn alloc_cached(size: usize, align: usize, reserve: usize) -> *mut u8 {
+    alloc_from(size, align, reserve, false)
+}
+
+fn alloc_from(size: usize, align: usize, reserve: usize, may_map: bool) -> *mut u8 {
     if align > MAX_HUGE_ALIGN || size > isize::MAX as usize / 8 {
         return ptr::null_mut();
     }
@@ -58,6 +78,7 @@ pub fn alloc(size: usize, align: usize, reserve: usize) -> *mut u8 {
     let reserve = reserve.next_multiple_of(os::OS_PAGE).max(usable);
     let seg = match take_cached(size, usable, offset, align, reserve) {
         Some(seg) => seg,
+        None if !may_map => return ptr::null_mut(),
         None => match map_new(usable, offset, align, reserve) {
             Some(seg) => seg,
             None => return ptr::null_mut(),
@@ -94,6 +115,10 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
     // Up to twice the address space asked is fine: untouched reserve costs
     // nothing, and what a cached block kept committed stays counted.
     let (least, most) = (size.max(reserve / 2), reserve.saturating_mul(2));
+    // Relaxed: see `CACHED_BYTES`.
+    if CACHED_BYTES.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
     let seg = {
         let mut cache = HCACHE.lock();
         let mut link: *mut *mut Segment = &mut cache.head;
@@ -107,6 +132,7 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
                 if fits && shape {
                     *link = (*s).next;
                     cache.bytes -= (*s).size;
+                    publish(&cache);
                     found = s;
                     break;
                 }
@@ -199,6 +225,7 @@ pub unsafe fn free(seg: *mut Segment) {
                 (*seg).next = cache.head;
                 cache.head = seg;
                 cache.bytes += bytes;
+                publish(&cache);
             }
             room
         };
@@ -225,6 +252,7 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
                 if force || idle >= delay.saturating_mul(10) {
                     *link = (*s).next;
                     cache.bytes -= (*s).size;
+                    publish(&cache);
                     (*s).next = victims;
                     victims = s;
                     bytes += committed;

@@ -1,0 +1,75 @@
+//! Buffers grown by `realloc` step by step, as `Vec`, strings and C code
+//! appending to a buffer grow them, are not copied at every size class:
+//! a buffer grown by half its size at each step leaves the size classes at
+//! 64 KiB (or at 4 KiB when a freed huge block is cached) and then grows in
+//! place; one appended to in small pieces gets room to grow and moves only
+//! a few times per doubling. Content is checked at every step.
+
+use std::alloc::{alloc, dealloc, realloc, Layout};
+use std::sync::Mutex;
+
+#[global_allocator]
+static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
+
+const MIB: usize = 1 << 20;
+
+/// The tests share the huge block cache: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Grows a buffer from `start` to at least `end` bytes by `step`, checking
+/// and extending its content; returns the sizes at which it was copied.
+fn grow(start: usize, end: usize, step: impl Fn(usize) -> usize) -> Vec<usize> {
+    let layout = |size| Layout::from_size_align(size, 1).unwrap();
+    let mut size = start;
+    // SAFETY: a non-zero size with alignment 1.
+    let mut p = unsafe { alloc(layout(size)) };
+    assert!(!p.is_null());
+    for i in 0..size {
+        // SAFETY: `p` holds `size` bytes.
+        unsafe { p.add(i).write((i % 251) as u8) };
+    }
+    let mut moves = Vec::new();
+    while size < end {
+        let new_size = size + step(size);
+        // SAFETY: `p` is live with this layout; the new size is non-zero.
+        let q = unsafe { realloc(p, layout(size), new_size) };
+        assert!(!q.is_null());
+        for i in [0, size / 3, size - 1] {
+            // SAFETY: `q` holds `new_size > i` bytes.
+            assert_eq!(unsafe { q.add(i).read() }, (i % 251) as u8, "byte {i} lost growing {size} to {new_size}");
+        }
+        for i in size..new_size {
+            // SAFETY: as above.
+            unsafe { q.add(i).write((i % 251) as u8) };
+        }
+        if q != p {
+            moves.push(size);
+        }
+        (p, size) = (q, new_size);
+    }
+    // SAFETY: `p` is live with this layout.
+    unsafe { dealloc(p, layout(size)) };
+    moves
+}
+
+#[test]
+fn a_buffer_grown_by_half_grows_in_place_once_huge() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let first = grow(1, 3 * MIB, |s| s / 2 + 1);
+    let last = first.last().copied().unwrap_or(0);
+    assert!(last < 64 << 10, "copied at {last} bytes: {first:?}");
+    // The first buffer's block is cached now: the next one takes it early.
+    let second = grow(1, 3 * MIB, |s| s / 2 + 1);
+    let last = second.last().copied().unwrap_or(0);
+    assert!(last < 8 << 10, "the cached block was not reused: copied at {last} bytes: {second:?}");
+}
+
+#[test]
+fn a_buffer_appended_to_in_small_pieces_moves_a_few_times_per_doubling() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let moves = grow(64, 60 << 10, |_| 64);
+    let past_4k = moves.iter().filter(|&&m| m >= 4 << 10).count();
+    // 4 KiB to 60 KiB is four doublings; the size classes alone (eight per
+    // doubling) would copy the buffer about 30 times.
+    assert!(past_4k <= 10, "{past_4k} copies past 4 KiB: {moves:?}");
+}
