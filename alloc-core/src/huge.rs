@@ -109,6 +109,10 @@ fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option
     Some(seg)
 }
 
+/// Committed bytes past its usable size a block taken from the cache may
+/// keep.
+const PINNED_TAIL_MAX: usize = 1 << 20;
+
 /// A cached block of the right shape: room for `size` and at least half the
 /// reserve asked, at most twice it, same offset and alignment.
 fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve: usize) -> Option<*mut Segment> {
@@ -146,11 +150,21 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
     }
     // SAFETY: taken off the cache above: ours alone.
     unsafe {
+        let usable = usable.min((*seg).reserve);
+        // Committed pages past the block's use stay with it while it lives,
+        // out of reach of purging: keep a bounded tail (a buffer that grows
+        // again reuses it without faults), give the rest back now.
+        let committed = (*seg).committed_len;
+        if committed > usable + PINNED_TAIL_MAX {
+            os::purge(seg.cast::<u8>().add((*seg).block_offset + usable), committed - usable);
+            stats::on_purge(committed - usable);
+            (*seg).committed_len = usable;
+        }
         (*seg).huge_zero = (*seg).committed_len == 0;
         (*seg).usable = 0;
         // The cached block may reserve less than the rounded size (never
         // less than `size`).
-        if !commit_to(seg, usable.min((*seg).reserve)) {
+        if !commit_to(seg, usable) {
             segment::unmap_segment(seg);
             return None;
         }

@@ -90,6 +90,42 @@ pub fn getenv(name: &'static [u8]) -> Option<&'static [u8]> {
     Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
 }
 
+/// [`getenv`] for a name without its NUL (at most 63 bytes), without
+/// allocating.
+pub fn getenv_str(name: &str) -> Option<&'static [u8]> {
+    let mut buf = [0u8; 64];
+    let len = name.len().min(buf.len() - 1);
+    buf[..len].copy_from_slice(&name.as_bytes()[..len]);
+    // SAFETY: `buf` is NUL-terminated (its last byte at least is 0) and
+    // lives across the call; getenv does not keep the name.
+    let v = unsafe { libc::getenv(buf.as_ptr().cast()) };
+    if v.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL getenv result is a NUL-terminated C string.
+    Some(unsafe { core::ffi::CStr::from_ptr(v) }.to_bytes())
+}
+
+/// Calls `f` with the name of every variable in the environment, without
+/// allocating.
+pub fn for_each_env_name(mut f: impl FnMut(&[u8])) {
+    extern "C" {
+        static environ: *const *const core::ffi::c_char;
+    }
+    // SAFETY: `environ` is libc's NULL-terminated array of NUL-terminated
+    // `NAME=value` strings, valid while nobody calls setenv/putenv
+    // concurrently (the same caveat as getenv).
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = core::ffi::CStr::from_ptr(*entry).to_bytes();
+            let name_len = text.iter().position(|&b| b == b'=').unwrap_or(text.len());
+            f(&text[..name_len]);
+            entry = entry.add(1);
+        }
+    }
+}
+
 /// Writes `msg` to standard error with one system call, without allocating.
 pub fn write_stderr(msg: &[u8]) {
     // SAFETY: `msg` is a valid readable buffer of `msg.len()` bytes.

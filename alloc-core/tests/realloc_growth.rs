@@ -2,7 +2,7 @@
 //! appending to a buffer grow them, are not copied at every size class:
 //! a buffer grown by half its size at each step leaves the size classes at
 //! 64 KiB (or at 4 KiB when a freed huge block is cached) and then grows in
-//! place; one appended to in small pieces gets room to grow and moves only
+//! place; a small one does not pin the pages of the cached block it takes; one appended to in small pieces gets room to grow and moves only
 //! a few times per doubling. Content is checked at every step.
 
 use std::alloc::{alloc, dealloc, realloc, Layout};
@@ -55,11 +55,13 @@ fn grow(start: usize, end: usize, step: impl Fn(usize) -> usize) -> Vec<usize> {
 #[test]
 fn a_buffer_grown_by_half_grows_in_place_once_huge() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let first = grow(1, 3 * MIB, |s| s / 2 + 1);
+    // Up to 1.5 MiB at most: within the reserve of any cached block a growing
+    // buffer takes (at least half of its 4 MiB segment).
+    let first = grow(1, MIB, |s| s / 2 + 1);
     let last = first.last().copied().unwrap_or(0);
     assert!(last < 64 << 10, "copied at {last} bytes: {first:?}");
     // The first buffer's block is cached now: the next one takes it early.
-    let second = grow(1, 3 * MIB, |s| s / 2 + 1);
+    let second = grow(1, MIB, |s| s / 2 + 1);
     let last = second.last().copied().unwrap_or(0);
     assert!(last < 8 << 10, "the cached block was not reused: copied at {last} bytes: {second:?}");
 }
@@ -72,4 +74,38 @@ fn a_buffer_appended_to_in_small_pieces_moves_a_few_times_per_doubling() {
     // 4 KiB to 60 KiB is four doublings; the size classes alone (eight per
     // doubling) would copy the buffer about 30 times.
     assert!(past_4k <= 10, "{past_4k} copies past 4 KiB: {moves:?}");
+}
+
+/// A small buffer that takes a freed huge block from the cache does not
+/// keep that block's committed pages: past a bounded tail, they go back.
+#[test]
+fn a_small_buffer_does_not_pin_a_cached_blocks_pages() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    shrinkalloc::purge();
+    let big = Layout::from_size_align(3 * MIB, 1).unwrap();
+    // SAFETY: a non-zero size.
+    // (black_box: the compiler may elide an allocation it sees unused.)
+    let b = std::hint::black_box(unsafe { alloc(big) });
+    assert!(!b.is_null());
+    // SAFETY: `b` holds 3 MiB; every page is touched, then freed into the cache.
+    unsafe {
+        b.write_bytes(7, 3 * MIB);
+        dealloc(std::hint::black_box(b), big);
+    }
+    let before = shrinkalloc::stats().committed;
+    let layout = |size| Layout::from_size_align(size, 1).unwrap();
+    let mut size = 1;
+    // SAFETY: non-zero sizes; `p` is live with the layout of `size` at each step.
+    let mut p = unsafe { alloc(layout(size)) };
+    while size < 6 << 10 {
+        let new_size = size + size / 2 + 1;
+        // SAFETY: as above.
+        p = unsafe { realloc(p, layout(size), new_size) };
+        assert!(!p.is_null());
+        size = new_size;
+    }
+    let after = shrinkalloc::stats().committed;
+    // SAFETY: `p` is live with this layout.
+    unsafe { dealloc(p, layout(size)) };
+    assert!(after + 2 * MIB <= before, "a {size} B buffer kept the cached block's pages: {before} -> {after}");
 }

@@ -45,3 +45,25 @@ fn env_limits_are_parsed_and_bad_values_reported_once() {
     assert_eq!(err.matches("ignoring bad value of SHRINKALLOC_SOFT_LIMIT").count(), 1, "{err}");
     assert_eq!(err.matches("ignoring bad value of SHRINKALLOC_HARD_LIMIT").count(), 1, "{err}");
 }
+
+/// A misspelt variable is reported once, by name, and changes nothing.
+#[test]
+fn unknown_variables_are_reported() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "env_limits_are_parsed_and_bad_values_reported_once", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("SHRINKALLOC_HARD_LIMT", "1G")
+        .env("SHRINKALLOC_MONITOR", "sometimes")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("hard=None"), "the misspelt limit took effect: {stdout}");
+    assert_eq!(stderr.matches("ignoring unknown variable SHRINKALLOC_HARD_LIMT").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("ignoring bad value of SHRINKALLOC_MONITOR (auto|on|off)").count(), 1, "{stderr}");
+    assert!(!stderr.contains("SHRINKALLOC_TEST_"), "the tests' own variables are not reported: {stderr}");
+}

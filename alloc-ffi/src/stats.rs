@@ -6,9 +6,10 @@
 //! core's text or as one JSON object whose keys are the Rust field names.
 //! Rendering allocates, so none of it runs inside `malloc`.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, c_int};
 use core::fmt::{self, Write};
 
+use shrinkalloc::options::{self, Var};
 use shrinkalloc::reclaim::{self, Level, ReclaimStats, Trigger};
 
 /// `sa_version`'s string, NUL-terminated.
@@ -145,37 +146,15 @@ fn write_all(fd: c_int, mut buf: &[u8]) -> c_int {
     0
 }
 
-/// The value of environment variable `name`, if set.
-fn env(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: `name` is NUL-terminated; getenv's result, when not null,
-    // points into the environment, which lives until exit.
-    unsafe {
-        let v = libc::getenv(name.as_ptr());
-        (!v.is_null()).then(|| CStr::from_ptr(v).to_bytes())
-    }
-}
-
-fn report_bad(name: &[u8]) {
-    let msg = [b"shrinkalloc: ignoring bad value of ".as_slice(), name, b"\n"].concat();
-    write_all(2, &msg);
-}
-
 /// `SHRINKALLOC_STATS=1`: the statistics on stderr at exit, as text or, with
-/// `SHRINKALLOC_STATS_FORMAT=json`, as JSON. Other values are reported.
+/// `SHRINKALLOC_STATS_FORMAT=json`, as JSON. Bad values are reported (once,
+/// by `shrinkalloc::options`).
 extern "C" fn print_at_exit() {
-    match env(c"SHRINKALLOC_STATS") {
-        None | Some(b"0" | b"") => return,
-        Some(b"1") => {}
-        Some(_) => return report_bad(b"SHRINKALLOC_STATS"),
+    // The choices are `0`, `1` and `text`, `json`, in that order.
+    if options::env_choice(Var::Stats) != 1 {
+        return;
     }
-    let json = match env(c"SHRINKALLOC_STATS_FORMAT") {
-        None | Some(b"text" | b"") => false,
-        Some(b"json") => true,
-        Some(_) => {
-            report_bad(b"SHRINKALLOC_STATS_FORMAT");
-            false
-        }
-    };
+    let json = options::env_choice(Var::StatsFormat) == 1;
     write_all(2, render(json).as_bytes());
 }
 

@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use super::shrinker::Level;
 use crate::lock::SpinLock;
-use crate::os;
+use crate::options::{self, Var};
 
 static SOFT: AtomicUsize = AtomicUsize::new(0);
 static HARD: AtomicUsize = AtomicUsize::new(0);
@@ -230,16 +230,10 @@ fn init_slow() {
         }
         return;
     }
-    for (var, cell) in [(&b"SHRINKALLOC_SOFT_LIMIT\0"[..], &SOFT), (&b"SHRINKALLOC_HARD_LIMIT\0"[..], &HARD)] {
-        let Some(text) = os::getenv(var) else { continue };
-        match crate::options::parse_size(text) {
+    for (var, cell) in [(Var::SoftLimit, &SOFT), (Var::HardLimit, &HARD)] {
+        if let Some(v) = options::env_number(var) {
             // Relaxed: published by the Release store of ENV below.
-            Some(v) => cell.store(v, Ordering::Relaxed),
-            None => {
-                os::write_stderr(b"shrinkalloc: ignoring bad value of ");
-                os::write_stderr(&var[..var.len() - 1]);
-                os::write_stderr(b"\n");
-            }
+            cell.store(v, Ordering::Relaxed);
         }
     }
     // Relaxed: we are the only writer until ENV says 2.
@@ -259,13 +253,10 @@ fn init_slow() {
 /// is configured), and hands it to the usage watch. Returns whether the
 /// group has a limit.
 fn from_cgroup(derive: bool) -> bool {
-    match os::getenv(b"SHRINKALLOC_CGROUP\0") {
-        None | Some(b"auto") => {}
-        Some(b"off") => {
-            super::pressure::set_state(super::pressure::Source::Cgroup, super::pressure::SourceState::Off);
-            return false;
-        }
-        Some(_) => os::write_stderr(b"shrinkalloc: ignoring bad value of SHRINKALLOC_CGROUP (auto|off)\n"),
+    // The choices are `auto` (0) and `off` (1).
+    if options::env_choice(Var::Cgroup) == 1 {
+        super::pressure::set_state(super::pressure::Source::Cgroup, super::pressure::SourceState::Off);
+        return false;
     }
     let found = super::cgroup::discover();
     let derived = found.as_ref().and_then(|f| f.derived_limits());

@@ -88,22 +88,20 @@ static AT_FORK: AtomicBool = AtomicBool::new(false);
 
 fn mode() -> Mode {
     // Relaxed here and below: the mode is a pure function of the
-    // environment; the CAS only elects who reports a bad value.
+    // environment (a bad value is reported once by `options`).
     match MODE.load(Ordering::Relaxed) {
         1 => return Mode::Auto,
         2 => return Mode::On,
         3 => return Mode::Off,
         _ => {}
     }
-    let (mode, bad) = match os::getenv(b"SHRINKALLOC_MONITOR\0") {
-        None | Some(b"auto") => (Mode::Auto, false),
-        Some(b"on") => (Mode::On, false),
-        Some(b"off") => (Mode::Off, false),
-        Some(_) => (Mode::Auto, true),
+    // The choices are `auto`, `on` and `off`, in that order.
+    let mode = match crate::options::env_choice(crate::options::Var::Monitor) {
+        1 => Mode::On,
+        2 => Mode::Off,
+        _ => Mode::Auto,
     };
-    if MODE.compare_exchange(0, mode as u8, Ordering::Relaxed, Ordering::Relaxed).is_ok() && bad {
-        os::write_stderr(b"shrinkalloc: ignoring bad value of SHRINKALLOC_MONITOR (auto|on|off)\n");
-    }
+    MODE.store(mode as u8, Ordering::Relaxed);
     mode
 }
 
