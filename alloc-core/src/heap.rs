@@ -313,8 +313,9 @@ const REALLOC_HUGE_MIN: usize = 64 << 10;
 /// (a program building many such buffers would make a system call each).
 const STREAK_HUGE_MIN: usize = 4 << 10;
 
-/// A buffer appended to in small pieces gets room for half as much again
-/// from this size: below it, copies are cheap and the room would cost more.
+/// A buffer grown by at most half at a time gets room for half as much
+/// again from this size: below it, copies are cheap and the room would
+/// cost more.
 const ROOMY_MIN: usize = 1 << 10;
 
 /// Address space a growing block reserves: four times the size asked, and
@@ -340,10 +341,13 @@ fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool) -> *m
             return q;
         }
     }
-    if streak && new_size >= ROOMY_MIN && new_size - usable < usable / 4 {
-        // Appended to in small pieces: room for half as much again, so that
-        // the next class boundaries do not each copy the whole buffer (not
-        // more: a block less than half used counts as shrunk, see `realloc`).
+    if streak && new_size >= ROOMY_MIN && new_size - usable <= usable / 2 {
+        // Grown by at most half at a time (appended to in pieces, or an
+        // array over-allocating by 1/8 to 1/2 as CPython's do): room for
+        // half as much again, so that the next class boundaries do not each
+        // copy the whole buffer (not more: a block less than half used
+        // counts as shrunk, see `realloc`). Doubling buffers get no room:
+        // it would not hold their next step.
         let roomy = malloc_aligned(new_size.saturating_add(new_size / 2), align);
         if !roomy.is_null() {
             return roomy;
