@@ -120,12 +120,6 @@ pub unsafe extern "C" fn sa_shrinker_register(ops: *const SaShrinkerOps) -> *mut
     if ops.needs & !NEEDS_BITS != 0 {
         return einval();
     }
-    let name = if ops.name.is_null() {
-        "unnamed".into()
-    } else {
-        // SAFETY: caller promise: a non-null name is NUL-terminated.
-        unsafe { CStr::from_ptr(ops.name) }.to_string_lossy().into_owned()
-    };
     let needs = match ops.needs {
         0 => Needs::NONE,
         1 => Needs::FS,
@@ -133,9 +127,19 @@ pub unsafe extern "C" fn sa_shrinker_register(ops: *const SaShrinkerOps) -> *mut
         _ => Needs::FS | Needs::IO,
     };
     let seeks = if ops.seeks == 0 { DEFAULT_SEEKS } else { ops.seeks };
-    let options = ShrinkerOptions::new(name).needs(needs).seeks(seeks).batch(ops.batch);
-    let handle = reclaim::register(CShrinker { count, scan, arg: ops.arg }, options);
-    Box::into_raw(Box::new(handle)).cast()
+    // The name, the options and the handle may use the reserve, as the
+    // registration itself does: this works at the hard limit.
+    reclaim::with_reserve(|| {
+        let name = if ops.name.is_null() {
+            "unnamed".into()
+        } else {
+            // SAFETY: caller promise: a non-null name is NUL-terminated.
+            unsafe { CStr::from_ptr(ops.name) }.to_string_lossy().into_owned()
+        };
+        let options = ShrinkerOptions::new(name).needs(needs).seeks(seeks).batch(ops.batch);
+        let handle = reclaim::register(CShrinker { count, scan, arg: ops.arg }, options);
+        Box::into_raw(Box::new(handle)).cast()
+    })
 }
 
 /// Unregisters a shrinker and frees its handle; null does nothing.

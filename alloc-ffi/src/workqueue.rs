@@ -32,9 +32,13 @@ pub unsafe extern "C" fn sa_workqueue_create(name: *const c_char, threads_per_cl
         set_errno(libc::EINVAL);
         return ptr::null_mut();
     }
-    // SAFETY: caller promise: a non-null name is NUL-terminated.
-    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-    Box::into_raw(Box::new(WorkQueue::new(&name, threads_per_class as usize)))
+    // A queue is a few hundred bytes (its workers start lazily): from the
+    // reserve if need be, so that creating one at the hard limit works.
+    shrinkalloc::reclaim::with_reserve(|| {
+        // SAFETY: caller promise: a non-null name is NUL-terminated.
+        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        Box::into_raw(Box::new(WorkQueue::new(&name, threads_per_class as usize)))
+    })
 }
 
 /// Queues `f(arg)`; 0, or -1 with `errno` (`EINVAL`, `ESHUTDOWN`, `ENOMEM`,

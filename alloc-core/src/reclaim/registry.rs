@@ -227,7 +227,8 @@ fn update(edit: impl Fn(&[Arc<Entry>]) -> Vec<Arc<Entry>>) {
 
 /// Registers `shrinker`; reclaim may call it as soon as this returns, and
 /// until the returned handle is dropped or [`ShrinkerHandle::unregister`]ed.
-/// Callable from anywhere, including from inside another shrinker.
+/// Callable from anywhere, including from inside another shrinker, and at
+/// the hard limit: its few allocations may use the reserve above it.
 ///
 /// ```
 /// use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
@@ -240,7 +241,7 @@ fn update(edit: impl Fn(&[Arc<Entry>]) -> Vec<Arc<Entry>>) {
 /// assert_eq!(h.name(), "nothing");
 /// ```
 pub fn register<S: Shrinker>(shrinker: S, options: ShrinkerOptions) -> ShrinkerHandle {
-    register_boxed(Box::new(shrinker), options)
+    super::with_reserve(|| register_boxed(Box::new(shrinker), options))
 }
 
 /// [`register`] for a shrinker already boxed (the C API's path).
@@ -256,19 +257,24 @@ pub fn register<S: Shrinker>(shrinker: S, options: ShrinkerOptions) -> ShrinkerH
 /// h.unregister();
 /// ```
 pub fn register_boxed(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> ShrinkerHandle {
-    AT_FORK.call_once(|| os::at_fork(fork_prepare, fork_parent, fork_child));
-    // Its caches should hear of pressure from outside too.
-    super::monitor::want();
-    // Relaxed: ids only need to be unique.
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let entry = Arc::new(Entry::new(id, shrinker, options));
-    update(|list| {
-        let mut v = Vec::with_capacity(list.len() + 1);
-        v.extend(list.iter().cloned());
-        v.push(entry.clone());
-        v
-    });
-    ShrinkerHandle { entry }
+    // A few hundred bytes, from the reserve if need be: a program at its
+    // hard limit is the one that most needs to register its caches, and a
+    // failed allocation here could only abort.
+    super::with_reserve(|| {
+        AT_FORK.call_once(|| os::at_fork(fork_prepare, fork_parent, fork_child));
+        // Its caches should hear of pressure from outside too.
+        super::monitor::want();
+        // Relaxed: ids only need to be unique.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry::new(id, shrinker, options));
+        update(|list| {
+            let mut v = Vec::with_capacity(list.len() + 1);
+            v.extend(list.iter().cloned());
+            v.push(entry.clone());
+            v
+        });
+        ShrinkerHandle { entry }
+    })
 }
 
 /// Takes `entry` out of the list, waits for callbacks in flight (unless this

@@ -451,7 +451,8 @@ impl WorkQueue {
     /// A queue named `name` (its workers' thread names start with it) that
     /// starts up to `threads_per_class` workers per class, lazily: none
     /// before an item of the class is submitted. 0 means 1; more than
-    /// [`MAX_THREADS_PER_CLASS`] means that many.
+    /// [`MAX_THREADS_PER_CLASS`] means that many. Works at the hard limit
+    /// (its allocations may use the reserve).
     ///
     /// ```
     /// let wq = shrinkalloc::reclaim::WorkQueue::new("io", 4);
@@ -459,7 +460,9 @@ impl WorkQueue {
     /// assert_eq!(wq.stats().total().workers, 0);
     /// ```
     pub fn new(name: &str, threads_per_class: usize) -> WorkQueue {
-        Self::build(name, threads_per_class.clamp(1, MAX_THREADS_PER_CLASS), false)
+        // A few hundred bytes: from the reserve if need be, so that a queue
+        // can be made at the hard limit.
+        super::with_reserve(|| Self::build(name, threads_per_class.clamp(1, MAX_THREADS_PER_CLASS), false))
     }
 
     /// Test-only: one worker and one FIFO shared by every context, the
