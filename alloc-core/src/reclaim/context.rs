@@ -6,7 +6,7 @@
 //! state as a plain value (today the scope mask without the internal
 //! `RECLAIMING`; room for more), captured in one thread ([`Context::capture`])
 //! and adopted in another ([`Context::adopt`]); [`spawn`] and the work
-//! queues (`workqueue.rs`) carry it without being asked.
+//! queues (`workqueue/`) carry it without being asked.
 //!
 //! Invariant: adopting never lifts a restriction. The adopting thread's mask
 //! becomes the union of its own and the context's, because a thread that

@@ -21,7 +21,6 @@
 
 use core::ffi::c_void;
 use core::fmt;
-use std::alloc::{alloc, Layout};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -30,6 +29,12 @@ use std::time::{Duration, Instant};
 
 use super::context::{Context, ContextClass};
 use super::worker::CLASSES;
+
+mod fifo;
+mod stats;
+
+use fifo::{new_node, Fifo, Item, Work};
+pub use stats::{ClassStats, WorkQueueStats};
 
 /// The most workers a queue starts per class; larger requests are clamped.
 pub const MAX_THREADS_PER_CLASS: usize = 256;
@@ -43,127 +48,6 @@ thread_local! {
     /// `(0, 0)`: lets `flush` and `destroy` called from an item avoid
     /// waiting on themselves.
     static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-}
-
-/// What an item runs: a Rust closure, or a C function and its argument.
-enum Work {
-    Boxed(Box<dyn FnOnce() + Send>),
-    C { f: unsafe extern "C" fn(*mut c_void), arg: *mut c_void },
-}
-
-// SAFETY: a `C` item's argument crosses to a worker only because the caller
-// of `submit_c` promised it may (its `# Safety`); closures are `Send`.
-unsafe impl Send for Work {}
-
-impl Work {
-    fn run(self) {
-        match self {
-            Work::Boxed(f) => f(),
-            // SAFETY: `submit_c`'s caller promised that calling `f(arg)` once,
-            // on any thread, is sound; the queue calls it exactly once.
-            Work::C { f, arg } => unsafe { f(arg) },
-        }
-    }
-}
-
-struct Item {
-    work: Work,
-    ctx: Context,
-    /// Submission order within the class; `flush` waits on it.
-    seq: u64,
-    queued_at: Instant,
-}
-
-struct Node {
-    next: Option<Box<Node>>,
-    item: Item,
-}
-
-/// A node for `item`, from a fallible allocation: under a hard limit a
-/// submission fails with `NoMemory` instead of aborting.
-fn new_node(item: Item) -> Result<Box<Node>, SubmitError> {
-    let layout = Layout::new::<Node>();
-    // SAFETY: `Node` is not zero-sized.
-    let p = unsafe { alloc(layout) }.cast::<Node>();
-    if p.is_null() {
-        return Err(SubmitError::NoMemory);
-    }
-    // SAFETY: `p` is a fresh, aligned allocation of `Node`'s layout from the
-    // global allocator, which is exactly what a `Box<Node>` owns and frees.
-    unsafe {
-        p.write(Node { next: None, item });
-        Ok(Box::from_raw(p))
-    }
-}
-
-/// A FIFO of owned nodes: push and pop move nodes and never allocate.
-///
-/// Invariant: `tail` is null iff `head` is `None`, else it points to the
-/// last node of the list `head` owns; `len` counts the nodes.
-struct Fifo {
-    head: Option<Box<Node>>,
-    tail: *mut Node,
-    len: usize,
-}
-
-// SAFETY: `tail` points into the list the `Fifo` owns and moves with it; it
-// is only used through `&mut Fifo`, under the class lock.
-unsafe impl Send for Fifo {}
-
-impl Fifo {
-    const fn new() -> Self {
-        Fifo { head: None, tail: core::ptr::null_mut(), len: 0 }
-    }
-
-    fn push(&mut self, mut node: Box<Node>) {
-        node.next = None;
-        let raw: *mut Node = &mut *node;
-        if self.tail.is_null() {
-            self.head = Some(node);
-        } else {
-            // SAFETY: by the invariant, a non-null `tail` is the last node of
-            // our list, alive and reachable only through `&mut self`.
-            unsafe { (*self.tail).next = Some(node) };
-        }
-        self.tail = raw;
-        self.len += 1;
-    }
-
-    fn pop(&mut self) -> Option<Box<Node>> {
-        let mut node = self.head.take()?;
-        self.head = node.next.take();
-        if self.head.is_none() {
-            self.tail = core::ptr::null_mut();
-        }
-        self.len -= 1;
-        Some(node)
-    }
-
-    fn front_seq(&self) -> Option<u64> {
-        self.head.as_ref().map(|n| n.item.seq)
-    }
-
-    /// Takes out the node of submission `seq`; O(n), moves nodes only.
-    fn remove(&mut self, seq: u64) -> Option<Box<Node>> {
-        let mut kept = Fifo::new();
-        let mut found = None;
-        while let Some(n) = self.pop() {
-            if found.is_none() && n.item.seq == seq {
-                found = Some(n);
-            } else {
-                kept.push(n);
-            }
-        }
-        *self = kept;
-        found
-    }
-}
-
-impl Drop for Fifo {
-    fn drop(&mut self) {
-        // One node at a time: the default drop of a long list recurses.
-        while self.pop().is_some() {}
-    }
 }
 
 /// One class's queue, workers and counters, under the class lock.
@@ -321,112 +205,6 @@ impl fmt::Display for SubmitError {
 }
 
 impl std::error::Error for SubmitError {}
-
-/// One class's figures in [`WorkQueueStats`].
-///
-/// ```
-/// use shrinkalloc::reclaim::{ContextClass, WorkQueue};
-/// let wq = WorkQueue::new("doc", 1);
-/// wq.submit(|| {}).unwrap();
-/// wq.flush();
-/// let normal = *wq.stats().class(ContextClass::Normal);
-/// assert_eq!((normal.submitted, normal.run, normal.queued), (1, 1, 0));
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ClassStats {
-    /// Items accepted.
-    pub submitted: u64,
-    /// Items run to completion (a panicking item counts as run).
-    pub run: u64,
-    /// Items waiting for a worker now.
-    pub queued: usize,
-    /// Items running now.
-    pub running: usize,
-    /// Worker threads alive now.
-    pub workers: usize,
-    /// Items that panicked (caught; the worker goes on).
-    pub panicked: u64,
-    /// The longest an item waited between submission and start, in ns.
-    pub max_wait_ns: u64,
-}
-
-impl ClassStats {
-    /// [`ClassStats::max_wait_ns`] as a `Duration`.
-    ///
-    /// ```
-    /// assert!(shrinkalloc::reclaim::ClassStats::default().max_wait().is_zero());
-    /// ```
-    pub const fn max_wait(&self) -> Duration {
-        Duration::from_nanos(self.max_wait_ns)
-    }
-}
-
-/// A queue's figures per [`ContextClass`], read under each class's lock in
-/// turn (consistent per class, not across classes).
-///
-/// ```
-/// let wq = shrinkalloc::reclaim::WorkQueue::new("doc", 1);
-/// println!("{}", wq.stats());
-/// assert_eq!(wq.stats().total().submitted, 0);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WorkQueueStats {
-    /// Indexed by [`ContextClass::index`].
-    pub classes: [ClassStats; CLASSES],
-}
-
-impl WorkQueueStats {
-    /// The figures of one class.
-    ///
-    /// ```
-    /// use shrinkalloc::reclaim::{ContextClass, WorkQueue};
-    /// assert_eq!(WorkQueue::new("doc", 1).stats().class(ContextClass::Noio).workers, 0);
-    /// ```
-    pub fn class(&self, class: ContextClass) -> &ClassStats {
-        &self.classes[class.index()]
-    }
-
-    /// Sums over the classes (the longest wait is the maximum).
-    ///
-    /// ```
-    /// let wq = shrinkalloc::reclaim::WorkQueue::new("doc", 1);
-    /// wq.submit(|| {}).unwrap();
-    /// wq.flush();
-    /// assert_eq!(wq.stats().total().run, 1);
-    /// ```
-    pub fn total(&self) -> ClassStats {
-        self.classes.iter().fold(ClassStats::default(), |a, c| ClassStats {
-            submitted: a.submitted + c.submitted,
-            run: a.run + c.run,
-            queued: a.queued + c.queued,
-            running: a.running + c.running,
-            workers: a.workers + c.workers,
-            panicked: a.panicked + c.panicked,
-            max_wait_ns: a.max_wait_ns.max(c.max_wait_ns),
-        })
-    }
-}
-
-impl fmt::Display for WorkQueueStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for class in ContextClass::ALL {
-            let c = self.class(class);
-            writeln!(
-                f,
-                "{:<6} submitted {} run {} queued {} running {} workers {} panicked {} max_wait {:?}",
-                class.name(),
-                c.submitted,
-                c.run,
-                c.queued,
-                c.running,
-                c.workers,
-                c.panicked,
-                c.max_wait()
-            )?;
-        }
-        Ok(())
-    }
-}
 
 /// A work queue whose items run in the context they were submitted from,
 /// on workers kept apart per context class (see the module documentation).
@@ -865,36 +643,5 @@ fn run_item(item: Item) -> bool {
             core::mem::forget(payload);
             true
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(seq: u64) -> Box<Node> {
-        let mut n = new_node(Item {
-            work: Work::Boxed(Box::new(|| {})),
-            ctx: Context::NORMAL,
-            seq: 0,
-            queued_at: Instant::now(),
-        })
-        .unwrap();
-        n.item.seq = seq;
-        n
-    }
-
-    #[test]
-    fn fifo_keeps_order_and_removes_one() {
-        let mut q = Fifo::new();
-        for s in 0..5 {
-            q.push(item(s));
-        }
-        assert_eq!(q.remove(2).map(|n| n.item.seq), Some(2));
-        assert!(q.remove(9).is_none());
-        q.push(item(5));
-        let order: Vec<u64> = core::iter::from_fn(|| q.pop().map(|n| n.item.seq)).collect();
-        assert_eq!(order, [0, 1, 3, 4, 5]);
-        assert!(q.tail.is_null() && q.len == 0);
     }
 }
