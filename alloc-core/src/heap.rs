@@ -444,24 +444,44 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
     // SAFETY: caller promise; every page on the heap's lists is live.
     unsafe {
         let h = &mut *heap;
-        let mut page = h.queues[class].head;
-        while !page.is_null() {
-            if (*page).free.is_null() {
-                (*page).collect();
-            }
-            if !(*page).free.is_null() || (*page).extend() {
-                if page != h.queues[class].head {
-                    h.queue_remove(page);
-                    h.queue_push(page);
+        let mut charged = false;
+        'walk: loop {
+            // Carving that would pass the limit waits: reclaim may re-enter
+            // this heap and retire the very page being walked, so it runs
+            // after the walk, and the walk starts over once.
+            let mut over_limit = 0;
+            let mut page = h.queues[class].head;
+            while !page.is_null() {
+                if (*page).free.is_null() {
+                    (*page).collect();
                 }
-                return page;
+                if (*page).free.is_null() {
+                    let cost = (*page).carve_cost();
+                    if cost > 0 && !crate::reclaim::fits(cost) {
+                        over_limit = over_limit.max(cost);
+                        page = (*page).next;
+                        continue;
+                    }
+                }
+                if !(*page).free.is_null() || (*page).extend() {
+                    if page != h.queues[class].head {
+                        h.queue_remove(page);
+                        h.queue_push(page);
+                    }
+                    return page;
+                }
+                if (*page).try_mark_full() {
+                    let next = (*page).next;
+                    h.queue_remove(page);
+                    h.full.push_front(page);
+                    page = next;
+                }
             }
-            if (*page).try_mark_full() {
-                let next = (*page).next;
-                h.queue_remove(page);
-                h.full.push_front(page);
-                page = next;
+            if over_limit > 0 && !charged && crate::reclaim::charge(over_limit) {
+                charged = true;
+                continue 'walk;
             }
+            break;
         }
         let page = new_page(heap, class);
         if !page.is_null() {

@@ -183,11 +183,10 @@ impl Page {
     /// Carves up to a few KiB of untouched blocks into `free`. Returns whether
     /// any block was added.
     pub fn extend(&mut self) -> bool {
-        let left = (self.reserved - self.capacity) as usize;
-        if left == 0 {
+        let n = self.next_carve();
+        if n == 0 {
             return false;
         }
-        let n = left.min((crate::heap::FIRST_CARVE / self.block_size).max(1));
         let bs = self.block_size;
         let first = self.start.wrapping_add(self.capacity as usize * bs);
         for i in 0..n {
@@ -207,6 +206,21 @@ impl Page {
             self.touched = end;
         }
         true
+    }
+
+    /// Blocks the next [`Page::extend`] carves (0: the page is all carved).
+    fn next_carve(&self) -> usize {
+        let left = (self.reserved - self.capacity) as usize;
+        left.min((crate::heap::FIRST_CARVE / self.block_size).max(1))
+    }
+
+    /// Committed bytes the next [`Page::extend`] adds (0 when it carves only
+    /// memory touched before, or nothing).
+    pub fn carve_cost(&self) -> usize {
+        let end = ((self.capacity as usize + self.next_carve()) * self.block_size)
+            .next_multiple_of(crate::os::OS_PAGE)
+            .min(self.size);
+        end.saturating_sub(self.touched)
     }
 
     /// Moves `local_free` and the cross-thread list into `free`, keeping the

@@ -114,6 +114,24 @@ pub(crate) fn charge(bytes: usize) -> bool {
     charge_slow(bytes)
 }
 
+/// Whether committing `bytes` more fits under the limits now, without
+/// reclaiming or waking anyone: for a caller that cannot run reclaim where
+/// it stands (the page walk of `heap::find_page`), which, when refused,
+/// calls [`charge`] at a safe point and looks again.
+#[inline]
+pub(crate) fn fits(bytes: usize) -> bool {
+    let want = crate::stats::committed().saturating_add(bytes);
+    if want <= limit::threshold() {
+        return true;
+    }
+    let limits = limit::current();
+    if scope::raw() & RECLAIMING != 0 {
+        limits.fits_reserve(want)
+    } else {
+        limits.fits(want)
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn charge_slow(bytes: usize) -> bool {
