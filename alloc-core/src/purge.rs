@@ -49,6 +49,20 @@ pub unsafe fn tick(heap: *mut Heap) {
             heap::release_empty_pages(heap);
         }
     }
+    global_tick(now);
+}
+
+/// The global part of the decay, for a thread that allocates nothing (the
+/// pressure monitor): a process that goes idle still gives back, after the
+/// delay, the pages and blocks its threads freed, and what exited threads
+/// left. Each live thread's own empty pages still wait for that thread.
+pub(crate) fn background_tick() {
+    global_tick(os::now_ms());
+}
+
+/// Collects abandoned heaps and runs the purge pass, if due: one thread
+/// per quarter of the purge delay.
+fn global_tick(now: u64) {
     // Relaxed: the tick time is a hint; the CAS elects one thread per tick.
     let next = NEXT_TICK.load(Ordering::Relaxed);
     if now < next {
@@ -60,6 +74,11 @@ pub unsafe fn tick(heap: *mut Heap) {
     }
     thread::collect_abandoned();
     purge_pass(now, delay, false);
+}
+
+/// How long a thread that only ticks should sleep between ticks (ms).
+pub(crate) fn tick_period_ms() -> u64 {
+    (options::get(Opt::PurgeDelayMs) as u64 / 4).max(10)
 }
 
 /// Returns every free page and cached segment to the OS now, after giving

@@ -470,11 +470,15 @@ impl Monitor {
             if group.is_none() && self.count(|_| true) == 0 {
                 return;
             }
-            let mut timeout = match group {
+            let usage_period = match group {
                 None => -1,
                 Some(g) if pressure::last_working_set() >= g.lines.soft().unwrap_or(0) as u64 / 2 => NEAR_MS,
                 Some(_) => FAR_MS,
             };
+            // The monitor also runs the decay's global tick, so an idle
+            // process still gives memory back.
+            let decay = crate::purge::tick_period_ms().min(i32::MAX as u64) as i32;
+            let mut timeout = if usage_period < 0 { decay } else { usage_period.min(decay) };
             let now = os::now_ms();
             let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX_WATCHES];
             for (p, w) in pfds.iter_mut().zip(&self.watches) {
@@ -500,6 +504,7 @@ impl Monitor {
             if group.is_some() {
                 pressure::check_usage();
             }
+            crate::purge::background_tick();
         }
     }
 
