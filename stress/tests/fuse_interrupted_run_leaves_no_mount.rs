@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -41,22 +40,9 @@ impl Drop for Harness {
 #[test]
 fn sigint_while_mounted_unmounts_and_removes_everything() {
     let out = std::env::temp_dir().join(format!("shrinkalloc-stress-fuse-interrupt-{}", std::process::id()));
-    let mut cmd = Command::new(common::EXE);
-    cmd.args(["run", "fuse", "--allocators", "shrinkalloc", "--limit", "64M", "--duration", "60s", "--out"]);
-    cmd.arg(&out).stdout(Stdio::null()).stderr(Stdio::piped());
-    if !common::cgroup_optional() {
-        cmd.arg("--require-cgroup");
-    }
-    let mut harness = Harness(cmd.spawn().expect("cannot start the harness"));
+    let (child, rx) = common::spawn_echoing("fuse", &out);
+    let mut harness = Harness(child);
     let pid = harness.0.id();
-    let (tx, rx) = mpsc::channel();
-    let stderr = harness.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            let _ = tx.send(line);
-        }
-    });
     // Wait until files are going through the mount.
     let started = Instant::now();
     let mut group = None;

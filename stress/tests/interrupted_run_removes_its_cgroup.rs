@@ -3,30 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[test]
 fn sigint_mid_run_kills_the_child_and_removes_its_cgroup() {
     let out = std::env::temp_dir().join(format!("shrinkalloc-stress-interrupt-{}", std::process::id()));
-    let mut cmd = Command::new(common::EXE);
-    cmd.args(["run", "cache", "--allocators", "shrinkalloc", "--limit", "64M", "--duration", "60s", "--out"]);
-    cmd.arg(&out).stdout(Stdio::null()).stderr(Stdio::piped());
-    if !common::cgroup_optional() {
-        cmd.arg("--require-cgroup");
-    }
-    let mut harness = cmd.spawn().expect("cannot start the harness");
-    let (tx, rx) = mpsc::channel();
-    let stderr = harness.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            let _ = tx.send(line);
-        }
-    });
+    let (mut harness, rx) = common::spawn_echoing("cache", &out);
     // Wait until the child runs (in its cgroup, when there is one).
     let started = Instant::now();
     let mut group = None;

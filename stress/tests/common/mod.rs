@@ -10,8 +10,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 
 /// The harness binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_shrinkalloc-stress");
@@ -26,6 +28,28 @@ pub fn cgroup_optional() -> bool {
         );
     }
     allowed
+}
+
+/// Starts `shrinkalloc-stress run SCENARIO` under shrinkalloc alone (64 MiB,
+/// 60 s: long enough to be interrupted), writing to `out`; its stderr is
+/// echoed here and sent line by line to the returned channel.
+pub fn spawn_echoing(scenario: &str, out: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(EXE);
+    cmd.args(["run", scenario, "--allocators", "shrinkalloc", "--limit", "64M", "--duration", "60s", "--out"]);
+    cmd.arg(out).stdout(Stdio::null()).stderr(Stdio::piped());
+    if !cgroup_optional() {
+        cmd.arg("--require-cgroup");
+    }
+    let mut child = cmd.spawn().expect("cannot start the harness");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
 }
 
 /// One row of `results.csv`, with the child's final fields split out.
