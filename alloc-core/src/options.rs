@@ -41,10 +41,11 @@ impl Opt {
         }
     }
 
-    fn range(self) -> (usize, usize) {
+    /// Its default and its largest value, from [`VARS`].
+    const fn range(self) -> (usize, usize) {
         match VARS[self.var() as usize].kind {
             Kind::Number { default, max } => (default, max),
-            _ => unreachable!("an Opt is a number"),
+            _ => panic!("an Opt is a number"),
         }
     }
 }
@@ -170,17 +171,10 @@ fn is_foreign(name: &[u8]) -> bool {
 }
 
 static VALUES: [AtomicUsize; 3] = [
-    AtomicUsize::new(range_default(Opt::PurgeDelayMs)),
-    AtomicUsize::new(range_default(Opt::SegmentCache)),
-    AtomicUsize::new(range_default(Opt::HugeCacheBytes)),
+    AtomicUsize::new(Opt::PurgeDelayMs.range().0),
+    AtomicUsize::new(Opt::SegmentCache.range().0),
+    AtomicUsize::new(Opt::HugeCacheBytes.range().0),
 ];
-
-const fn range_default(opt: Opt) -> usize {
-    match VARS[opt.var() as usize].kind {
-        Kind::Number { default, .. } => default,
-        _ => 0,
-    }
-}
 
 static PARSED: AtomicBool = AtomicBool::new(false);
 

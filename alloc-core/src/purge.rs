@@ -68,15 +68,15 @@ fn global_tick(now: u64) {
     if now < next {
         return;
     }
-    let delay = options::get(Opt::PurgeDelayMs) as u64;
-    if NEXT_TICK.compare_exchange(next, now + (delay / 4).max(10), Ordering::Relaxed, Ordering::Relaxed).is_err() {
+    if NEXT_TICK.compare_exchange(next, now + tick_period_ms(), Ordering::Relaxed, Ordering::Relaxed).is_err() {
         return;
     }
     thread::collect_abandoned();
-    purge_pass(now, delay, false);
+    purge_pass(now, options::get(Opt::PurgeDelayMs) as u64, false);
 }
 
-/// How long a thread that only ticks should sleep between ticks (ms).
+/// The period of the global tick, and how long a thread that only ticks
+/// should sleep between ticks (ms): a quarter of the purge delay.
 pub(crate) fn tick_period_ms() -> u64 {
     (options::get(Opt::PurgeDelayMs) as u64 / 4).max(10)
 }

@@ -329,10 +329,11 @@ fn pay_debts(list: &[std::sync::Arc<Entry>], p: &Pass, scope: ScopeFlags, freed:
         return;
     }
     let target_bytes = p.target.saturating_sub(freed.bytes);
+    // `pay_one` sets the priority of each debt.
+    let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority: 0 };
     measured(freed, || {
         let mut paid = None;
         for e in list.iter().filter(may_pay) {
-            let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority: 0 };
             if let Some(objects) = pay_one(e, sc) {
                 *paid.get_or_insert(0) += objects;
             }
