@@ -8,7 +8,8 @@
 //! short purge delay (the environment is read once, at the first
 //! allocation).
 
-use std::process::Command;
+mod common;
+
 use std::thread;
 use std::time::Duration;
 
@@ -28,15 +29,8 @@ fn monitor_running() -> bool {
 #[test]
 fn an_idle_process_gives_memory_back() {
     if std::env::var_os(CHILD).is_none() {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "an_idle_process_gives_memory_back", "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .env("SHRINKALLOC_MONITOR", "on")
-            .env("SHRINKALLOC_PURGE_DELAY_MS", "200")
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+        let env = [(CHILD, "1"), ("SHRINKALLOC_MONITOR", "on"), ("SHRINKALLOC_PURGE_DELAY_MS", "200")];
+        let (stdout, stderr) = common::rerun_self("an_idle_process_gives_memory_back", &env);
         assert!(stdout.contains("IDLE OK"), "{stdout}\n{stderr}");
         return;
     }

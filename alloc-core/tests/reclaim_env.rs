@@ -4,7 +4,7 @@
 //! first allocation, so each case runs this test binary again as a child
 //! with the variables set, and checks what the child saw and printed.
 
-use std::process::Command;
+mod common;
 
 #[global_allocator]
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
@@ -12,18 +12,11 @@ static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
 /// Set in the child: print the limits it sees and exit.
 const CHILD: &str = "SHRINKALLOC_TEST_ENV_CHILD";
 
+/// The test that prints the limits, run as a child.
+const PRINTER: &str = "env_limits_are_parsed_and_bad_values_reported_once";
+
 fn run_child(soft: &str, hard: &str) -> (String, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "env_limits_are_parsed_and_bad_values_reported_once", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("SHRINKALLOC_SOFT_LIMIT", soft)
-        .env("SHRINKALLOC_HARD_LIMIT", hard)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
-    (stdout, stderr)
+    common::rerun_self(PRINTER, &[(CHILD, "1"), ("SHRINKALLOC_SOFT_LIMIT", soft), ("SHRINKALLOC_HARD_LIMIT", hard)])
 }
 
 #[test]
@@ -52,16 +45,10 @@ fn unknown_variables_are_reported() {
     if std::env::var_os(CHILD).is_some() {
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "env_limits_are_parsed_and_bad_values_reported_once", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("SHRINKALLOC_HARD_LIMT", "1G")
-        .env("SHRINKALLOC_MONITOR", "sometimes")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    let (stdout, stderr) = common::rerun_self(
+        PRINTER,
+        &[(CHILD, "1"), ("SHRINKALLOC_HARD_LIMT", "1G"), ("SHRINKALLOC_MONITOR", "sometimes")],
+    );
     assert!(stdout.contains("hard=None"), "the misspelt limit took effect: {stdout}");
     assert_eq!(stderr.matches("ignoring unknown variable SHRINKALLOC_HARD_LIMT").count(), 1, "{stderr}");
     assert_eq!(stderr.matches("ignoring bad value of SHRINKALLOC_MONITOR (auto|on|off)").count(), 1, "{stderr}");

@@ -17,6 +17,22 @@ use std::fmt;
 
 use shrinkalloc::{raw, ShrinkAlloc};
 
+/// Runs this test binary again, only `test`, with `env` set (the child
+/// tells itself apart by one of them): for settings the allocator reads
+/// once, at the first allocation. Fails unless the child succeeds; returns
+/// its standard output and error.
+pub fn rerun_self(test: &str, env: &[(&str, &str)]) -> (String, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 /// Seed used when `SHRINKALLOC_TEST_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5EED_0F5B_A110_C8ED;
 
