@@ -139,7 +139,10 @@ impl Heap {
         self.set_direct(class);
     }
 
-    /// Moves a full page back to its class queue (a block of it was freed).
+    /// Moves a full page back to its class queue (a block of it was freed),
+    /// at the tail: with one free block it would serve one allocation and
+    /// go full again, each time through the slow path, were it put first;
+    /// at the tail it gathers frees while the pages before it are used up.
     ///
     /// # Safety
     ///
@@ -151,8 +154,10 @@ impl Heap {
         p.clear_full();
         // SAFETY: the caller promises the page is on the full list.
         unsafe { self.full.remove(page) };
+        let class = p.class();
         // SAFETY: off every list now, and ours.
-        unsafe { self.queue_push(page) };
+        unsafe { self.queues[class].push_back(page) };
+        self.set_direct(class);
     }
 }
 
