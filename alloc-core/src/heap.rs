@@ -51,6 +51,8 @@ pub struct Heap {
     pub next_collect: Cell<u64>,
     /// The purge epoch the heap last collected for.
     pub collect_epoch: Cell<u64>,
+    /// Slow paths left before the decay tick reads the clock again.
+    pub tick_countdown: Cell<u32>,
     /// Bytes of other heaps' blocks this thread has freed (a running total).
     /// They go back to their owners' pages, so committed memory drops only
     /// when the owners collect; reclaim credits them to the shrinker that
@@ -93,6 +95,7 @@ impl Heap {
             owned: Cell::new(false),
             next_collect: Cell::new(0),
             collect_epoch: Cell::new(0),
+            tick_countdown: Cell::new(0),
             remote_freed: Cell::new(0),
             last_grown: Cell::new(0),
             all_next: Cell::new(ptr::null_mut()),
