@@ -64,6 +64,7 @@ pub static SCENARIO: Scenario = Scenario {
     default_allocators: &allocator::ALL,
     default_duration: Duration::from_secs(15),
     expect: |a| if a.registers_shrinkers() { Expect::Survives } else { Expect::DiesAtLimit },
+    traced: false,
 };
 
 static DRIVER: Driver = Driver {
