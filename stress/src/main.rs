@@ -48,7 +48,7 @@ options:
                         (default: the scenario's own list)
   --limit SIZE          memory limit per child, e.g. 256M, 1G (default 256M)
   --demand SIZE         what the cache scenarios would hold unconstrained
-                        (default: cache 4x the limit)
+                        (default: cache 4x the limit, cache-c 1G)
   --duration TIME       how long each child runs, e.g. 20s, 1500ms, 2m (default: per scenario)
   --seed N              seed of every random choice (default: from the clock, printed)
   --threads N           worker threads per child (default 4)

@@ -6,7 +6,8 @@
 //! workload itself ([`Launch::InProcess`]), or a driver that starts a C
 //! daemon and drives a workload at it ([`Launch::Driver`]: `preload`, an
 //! unmodified `redis-server` under `LD_PRELOAD`; `fuse`, a FUSE filesystem
-//! linked against the C library; see `daemon.rs`).
+//! linked against the C library; `cache-c`, a block-cache daemon linked
+//! against it; see `daemon.rs`).
 //!
 //! Invariant, for every child: it reports on stdout in the [`status`]
 //! protocol, about every [`STATUS_EVERY`]; it exits 0 only after checking
@@ -16,6 +17,7 @@
 //! whose daemon died ends as the daemon did (`daemon::end_like`).
 
 pub mod cache;
+pub mod cache_c;
 pub mod churn;
 pub mod daemon;
 pub mod fuse;
@@ -129,8 +131,8 @@ pub struct Scenario {
 }
 
 /// Every scenario, in help-text order.
-pub static ALL: [&Scenario; 5] =
-    [&cache::SCENARIO, &churn::SCENARIO, &nofs::SCENARIO, &preload::SCENARIO, &fuse::SCENARIO];
+pub static ALL: [&Scenario; 6] =
+    [&cache::SCENARIO, &cache_c::SCENARIO, &churn::SCENARIO, &nofs::SCENARIO, &preload::SCENARIO, &fuse::SCENARIO];
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
