@@ -274,7 +274,7 @@ fn print_header(plan: &Plan, limiter: &Limiter) {
     if plan.scenario.traced {
         println!(
             "each child's cache requests are traced and replayed through an exact LRU of {}% of the limit \
-             (hits/ideal); band: usage over the last three quarters of the run",
+             (hits/ideal); band: usage over the last three quarters of the duration",
             oracle::BUDGET_PERCENT
         );
     }
