@@ -11,7 +11,7 @@
 //! stderr and ignored. The Rust setters win over the environment. Unless
 //! `SHRINKALLOC_CGROUP=off`, the process's memory cgroup is found
 //! (`cgroup.rs`); with neither limit configured, both are derived from it,
-//! and in any case its whole usage is watched (`pressure.rs`). With a
+//! and in any case its whole usage is watched (`usage.rs`). With a
 //! hard limit and no soft limit, the soft limit in force is 7/8 of the hard
 //! one, so that background reclaim starts before allocations have to wait.
 //!
@@ -62,7 +62,7 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// Limits of `soft` and `hard` bytes (0: none), as the soft one is in
-    /// force: the group's lines in `pressure.rs`.
+    /// force: the group's lines in `usage.rs`.
     pub(crate) const fn new(soft: usize, hard: usize) -> Self {
         Self { soft, hard }
     }
@@ -255,7 +255,7 @@ fn init_slow() {
 fn from_cgroup(derive: bool) -> bool {
     // The choices are `auto` (0) and `off` (1).
     if options::env_choice(Var::Cgroup) == 1 {
-        super::pressure::set_state(super::pressure::Source::Cgroup, super::pressure::SourceState::Off);
+        super::sources::set_state(super::sources::Source::Cgroup, super::sources::SourceState::Off);
         return false;
     }
     let found = super::cgroup::discover();
@@ -265,7 +265,7 @@ fn from_cgroup(derive: bool) -> bool {
         SOFT.store(soft as usize, Ordering::Relaxed);
         HARD.store(hard as usize, Ordering::Relaxed);
     }
-    super::pressure::set_group(found.as_ref());
+    super::usage::set_group(found.as_ref());
     super::cgroup::remember(found);
     derived.is_some()
 }

@@ -24,7 +24,8 @@
 //! kernel's events (v1 thresholds and pressure levels, v2 `memory.events`,
 //! PSI, systemd's watch); and an `mmap` that fails with `ENOMEM`, which
 //! reclaims directly and retries (`on_map_failure`). Each pass records
-//! the source that raised it ([`Trigger`]).
+//! what raised it ([`Trigger`]: the allocator's own causes and the
+//! sources, `sources.rs`); the group's usage is read in `usage.rs`.
 //!
 //! Invariant: a thread marked `RECLAIMING` (inside a pass, a shrinker, or a
 //! library reclaimer) never starts reclaim and never waits; its allocations
@@ -65,7 +66,9 @@ pub mod psi;
 mod registry;
 mod scope;
 mod shrinker;
+mod sources;
 mod stats;
+mod usage;
 mod worker;
 mod workqueue;
 
@@ -76,7 +79,6 @@ use std::time::{Duration, Instant};
 pub use context::{is_io_flusher, set_io_flusher, spawn, Context, ContextClass, ContextGuard, KernelRefused};
 pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
 pub(crate) use pressure::on_map_failure;
-pub use pressure::{Source, SourceState, SourceStats};
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
@@ -85,7 +87,8 @@ pub use scope::{
 pub use shrinker::{
     CountResult, Level, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions, DEFAULT_BATCH, DEFAULT_SEEKS,
 };
-pub use stats::{stats, PassRecord, ReclaimStats, ShrinkerStats, Trigger};
+pub use sources::{Source, SourceState, Trigger};
+pub use stats::{stats, Field, PassRecord, ReclaimStats, ShrinkerStats, SourceStats, Value};
 pub use workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
 
 use registry::{Active, Entry, NOT_OWED};

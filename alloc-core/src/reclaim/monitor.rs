@@ -38,10 +38,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use super::cgroup::{Events, PathBuf, Version};
 use super::limit;
-use super::pressure::{self, Group, Source, SourceState};
+use super::pressure;
 use super::psi::{self, PsiTrigger, StallKind};
 use super::scope::{self, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
+use super::sources::{self, Source, SourceState};
+use super::usage::{self, Group};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::os::{self, FileKind};
 
@@ -115,7 +117,7 @@ fn systemd_watch() -> Option<&'static [u8]> {
 pub(crate) fn start_at_init(cgroup_limit: bool) -> Option<usize> {
     let wanted = match mode() {
         Mode::Off => {
-            pressure::set_state(Source::Monitor, SourceState::Off);
+            sources::set_state(Source::Monitor, SourceState::Off);
             false
         }
         Mode::On => true,
@@ -153,10 +155,10 @@ pub(crate) fn start() {
     if !AT_FORK.swap(true, Ordering::Relaxed) {
         os::at_fork(fork_prepare, fork_parent, fork_child);
     }
-    pressure::set_state(Source::Monitor, SourceState::Active);
+    sources::set_state(Source::Monitor, SourceState::Active);
     // SAFETY: the thread takes no argument.
     if !unsafe { os::spawn_detached(monitor_main, ptr::null_mut()) } {
-        pressure::set_state(Source::Monitor, SourceState::Failed(libc::EAGAIN));
+        sources::set_state(Source::Monitor, SourceState::Failed(libc::EAGAIN));
     }
 }
 
@@ -168,7 +170,7 @@ extern "C" fn monitor_main(_: *mut c_void) -> *mut c_void {
     m.set_up();
     m.run();
     // Nothing (left) to watch.
-    pressure::set_state(Source::Monitor, SourceState::Missing);
+    sources::set_state(Source::Monitor, SourceState::Missing);
     ptr::null_mut()
 }
 
@@ -312,7 +314,7 @@ impl Monitor {
 
     /// Opens every source, recording what became of each.
     fn set_up(&mut self) {
-        let group = pressure::group();
+        let group = usage::group();
         let mut fds = FDS.lock();
         let (v1, v2) = match group {
             Some(&g) if g.version == Version::V1 => (Some(g), None),
@@ -326,18 +328,18 @@ impl Monitor {
             set_file_path(Source::V1PressureLevel, &g, b"memory.pressure_level");
         }
         let r = v1.map_or(missing, |g| state(self.v1_thresholds(&mut fds, &g)));
-        pressure::set_state(Source::V1Threshold, r);
+        sources::set_state(Source::V1Threshold, r);
         let r = v1.map_or(missing, |g| state(self.v1_pressure_level(&mut fds, &g)));
-        pressure::set_state(Source::V1PressureLevel, r);
+        sources::set_state(Source::V1PressureLevel, r);
         if let Some(g) = v2 {
             set_file_path(Source::V2Events, &g, b"memory.events");
         }
         let r = v2.map_or(missing, |g| state(self.v2_events(&mut fds, &g)));
-        pressure::set_state(Source::V2Events, r);
+        sources::set_state(Source::V2Events, r);
         let systemd = self.systemd(&mut fds);
-        pressure::set_state(Source::SystemdWatch, systemd);
+        sources::set_state(Source::SystemdWatch, systemd);
         let psi = if systemd == SourceState::Active { SourceState::Off } else { self.psi(&mut fds) };
-        pressure::set_state(Source::Psi, psi);
+        sources::set_state(Source::Psi, psi);
     }
 
     /// v1 usage thresholds at the group's soft line, halfway to the hard
@@ -403,7 +405,7 @@ impl Monitor {
                 None => return SourceState::Missing,
             },
         };
-        pressure::set_path(Source::Psi, path.as_bytes());
+        sources::set_path(Source::Psi, path.as_bytes());
         let mut first_error = None;
         for (trigger, level) in PSI_TRIGGERS {
             let mut text = [0u8; PsiTrigger::TEXT_MAX];
@@ -429,7 +431,7 @@ impl Monitor {
         if watch == b"/dev/null" {
             return SourceState::Off;
         }
-        pressure::set_path(Source::SystemdWatch, watch);
+        sources::set_path(Source::SystemdWatch, watch);
         let mut raw = [0u8; 256];
         let write = match os::getenv(b"MEMORY_PRESSURE_WRITE\0") {
             None => None,
@@ -466,13 +468,13 @@ impl Monitor {
     /// Waits for events and reads the usage until nothing is left to watch.
     fn run(&mut self) {
         loop {
-            let group = pressure::group();
+            let group = usage::group();
             if group.is_none() && self.count(|_| true) == 0 {
                 return;
             }
             let usage_period = match group {
                 None => -1,
-                Some(g) if pressure::last_working_set() >= g.lines.soft().unwrap_or(0) as u64 / 2 => NEAR_MS,
+                Some(g) if usage::last_working_set() >= g.lines.soft().unwrap_or(0) as u64 / 2 => NEAR_MS,
                 Some(_) => FAR_MS,
             };
             // The monitor also runs the decay's global tick, so an idle
@@ -520,8 +522,8 @@ impl Monitor {
         match w.what {
             What::Threshold => {
                 drain(w.fd);
-                pressure::note_event(Source::V1Threshold);
-                match pressure::read_now() {
+                sources::note_event(Source::V1Threshold);
+                match usage::read_now() {
                     Some(r) => {
                         pressure::raise(Source::V1Threshold, r.level, r.target);
                     }
@@ -531,27 +533,27 @@ impl Monitor {
             }
             What::PressureLevel(level) => {
                 drain(w.fd);
-                pressure::note_event(Source::V1PressureLevel);
+                sources::note_event(Source::V1PressureLevel);
                 pressure::raise_event(Source::V1PressureLevel, level);
             }
             What::Events => self.on_events(w.fd),
             What::Psi(_) if broken => {
                 self.drop_where(|x| x == w.what);
-                pressure::set_state(Source::Psi, SourceState::Failed(libc::EIO));
+                sources::set_state(Source::Psi, SourceState::Failed(libc::EIO));
             }
             What::Psi(level) => {
-                pressure::note_event(Source::Psi);
+                sources::note_event(Source::Psi);
                 pressure::raise_event(Source::Psi, level);
             }
             What::Systemd(kind) => {
                 let eof = kind != FileKind::Regular && !discard(w.fd);
                 if revents & (libc::POLLIN | libc::POLLPRI) != 0 && !broken {
-                    pressure::note_event(Source::SystemdWatch);
+                    sources::note_event(Source::SystemdWatch);
                     pressure::raise_event(Source::SystemdWatch, Level::Medium);
                 }
                 if broken || eof || revents & libc::POLLHUP != 0 {
                     self.drop_where(|x| x == w.what);
-                    pressure::set_state(Source::SystemdWatch, SourceState::Failed(libc::EPIPE));
+                    sources::set_state(Source::SystemdWatch, SourceState::Failed(libc::EPIPE));
                 }
             }
         }
@@ -570,7 +572,7 @@ impl Monitor {
             Level::None
         };
         if level > Level::None {
-            pressure::note_event(Source::V2Events);
+            sources::note_event(Source::V2Events);
             pressure::raise_event(Source::V2Events, level);
         }
     }
@@ -583,7 +585,7 @@ impl Monitor {
 
 fn set_file_path(src: Source, g: &Group, name: &[u8]) {
     if let Some(p) = g.dir.file(name) {
-        pressure::set_path(src, p.as_bytes());
+        sources::set_path(src, p.as_bytes());
     }
 }
 
@@ -612,9 +614,9 @@ unsafe extern "C" fn fork_child() {
     drop(fds);
     // Relaxed: the child has one thread.
     let had = RUNNING.swap(0, Ordering::Relaxed) != 0;
-    if had && pressure::state(Source::Monitor) == SourceState::Active {
+    if had && sources::state(Source::Monitor) == SourceState::Active {
         for src in [Source::V1Threshold, Source::V1PressureLevel, Source::V2Events, Source::Psi, Source::SystemdWatch] {
-            pressure::set_state(src, SourceState::NotStarted);
+            sources::set_state(src, SourceState::NotStarted);
         }
         limit::arm_monitor_in_child(crate::stats::committed().saturating_add(ARM_BYTES));
     }

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use super::limit;
 use super::scope::{self, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
-use super::stats::{self, bump, Trigger};
+use super::sources::Trigger;
+use super::stats::{self, bump};
 use crate::os;
 
 /// The number of context classes: unrestricted, `NOFS`, `NOIO`.
