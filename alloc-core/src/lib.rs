@@ -40,6 +40,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod check;
+pub mod delegate;
 mod free;
 mod global;
 mod heap;

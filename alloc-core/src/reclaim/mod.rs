@@ -58,7 +58,6 @@
 //! ```
 
 pub mod cgroup;
-mod context;
 mod limit;
 mod monitor;
 mod pressure;
@@ -70,26 +69,28 @@ mod sources;
 mod stats;
 mod usage;
 mod worker;
-mod workqueue;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-pub use context::{is_io_flusher, set_io_flusher, spawn, Context, ContextClass, ContextGuard, KernelRefused};
 pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
 pub(crate) use pressure::on_map_failure;
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
-    noio_save, with_nofs, with_noio, with_reserve, ScopeFlags, ScopeGuard,
+    noio_save, with_nofs, with_noio, with_reserve, ContextClass, ScopeFlags, ScopeGuard,
 };
 pub use shrinker::{
     CountResult, Level, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions, DEFAULT_BATCH, DEFAULT_SEEKS,
 };
 pub use sources::{Source, SourceState, Trigger};
 pub use stats::{stats, Field, PassRecord, ReclaimStats, ShrinkerStats, SourceStats, Value};
-pub use workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
+// Contexts and work queues live in their own layer above reclaim
+// (`crate::delegate`); their names stay reachable here, where programs and
+// the C API have always found them.
+pub use crate::delegate::context::{is_io_flusher, set_io_flusher, spawn, Context, ContextGuard, KernelRefused};
+pub use crate::delegate::workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
 
 use registry::{Active, Entry, NOT_OWED};
 use scope::{Reclaiming, RECLAIMING};
@@ -226,7 +227,7 @@ pub(crate) struct Pass {
     /// The mask of the thread the pass runs for.
     pub(crate) scope: ScopeFlags,
     /// A background reclaimer's class: only shrinkers whose home it is.
-    pub(crate) only_class: Option<usize>,
+    pub(crate) only_class: Option<ContextClass>,
 }
 
 impl Pass {
@@ -253,7 +254,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     let started = Instant::now();
     let _r = Reclaiming::enter();
     let scope = p.scope.effective();
-    let mut owed = [false; CLASSES];
+    let mut owed = [false; ContextClass::COUNT];
     let mut freed = Freed { bytes: purge_measured(), objects: 0 };
     if p.level > Level::None {
         if let Some(list) = registry::snapshot() {
@@ -272,8 +273,8 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
         duration_ns: started.elapsed().as_nanos() as u64,
     });
     if freed.bytes < p.target {
-        for class in (0..CLASSES).filter(|&c| owed[c] && Some(c) != p.only_class) {
-            worker::wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
+        for class in ContextClass::ALL.into_iter().filter(|&c| owed[c.index()] && Some(c) != p.only_class) {
+            worker::wake(class.index(), p.target - freed.bytes, p.level, p.trigger.owed());
         }
     }
     freed
@@ -300,7 +301,7 @@ fn shrink_rounds(
     p: &Pass,
     scope: ScopeFlags,
     freed: &mut Freed,
-    owed: &mut [bool; CLASSES],
+    owed: &mut [bool; ContextClass::COUNT],
 ) {
     for priority in (0..=start_priority(p.level)).rev() {
         let target_bytes = p.target.saturating_sub(freed.bytes);
@@ -384,14 +385,14 @@ fn share(freeable: usize, priority: u32, seeks: u32) -> usize {
 /// cache is never asked for more than it could give in two rounds), in
 /// batches; work smaller than a batch waits in `deferred` until it adds up
 /// to one, unless it covers the whole count. What was not scanned is owed.
-fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> Option<usize> {
+fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; ContextClass::COUNT]) -> Option<usize> {
     if e.is_disabled() {
         return None;
     }
     let needs = e.options.get_needs();
     if !needs.allowed_in(sc.scope) && !testing::ignoring_mask() {
         skip(e, sc.priority);
-        owed[needs.class()] = true;
+        owed[needs.class().index()] = true;
         return None;
     }
     let active = e.enter()?;

@@ -27,7 +27,7 @@
 use core::fmt;
 use core::ops::BitOr;
 
-use super::scope::ScopeFlags;
+use super::scope::{ContextClass, ScopeFlags};
 
 /// How hard reclaim is pushing: `None < Low < Medium < Critical`.
 ///
@@ -263,16 +263,15 @@ impl Needs {
             || self.0 & Self::IO.0 != 0 && scope.contains(ScopeFlags::NOIO))
     }
 
-    /// The least restricted scope that still allows these needs' shrinkers,
-    /// as an index: 0 unrestricted, 1 `NOFS`, 2 `NOIO`. A shrinker's
-    /// background reclaimer is the one of that class.
-    pub(crate) const fn class(self) -> usize {
+    /// The most restricted class whose scope still allows these needs'
+    /// shrinkers: a shrinker's background reclaimer is the one of that class.
+    pub(crate) const fn class(self) -> ContextClass {
         if self.0 & Self::FS.0 != 0 {
-            0
+            ContextClass::Normal
         } else if self.0 & Self::IO.0 != 0 {
-            1
+            ContextClass::Nofs
         } else {
-            2
+            ContextClass::Noio
         }
     }
 
