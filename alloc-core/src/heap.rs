@@ -457,7 +457,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
                 }
                 if (*page).free.is_null() {
                     let cost = (*page).carve_cost();
-                    if cost > 0 && !crate::reclaim::fits(cost) {
+                    if cost > 0 && !crate::commit::fits(cost) {
                         over_limit = over_limit.max(cost);
                         page = (*page).next;
                         continue;
@@ -477,7 +477,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
                     page = next;
                 }
             }
-            if over_limit > 0 && !charged && crate::reclaim::charge(over_limit) {
+            if over_limit > 0 && !charged && crate::commit::charge(over_limit) {
                 charged = true;
                 continue 'walk;
             }
@@ -531,7 +531,7 @@ unsafe fn new_page(heap: *mut Heap, class: usize) -> *mut Page {
                 // Reclaim may run here and re-enter this heap; look again
                 // after. What the page's first carving will commit is charged.
                 let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min((*page).size);
-                if !crate::reclaim::charge(first) {
+                if !crate::commit::charge(first) {
                     return ptr::null_mut();
                 }
                 charged = true;

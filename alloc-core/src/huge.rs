@@ -93,7 +93,7 @@ fn alloc_from(size: usize, align: usize, reserve: usize, may_map: bool) -> *mut 
 }
 
 fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option<*mut Segment> {
-    if !crate::reclaim::charge(HEADER_RESERVE + usable) {
+    if !crate::commit::charge(HEADER_RESERVE + usable) {
         return None;
     }
     let seg = segment::map_segment(Kind::Huge, offset + reserve, align.max(SEGMENT_SIZE))?;
@@ -183,7 +183,7 @@ unsafe fn commit_to(seg: *mut Segment, len: usize) -> bool {
     unsafe {
         let more = len.saturating_sub((*seg).committed_len);
         if more > 0 {
-            if !crate::reclaim::charge(more) {
+            if !crate::commit::charge(more) {
                 return false;
             }
             stats::on_commit(more);

@@ -40,6 +40,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod check;
+mod commit;
 pub mod delegate;
 mod free;
 mod global;

@@ -239,7 +239,7 @@ pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment
     let mem = loop {
         match os::map_aligned(len, align) {
             Some(mem) => break mem,
-            None if crate::reclaim::on_map_failure(len, attempt) => attempt += 1,
+            None if crate::commit::on_map_failure(len, attempt) => attempt += 1,
             None => return None,
         }
     };
@@ -338,7 +338,7 @@ pub fn acquire_segment(kind: Kind) -> Option<*mut Segment> {
     if !cached.is_null() {
         return Some(cached);
     }
-    if !crate::reclaim::charge(HEADER_RESERVE) {
+    if !crate::commit::charge(HEADER_RESERVE) {
         return None;
     }
     map_segment(kind, SEGMENT_SIZE, SEGMENT_SIZE)

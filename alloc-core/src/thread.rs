@@ -165,7 +165,8 @@ fn take_heap() -> *mut Heap {
     heap
 }
 
-/// Once per process: options, the thread-exit key, the fork handlers.
+/// Once per process: options, reclaim's commit slow paths, the
+/// thread-exit key, the fork handlers.
 fn init_process() {
     // Acquire pairs with the Release store of 2: the key is visible.
     if INIT.load(Ordering::Acquire) == 2 {
@@ -173,6 +174,9 @@ fn init_process() {
     }
     if INIT.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_ok() {
         options::init();
+        // Before the first page is carved: charges past the limits reach
+        // reclaim through the commit seam.
+        crate::reclaim::install();
         let key = os::thread_key_create(on_thread_exit).unwrap_or_else(|| {
             os::write_stderr(b"shrinkalloc: no pthread key left; thread exits will leak heaps\n");
             0

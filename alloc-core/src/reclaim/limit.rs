@@ -15,7 +15,8 @@
 //! hard limit and no soft limit, the soft limit in force is 7/8 of the hard
 //! one, so that background reclaim starts before allocations have to wait.
 //!
-//! Invariant: `THRESHOLD` is the smallest of the soft limit in force, the
+//! Invariant: the core's commit threshold (`crate::commit`, the fast check
+//! of every charge) is the smallest of the soft limit in force, the
 //! hard limit and `MONITOR_AT` (`usize::MAX` without any), recomputed under
 //! `SETTER` after every change (a fork child, alone, lowers it without the
 //! lock); it is 0 until the environment has been read, so the first
@@ -32,10 +33,9 @@ use crate::options::{self, Var};
 
 static SOFT: AtomicUsize = AtomicUsize::new(0);
 static HARD: AtomicUsize = AtomicUsize::new(0);
-static THRESHOLD: AtomicUsize = AtomicUsize::new(0);
 /// 0: environment unread; 1: being read; 2: read.
 static ENV: AtomicU8 = AtomicU8::new(0);
-/// Serialises limit changes so `THRESHOLD` matches the last pair written.
+/// Serialises limit changes so the commit threshold matches the last pair written.
 static SETTER: SpinLock<()> = SpinLock::new(());
 /// Committed bytes past which the pressure monitor is due to start.
 static MONITOR_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -44,14 +44,6 @@ static MONITOR_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// 1/16 of the limit, clamped to [`RESERVE_MIN`, `RESERVE_MAX`].
 const RESERVE_MIN: usize = 8 << 20;
 const RESERVE_MAX: usize = 256 << 20;
-
-/// Below this, `charge` has nothing to check.
-#[inline]
-pub(crate) fn threshold() -> usize {
-    // Relaxed: a stale threshold only sends one charge down the slow path,
-    // or lets one through that a concurrent setter is about to forbid.
-    THRESHOLD.load(Ordering::Relaxed)
-}
 
 /// The limits in force, as one reclaim decision reads them.
 #[derive(Clone, Copy, Debug)]
@@ -126,7 +118,7 @@ impl Limits {
 pub(crate) fn current() -> Limits {
     init();
     // Relaxed: each limit is an independent value; a reader racing a setter
-    // sees the old or the new one, and `THRESHOLD` is fixed up after it.
+    // sees the old or the new one, and the commit threshold is fixed up after it.
     let soft = SOFT.load(Ordering::Relaxed);
     let hard = HARD.load(Ordering::Relaxed);
     let soft = match (soft, hard) {
@@ -143,8 +135,7 @@ fn recompute() {
     let limits = l.soft().unwrap_or(usize::MAX).min(l.hard().unwrap_or(usize::MAX));
     // Relaxed: a stale value only delays the monitor's start by one charge.
     let t = limits.min(MONITOR_AT.load(Ordering::Relaxed));
-    // Relaxed: see `threshold`.
-    THRESHOLD.store(t, Ordering::Relaxed);
+    crate::commit::set_threshold(t);
 }
 
 fn set(which: &AtomicUsize, bytes: Option<usize>) {
@@ -219,6 +210,8 @@ pub(crate) fn init() {
 #[cold]
 #[inline(never)]
 fn init_slow() {
+    // Limits are about to be set: the core must call reclaim past them.
+    super::install();
     if ENV.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_err() {
         // Another thread is reading; it takes microseconds. Bounded, in case
         // it was a parent thread caught by fork().
@@ -303,7 +296,7 @@ pub(crate) fn disarm_monitor() -> bool {
 pub(crate) fn arm_monitor_in_child(at: usize) {
     // Relaxed: single-threaded here.
     MONITOR_AT.store(at, Ordering::Relaxed);
-    THRESHOLD.fetch_min(at, Ordering::Relaxed);
+    crate::commit::lower_threshold(at);
 }
 
 #[cfg(test)]

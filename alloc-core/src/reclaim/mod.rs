@@ -1,9 +1,10 @@
 //! Reclaim: what the allocator does when memory runs short.
 //!
-//! The allocator's slow paths call `charge` before committing memory. Its
-//! fast path is two relaxed loads (the limit threshold and the committed
-//! counter). Past the soft limit it wakes the background reclaimers
-//! (`worker.rs`); past the hard limit it runs *direct reclaim* in the
+//! The allocator's slow paths call `commit::charge` before committing
+//! memory. Its fast path, in the core, is two relaxed loads (the threshold
+//! this layer keeps there and the committed counter); past it, the core
+//! calls the slow paths installed here (`install`). Past the soft limit
+//! the slow path wakes the background reclaimers (`worker.rs`); past the hard limit it runs *direct reclaim* in the
 //! allocating thread, under that thread's scope mask (`scope.rs`), and
 //! refuses the allocation if it still does not fit after a bounded wait.
 //!
@@ -75,7 +76,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
-pub(crate) use pressure::on_map_failure;
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
@@ -104,30 +104,23 @@ const DIRECT_PASSES: usize = 3;
 /// How long a failed direct reclaim waits for a background pass in flight.
 const DIRECT_WAIT: Duration = Duration::from_millis(50);
 
-/// Called by the allocator's slow paths before they commit `bytes` more of
-/// memory. Returns `false` when the allocation must fail (hard limit reached
-/// and reclaim could not make room). Never called with an allocator lock held.
-///
-/// Fast path: two relaxed loads and a compare, when the committed bytes
-/// stay under both limits (always, without limits).
-#[inline]
-pub(crate) fn charge(bytes: usize) -> bool {
-    if crate::stats::committed().saturating_add(bytes) <= limit::threshold() {
-        return true;
-    }
-    charge_slow(bytes)
+/// The slow paths the core calls through its commit seam (`crate::commit`)
+/// once the committed bytes pass the threshold `limit.rs` keeps there.
+static RECLAIMER: crate::commit::Reclaimer =
+    crate::commit::Reclaimer { charge: charge_slow, fits: fits_slow, on_map_failure: pressure::on_map_failure };
+
+/// Installs reclaim's slow paths in the core's commit seam. Called at
+/// process start (`thread::init_process`) and wherever reclaim is first
+/// configured (a limit, a shrinker), so they are in place before any
+/// charge needs them. Idempotent.
+pub(crate) fn install() {
+    crate::commit::install(&RECLAIMER);
 }
 
 /// Whether committing `bytes` more fits under the limits now, without
-/// reclaiming or waking anyone: for a caller that cannot run reclaim where
-/// it stands (the page walk of `heap::find_page`), which, when refused,
-/// calls [`charge`] at a safe point and looks again.
-#[inline]
-pub(crate) fn fits(bytes: usize) -> bool {
+/// reclaiming or waking anyone (`commit::fits` past the threshold).
+fn fits_slow(bytes: usize) -> bool {
     let want = crate::stats::committed().saturating_add(bytes);
-    if want <= limit::threshold() {
-        return true;
-    }
     let limits = limit::current();
     if scope::raw() & RECLAIMING != 0 {
         limits.fits_reserve(want)
@@ -136,8 +129,9 @@ pub(crate) fn fits(bytes: usize) -> bool {
     }
 }
 
-#[cold]
-#[inline(never)]
+/// `commit::charge` past the threshold: `false` when the allocation must
+/// fail (hard limit reached and reclaim could not make room). Never called
+/// with an allocator lock held.
 fn charge_slow(bytes: usize) -> bool {
     let limits = limit::current();
     let want = crate::stats::committed().saturating_add(bytes);

@@ -260,6 +260,7 @@ pub fn register_boxed(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> 
     // A few hundred bytes, from the reserve if need be: a program at its
     // hard limit is the one that most needs to register its caches, and a
     // failed allocation here could only abort.
+    super::install();
     super::with_reserve(|| {
         AT_FORK.call_once(|| os::at_fork(fork_prepare, fork_parent, fork_child));
         // Its caches should hear of pressure from outside too.

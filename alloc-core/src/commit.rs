@@ -1,0 +1,115 @@
+//! The one seam through which the allocator core commits memory.
+//!
+//! Before the core commits more memory (a new segment header, a page's next
+//! carving, a huge block) it asks [`charge`] (may run reclaim) or [`fits`]
+//! (never does); when the kernel refuses a mapping it asks
+//! [`on_map_failure`] whether to retry. The fast path of both checks is
+//! two relaxed loads and a compare against [`THRESHOLD`]. Past it, the core
+//! calls the slow path that the reclaim layer *installs* ([`install`]):
+//! the core never names reclaim, reclaim names the core.
+//!
+//! Invariant: `THRESHOLD` is a number of committed bytes under which no
+//! charge needs the slow path: the reclaim layer stores the smallest line it
+//! watches (`usize::MAX` with none). It starts at 0, so that the first
+//! charge goes slow and lets reclaim read its configuration. With no slow
+//! path installed (only before the process's first heap exists, see
+//! `thread::init_process`) every charge succeeds and a refused mapping is
+//! not retried: there is nothing yet to reclaim.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// The slow paths the reclaim layer installs.
+pub(crate) struct Reclaimer {
+    /// `charge` past the threshold: `false` when the allocation must fail.
+    pub(crate) charge: fn(usize) -> bool,
+    /// `fits` past the threshold: whether the bytes fit without reclaiming.
+    pub(crate) fits: fn(usize) -> bool,
+    /// A mapping of `bytes` failed before retry `attempt + 1`: whether to retry.
+    pub(crate) on_map_failure: fn(usize, u32) -> bool,
+}
+
+/// The installed slow paths (null: none yet).
+static RECLAIMER: AtomicPtr<Reclaimer> = AtomicPtr::new(ptr::null_mut());
+/// Committed bytes under which a charge needs no slow path.
+static THRESHOLD: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the slow paths. Idempotent: the same table may be installed any
+/// number of times, from any thread.
+pub(crate) fn install(r: &'static Reclaimer) {
+    // Release pairs with the Acquire load in `installed`: the table's
+    // fields are visible to whoever sees the pointer.
+    RECLAIMER.store(ptr::from_ref(r).cast_mut(), Ordering::Release);
+}
+
+fn installed() -> Option<&'static Reclaimer> {
+    // Acquire pairs with the Release store in `install`.
+    let r = RECLAIMER.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer came from a `&'static Reclaimer` in
+    // `install`: it is valid, aligned and never written through.
+    unsafe { r.as_ref() }
+}
+
+/// The threshold now (see the module doc).
+#[inline]
+pub(crate) fn threshold() -> usize {
+    // Relaxed: a stale threshold only sends one charge down the slow path,
+    // or lets one through that a concurrent setter is about to forbid.
+    THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// Sets the threshold (reclaim's limits, recomputed under their lock).
+pub(crate) fn set_threshold(bytes: usize) {
+    // Relaxed: see `threshold`.
+    THRESHOLD.store(bytes, Ordering::Relaxed);
+}
+
+/// Lowers the threshold to `bytes` if it is higher.
+pub(crate) fn lower_threshold(bytes: usize) {
+    // Relaxed: see `threshold`.
+    THRESHOLD.fetch_min(bytes, Ordering::Relaxed);
+}
+
+/// Called before committing `bytes` more memory, never with an allocator
+/// lock held (the slow path may run reclaim, which takes them). `false`
+/// when the allocation must fail.
+///
+/// Fast path: two relaxed loads and a compare.
+#[inline]
+pub(crate) fn charge(bytes: usize) -> bool {
+    if crate::stats::committed().saturating_add(bytes) <= threshold() {
+        return true;
+    }
+    charge_slow(bytes)
+}
+
+#[cold]
+#[inline(never)]
+fn charge_slow(bytes: usize) -> bool {
+    installed().map_or(true, |r| (r.charge)(bytes))
+}
+
+/// Whether committing `bytes` more fits under the limits now, without
+/// reclaiming or waking anyone: for a caller that cannot run reclaim where
+/// it stands (the page walk of `heap::find_page`), which, when refused,
+/// calls [`charge`] at a safe point and looks again.
+#[inline]
+pub(crate) fn fits(bytes: usize) -> bool {
+    if crate::stats::committed().saturating_add(bytes) <= threshold() {
+        return true;
+    }
+    fits_slow(bytes)
+}
+
+#[cold]
+#[inline(never)]
+fn fits_slow(bytes: usize) -> bool {
+    installed().map_or(true, |r| (r.fits)(bytes))
+}
+
+/// Called when a mapping of `bytes` failed, before retry `attempt + 1`:
+/// whether to retry (reclaim may have made room).
+#[cold]
+pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
+    installed().is_some_and(|r| (r.on_map_failure)(bytes, attempt))
+}
