@@ -59,6 +59,7 @@
 //! ```
 
 pub mod cgroup;
+mod config;
 mod limit;
 mod monitor;
 mod pressure;
@@ -75,7 +76,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
+pub use config::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
@@ -95,7 +96,6 @@ pub use crate::delegate::workqueue::{ClassStats, SubmitError, WorkQueue, WorkQue
 use registry::{Active, Entry, NOT_OWED};
 use scope::{Reclaiming, RECLAIMING};
 use stats::bump;
-use worker::CLASSES;
 
 /// The kernel's `DEF_PRIORITY`: the gentlest round asks for `count >> 12`.
 const DEF_PRIORITY: u32 = 12;
@@ -120,6 +120,7 @@ pub(crate) fn install() {
 /// Whether committing `bytes` more fits under the limits now, without
 /// reclaiming or waking anyone (`commit::fits` past the threshold).
 fn fits_slow(bytes: usize) -> bool {
+    config::ensure();
     let want = crate::stats::committed().saturating_add(bytes);
     let limits = limit::current();
     if scope::raw() & RECLAIMING != 0 {
@@ -133,6 +134,7 @@ fn fits_slow(bytes: usize) -> bool {
 /// fail (hard limit reached and reclaim could not make room). Never called
 /// with an allocator lock held.
 fn charge_slow(bytes: usize) -> bool {
+    config::ensure();
     let limits = limit::current();
     let want = crate::stats::committed().saturating_add(bytes);
     let mask = scope::raw();
@@ -152,7 +154,7 @@ fn charge_slow(bytes: usize) -> bool {
     }
     if limits.over_soft(want) {
         let level = limits.level(want).min(Level::Medium).max(pressure::level());
-        for class in 0..CLASSES {
+        for class in ContextClass::ALL {
             worker::wake(class, want - limits.soft_goal(), level, Trigger::Background);
         }
     }
@@ -186,7 +188,7 @@ fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
     if fits() {
         return true;
     }
-    worker::wait_for_allowed(worker::class_of(scope), DIRECT_WAIT);
+    worker::wait_for_allowed(ContextClass::of(scope), DIRECT_WAIT);
     if fits() {
         return true;
     }
@@ -268,7 +270,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     });
     if freed.bytes < p.target {
         for class in ContextClass::ALL.into_iter().filter(|&c| owed[c.index()] && Some(c) != p.only_class) {
-            worker::wake(class.index(), p.target - freed.bytes, p.level, p.trigger.owed());
+            worker::wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
         }
     }
     freed

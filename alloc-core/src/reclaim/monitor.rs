@@ -131,14 +131,14 @@ pub(crate) fn start_at_init(cgroup_limit: bool) -> Option<usize> {
 pub(crate) fn want() {
     // Relaxed: a stale pid only arms a start that `start` then declines.
     if mode() != Mode::Off && RUNNING.load(Ordering::Relaxed) != std::process::id() {
-        limit::arm_monitor(0);
+        limit::arm_wake(0);
     }
 }
 
 /// Starts the monitor of this process if it is due (called from `charge`'s
 /// slow path with no lock held, never inside reclaim).
 pub(crate) fn start() {
-    if !limit::disarm_monitor() {
+    if !limit::disarm_wake() {
         return;
     }
     let pid = std::process::id();
@@ -618,6 +618,6 @@ unsafe extern "C" fn fork_child() {
         for src in [Source::V1Threshold, Source::V1PressureLevel, Source::V2Events, Source::Psi, Source::SystemdWatch] {
             sources::set_state(src, SourceState::NotStarted);
         }
-        limit::arm_monitor_in_child(crate::stats::committed().saturating_add(ARM_BYTES));
+        limit::arm_wake_in_child(crate::stats::committed().saturating_add(ARM_BYTES));
     }
 }

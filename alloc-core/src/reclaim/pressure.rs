@@ -31,8 +31,8 @@ use super::shrinker::Level;
 use super::sources::{self, note_event, Source, Trigger};
 use super::stats::bump;
 use super::usage::{self, Reading};
-use super::worker::{self, CLASSES};
-use super::{scope, Pass};
+use super::worker;
+use super::{scope, ContextClass, Pass};
 use crate::os;
 
 /// One source raises at most this often unless its level went up.
@@ -87,7 +87,7 @@ pub(crate) fn raise(src: Source, level: Level, target: usize) -> bool {
     let now = os::now_ms();
     sources::note_raise(src, level, now);
     note_level(level, now);
-    for class in 0..CLASSES {
+    for class in ContextClass::ALL {
         worker::wake(class, target, level, src);
     }
     true
@@ -131,7 +131,7 @@ pub(crate) fn raise_event(src: Source, level: Level) {
 /// due, and returns the bytes a direct pass should free when the group's
 /// working set is past its hard line.
 pub(crate) fn on_charge_slow(want: usize) -> Option<usize> {
-    if super::limit::monitor_due(want) {
+    if super::limit::wake_due(want) {
         super::monitor::start();
     }
     let r = check_usage()?;
@@ -160,7 +160,7 @@ pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
     let scope = scope::current_scope();
     let pass = Pass { target, level: Level::Critical, trigger: Trigger::MmapFailure, scope, only_class: None };
     if super::run_pass(pass) == super::Freed::NOTHING {
-        worker::wait_for_allowed(worker::class_of(scope), MAP_WAIT);
+        worker::wait_for_allowed(ContextClass::of(scope), MAP_WAIT);
     }
     true
 }

@@ -454,6 +454,7 @@ declare_stats! {
 pub fn stats() -> ReclaimStats {
     // Relaxed: counters are independent tallies, read as a snapshot.
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    super::config::ensure();
     let limits = limit::current();
     let shrinkers =
         registry::snapshot().map(|list| list.iter().map(|e| ShrinkerStats::of(e)).collect()).unwrap_or_default();

@@ -31,18 +31,10 @@ use super::sources::Trigger;
 use super::stats::{self, bump};
 use crate::os;
 
-/// The number of context classes: unrestricted, `NOFS`, `NOIO`.
-pub(crate) const CLASSES: usize = ContextClass::COUNT;
-
 /// How long an idle reclaimer sleeps before checking again (bounded waits).
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a reclaimer rests after a pass that freed nothing.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
-
-/// The class of a thread with scope `mask`.
-pub(crate) fn class_of(mask: ScopeFlags) -> ContextClass {
-    ContextClass::of(mask)
-}
 
 /// The effective mask a class's reclaimer runs under.
 const fn reclaimer_scope(class: ContextClass) -> ScopeFlags {
@@ -82,7 +74,7 @@ impl Worker {
 
 struct Workers {
     pid: u32,
-    by_class: [Option<&'static Worker>; CLASSES],
+    by_class: [Option<&'static Worker>; ContextClass::COUNT],
 }
 
 /// The reclaimers of the process that started them; leaked on purpose (a
@@ -221,8 +213,7 @@ fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
 /// reclaimers if need be. A soft-limit wake skips the lock when a request
 /// is already pending (the pass it runs re-reads the limits); other
 /// triggers, rare and rate-limited, merge their level and target into it.
-pub(crate) fn wake(class: usize, target: usize, level: Level, trigger: Trigger) {
-    let class = ContextClass::from_index(class);
+pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger) {
     let Some(w) = ensure_started().and_then(|ws| ws.by_class[class.index()]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
     if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
