@@ -42,6 +42,7 @@
 pub mod check;
 mod commit;
 pub mod delegate;
+mod fork;
 mod free;
 mod global;
 mod heap;

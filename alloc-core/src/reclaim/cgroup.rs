@@ -294,7 +294,7 @@ pub fn discover_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<Found> {
 /// mountinfo longer than this is cut at a line boundary. Static, not on the
 /// stack: discovery may run on a thread with a small stack, inside `malloc`.
 const PROC_BUF: usize = 64 * 1024;
-static BUFFERS: SpinLock<([u8; 4096], [u8; PROC_BUF])> = SpinLock::new(([0; 4096], [0; PROC_BUF]));
+pub(crate) static BUFFERS: SpinLock<([u8; 4096], [u8; PROC_BUF])> = SpinLock::new(([0; 4096], [0; PROC_BUF]));
 
 /// Runs `f` over the texts of `/proc/self/cgroup` and `/proc/self/mountinfo`
 /// (read into the static buffers, under their lock).
@@ -446,7 +446,7 @@ pub(crate) fn read_key(path: &PathBuf, key: &[u8]) -> Result<Option<u64>, i32> {
 
 /// What discovery found at start-up, for the statistics; `None` when there
 /// was no memory cgroup, or discovery was off or not run.
-static FOUND: SpinLock<Option<Found>> = SpinLock::new(None);
+pub(crate) static FOUND: SpinLock<Option<Found>> = SpinLock::new(None);
 
 /// Records what discovery found (called once by the limits' set-up).
 pub(crate) fn remember(found: Option<Found>) {

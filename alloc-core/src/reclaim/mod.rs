@@ -60,11 +60,11 @@
 
 pub mod cgroup;
 mod config;
-mod limit;
-mod monitor;
+pub(crate) mod limit;
+pub(crate) mod monitor;
 mod pressure;
 pub mod psi;
-mod registry;
+pub(crate) mod registry;
 mod scope;
 mod shrinker;
 mod sources;

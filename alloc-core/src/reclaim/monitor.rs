@@ -28,13 +28,13 @@
 //! Invariant: the monitor belongs to the process that started it
 //! (`RUNNING` holds its pid). A `fork()` child closes the inherited
 //! descriptors in its atfork handler — `FDS` lists every descriptor the
-//! monitor holds, and `fork_prepare` holds `FDS`'s lock, which set-up holds
+//! monitor holds, and `fork.rs` holds `FDS`'s lock across the fork, which set-up holds
 //! across each open, so the list is complete — and arms a fresh start. The
 //! monitor allocates nothing while holding `FDS`, and blocks only in `poll`.
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use super::cgroup::{Events, PathBuf, Version};
 use super::limit;
@@ -82,11 +82,9 @@ enum Mode {
 static MODE: AtomicU8 = AtomicU8::new(0);
 /// The pid of the process whose monitor runs (or is starting), or 0.
 static RUNNING: AtomicU32 = AtomicU32::new(0);
-/// Every descriptor the monitor holds, by watch slot (-1: none).
-static FDS: SpinLock<[i32; MAX_WATCHES]> = SpinLock::new([-1; MAX_WATCHES]);
-/// Whether the fork handlers are registered (not a `Once`: a fork while
-/// another thread runs it would leave the child's copy running forever).
-static AT_FORK: AtomicBool = AtomicBool::new(false);
+/// Every descriptor the monitor holds, by watch slot (-1: none). Held
+/// across `fork()` (`fork.rs`, where the lock order is).
+pub(crate) static FDS: SpinLock<[i32; MAX_WATCHES]> = SpinLock::new([-1; MAX_WATCHES]);
 
 fn mode() -> Mode {
     // Relaxed here and below: the mode is a pure function of the
@@ -148,13 +146,9 @@ pub(crate) fn start() {
     if seen == pid || RUNNING.compare_exchange(seen, pid, Ordering::Relaxed, Ordering::Relaxed).is_err() {
         return;
     }
-    // Registering the fork handlers and creating a thread allocate: never
-    // let those allocations reclaim or start the monitor again.
+    // Creating a thread allocates: never let that reclaim or start the
+    // monitor again.
     let _r = Reclaiming::enter();
-    // Relaxed: the swap elects one registering thread; nothing else is ordered.
-    if !AT_FORK.swap(true, Ordering::Relaxed) {
-        os::at_fork(fork_prepare, fork_parent, fork_child);
-    }
     sources::set_state(Source::Monitor, SourceState::Active);
     // SAFETY: the thread takes no argument.
     if !unsafe { os::spawn_detached(monitor_main, ptr::null_mut()) } {
@@ -589,23 +583,11 @@ fn set_file_path(src: Source, g: &Group, name: &[u8]) {
     }
 }
 
-// Around fork(): the child has no monitor thread. It closes what the
-// parent's monitor held (the numbers are still ours there, before the
-// child's code can reuse them) and arms a start of its own.
-
-unsafe extern "C" fn fork_prepare() {
-    FDS.raw_lock();
-}
-
-unsafe extern "C" fn fork_parent() {
-    // SAFETY: `fork_prepare` took the lock in this process image.
-    unsafe { FDS.raw_unlock() };
-}
-
-unsafe extern "C" fn fork_child() {
-    // SAFETY: `fork_prepare` took the lock in the parent image, which this
-    // child inherited; nobody else in the child holds it.
-    unsafe { FDS.raw_unlock() };
+/// In a `fork()` child, once `fork.rs` released `FDS`: the child has no
+/// monitor thread. Closes what the parent's monitor held (the numbers are
+/// still ours here, before the child's code can reuse them) and arms a
+/// start of its own.
+pub(crate) fn after_fork_in_child() {
     let mut fds = FDS.lock();
     for fd in fds.iter_mut().filter(|fd| **fd >= 0) {
         os::close(*fd);
