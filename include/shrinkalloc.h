@@ -502,6 +502,21 @@ size_t sa_reclaim(size_t target_bytes, enum sa_level level);
 int sa_stats_print(int fd, int json);
 
 /**
+ * sa_reclaim_stats() - read reclaim's statistics as numbers, the same
+ * figures sa_stats_print() writes (the text and JSON come from one
+ * declaration in the library): writes up to @n values into @values and
+ * their names into @names (either may be NULL), in a fixed order that only
+ * grows at the end. Names are the JSON keys ("committed", "failed_maps",
+ * ...); counts by name read "passes_by_level.low",
+ * "passes_by_trigger.direct" and so on. Limits that are not set read 0.
+ * The names are static strings, valid for the life of the process.
+ * Return: how many figures there are in all (call with @n = 0 to size the
+ * arrays; a caller built for fewer reads a prefix).
+ * Context: any context; allocates.
+ */
+size_t sa_reclaim_stats(uint64_t *values, const char **names, size_t n);
+
+/**
  * sa_version() - the library's version, "MAJOR.MINOR.PATCH".
  * Return: a static string.
  * Context: any context.

@@ -41,6 +41,8 @@
 
 pub mod check;
 mod commit;
+pub mod delegate;
+mod fork;
 mod free;
 mod global;
 mod heap;

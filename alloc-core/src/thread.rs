@@ -182,7 +182,7 @@ fn init_process() {
             0
         });
         KEY.store(key, Ordering::Relaxed);
-        os::at_fork(fork_prepare, fork_parent, fork_child);
+        crate::fork::install();
         INIT.store(2, Ordering::Release);
         return;
     }
@@ -249,14 +249,14 @@ fn abandon(heap: *mut Heap) {
 // held by a thread that does not exist there. Order: POOL, ALL, CACHE, HCACHE,
 // the only order in which any two of them are ever held together.
 
-unsafe extern "C" fn fork_prepare() {
+pub(crate) unsafe extern "C" fn fork_prepare() {
     POOL.raw_lock();
     ALL.raw_lock();
     CACHE.raw_lock();
     huge::HCACHE.raw_lock();
 }
 
-unsafe extern "C" fn fork_parent() {
+pub(crate) unsafe extern "C" fn fork_parent() {
     // SAFETY: `fork_prepare` took these locks in this process.
     unsafe {
         huge::HCACHE.raw_unlock();
@@ -266,7 +266,7 @@ unsafe extern "C" fn fork_parent() {
     }
 }
 
-unsafe extern "C" fn fork_child() {
+pub(crate) unsafe extern "C" fn fork_child() {
     // SAFETY: `fork_prepare` took these locks in the parent, whose memory
     // this process is a copy of; no other thread exists here.
     unsafe {

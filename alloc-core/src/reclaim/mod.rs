@@ -25,7 +25,8 @@
 //! kernel's events (v1 thresholds and pressure levels, v2 `memory.events`,
 //! PSI, systemd's watch); and an `mmap` that fails with `ENOMEM`, which
 //! reclaims directly and retries (`on_map_failure`). Each pass records
-//! the source that raised it ([`Trigger`]).
+//! what raised it ([`Trigger`]: the allocator's own causes and the
+//! sources, `sources.rs`); the group's usage is read in `usage.rs`.
 //!
 //! Invariant: a thread marked `RECLAIMING` (inside a pass, a shrinker, or a
 //! library reclaimer) never starts reclaim and never waits; its allocations
@@ -58,40 +59,43 @@
 //! ```
 
 pub mod cgroup;
-mod context;
-mod limit;
-mod monitor;
+mod config;
+pub(crate) mod limit;
+pub(crate) mod monitor;
 mod pressure;
 pub mod psi;
-mod registry;
+pub(crate) mod registry;
 mod scope;
 mod shrinker;
+mod sources;
 mod stats;
+mod usage;
 mod worker;
-mod workqueue;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-pub use context::{is_io_flusher, set_io_flusher, spawn, Context, ContextClass, ContextGuard, KernelRefused};
-pub use limit::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
-pub use pressure::{Source, SourceState, SourceStats};
+pub use config::{hard_limit, set_hard_limit, set_soft_limit, soft_limit};
 pub use registry::{register, register_boxed, ShrinkerHandle};
 pub use scope::{
     current_scope, is_background_reclaimer, is_reclaiming, nofs, nofs_restore, nofs_save, noio, noio_restore,
-    noio_save, with_nofs, with_noio, with_reserve, ScopeFlags, ScopeGuard,
+    noio_save, with_nofs, with_noio, with_reserve, ContextClass, ScopeFlags, ScopeGuard,
 };
 pub use shrinker::{
     CountResult, Level, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions, DEFAULT_BATCH, DEFAULT_SEEKS,
 };
-pub use stats::{stats, PassRecord, ReclaimStats, ShrinkerStats, Trigger};
-pub use workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
+pub use sources::{Source, SourceState, Trigger};
+pub use stats::{stats, Field, PassRecord, ReclaimStats, ShrinkerStats, SourceStats, Value};
+// Contexts and work queues live in their own layer above reclaim
+// (`crate::delegate`); their names stay reachable here, where programs and
+// the C API have always found them.
+pub use crate::delegate::context::{is_io_flusher, set_io_flusher, spawn, Context, ContextGuard, KernelRefused};
+pub use crate::delegate::workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
 
 use registry::{Active, Entry, NOT_OWED};
 use scope::{Reclaiming, RECLAIMING};
 use stats::bump;
-use worker::CLASSES;
 
 /// The kernel's `DEF_PRIORITY`: the gentlest round asks for `count >> 12`.
 const DEF_PRIORITY: u32 = 12;
@@ -116,6 +120,7 @@ pub(crate) fn install() {
 /// Whether committing `bytes` more fits under the limits now, without
 /// reclaiming or waking anyone (`commit::fits` past the threshold).
 fn fits_slow(bytes: usize) -> bool {
+    config::ensure();
     let want = crate::stats::committed().saturating_add(bytes);
     let limits = limit::current();
     if scope::raw() & RECLAIMING != 0 {
@@ -129,6 +134,7 @@ fn fits_slow(bytes: usize) -> bool {
 /// fail (hard limit reached and reclaim could not make room). Never called
 /// with an allocator lock held.
 fn charge_slow(bytes: usize) -> bool {
+    config::ensure();
     let limits = limit::current();
     let want = crate::stats::committed().saturating_add(bytes);
     let mask = scope::raw();
@@ -148,7 +154,7 @@ fn charge_slow(bytes: usize) -> bool {
     }
     if limits.over_soft(want) {
         let level = limits.level(want).min(Level::Medium).max(pressure::level());
-        for class in 0..CLASSES {
+        for class in ContextClass::ALL {
             worker::wake(class, want - limits.soft_goal(), level, Trigger::Background);
         }
     }
@@ -182,7 +188,7 @@ fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
     if fits() {
         return true;
     }
-    worker::wait_for_allowed(worker::class_of(scope), DIRECT_WAIT);
+    worker::wait_for_allowed(ContextClass::of(scope), DIRECT_WAIT);
     if fits() {
         return true;
     }
@@ -217,7 +223,7 @@ pub(crate) struct Pass {
     /// The mask of the thread the pass runs for.
     pub(crate) scope: ScopeFlags,
     /// A background reclaimer's class: only shrinkers whose home it is.
-    pub(crate) only_class: Option<usize>,
+    pub(crate) only_class: Option<ContextClass>,
 }
 
 impl Pass {
@@ -244,7 +250,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     let started = Instant::now();
     let _r = Reclaiming::enter();
     let scope = p.scope.effective();
-    let mut owed = [false; CLASSES];
+    let mut owed = [false; ContextClass::COUNT];
     let mut freed = Freed { bytes: purge_measured(), objects: 0 };
     if p.level > Level::None {
         if let Some(list) = registry::snapshot() {
@@ -263,7 +269,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
         duration_ns: started.elapsed().as_nanos() as u64,
     });
     if freed.bytes < p.target {
-        for class in (0..CLASSES).filter(|&c| owed[c] && Some(c) != p.only_class) {
+        for class in ContextClass::ALL.into_iter().filter(|&c| owed[c.index()] && Some(c) != p.only_class) {
             worker::wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
         }
     }
@@ -291,7 +297,7 @@ fn shrink_rounds(
     p: &Pass,
     scope: ScopeFlags,
     freed: &mut Freed,
-    owed: &mut [bool; CLASSES],
+    owed: &mut [bool; ContextClass::COUNT],
 ) {
     for priority in (0..=start_priority(p.level)).rev() {
         let target_bytes = p.target.saturating_sub(freed.bytes);
@@ -375,14 +381,14 @@ fn share(freeable: usize, priority: u32, seeks: u32) -> usize {
 /// cache is never asked for more than it could give in two rounds), in
 /// batches; work smaller than a batch waits in `deferred` until it adds up
 /// to one, unless it covers the whole count. What was not scanned is owed.
-fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; CLASSES]) -> Option<usize> {
+fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; ContextClass::COUNT]) -> Option<usize> {
     if e.is_disabled() {
         return None;
     }
     let needs = e.options.get_needs();
     if !needs.allowed_in(sc.scope) && !testing::ignoring_mask() {
         skip(e, sc.priority);
-        owed[needs.class()] = true;
+        owed[needs.class().index()] = true;
         return None;
     }
     let active = e.enter()?;

@@ -22,7 +22,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::scope;
@@ -183,16 +183,16 @@ impl Entry {
 /// An immutable list of the registered shrinkers, as one reclaim walks it.
 pub(crate) type Snapshot = Arc<Vec<Arc<Entry>>>;
 
-struct Registry {
+pub(crate) struct Registry {
     /// Bumped by every installed change; writers retry on a mismatch.
     version: u64,
     list: Option<Snapshot>,
 }
 
 /// Held only to clone or swap `list`: never while allocating or freeing.
-static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry { version: 0, list: None });
+/// Held across `fork()` (`fork.rs`, where the lock order is).
+pub(crate) static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry { version: 0, list: None });
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static AT_FORK: Once = Once::new();
 
 /// The current list, or `None` when no shrinker was ever registered.
 pub(crate) fn snapshot() -> Option<Snapshot> {
@@ -262,7 +262,6 @@ pub fn register_boxed(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> 
     // failed allocation here could only abort.
     super::install();
     super::with_reserve(|| {
-        AT_FORK.call_once(|| os::at_fork(fork_prepare, fork_parent, fork_child));
         // Its caches should hear of pressure from outside too.
         super::monitor::want();
         // Relaxed: ids only need to be unique.
@@ -399,24 +398,11 @@ impl core::fmt::Debug for ShrinkerHandle {
     }
 }
 
-// Fork: the registry lock is held across `fork()` so the child never
-// inherits it locked by a thread that does not exist there.
-unsafe extern "C" fn fork_prepare() {
-    REGISTRY.raw_lock();
-}
-
-unsafe extern "C" fn fork_parent() {
-    // SAFETY: `fork_prepare` took the lock in this process image.
-    unsafe { REGISTRY.raw_unlock() };
-}
-
-unsafe extern "C" fn fork_child() {
-    // SAFETY: `fork_prepare` took the lock in the parent image, which this
-    // child inherited; nobody else in the child holds it.
-    unsafe { REGISTRY.raw_unlock() };
-    // The child's only thread is the one that forked: a count left by a
-    // parent thread inside a callback would make unregistration wait
-    // forever. Clear them, unless the forking thread is itself inside one.
+/// In a `fork()` child, once `fork.rs` released the registry lock: the
+/// child's only thread is the one that forked, so a count left by a parent
+/// thread inside a callback would make unregistration wait forever. Clears
+/// them, unless the forking thread is itself inside one.
+pub(crate) fn after_fork_in_child() {
     if !scope::is_reclaiming() {
         let g = REGISTRY.lock();
         for e in g.list.iter().flat_map(|l| l.iter()) {

@@ -1,8 +1,9 @@
 //! Background reclaimers: one library thread per context class.
 //!
-//! Class 0 runs unrestricted and calls the shrinkers that need the
-//! filesystem; class 1 runs under `NOFS` and calls those that need only I/O;
-//! class 2 runs under `NOIO` and calls those that need neither. Each also
+//! The [`ContextClass::Normal`] reclaimer runs unrestricted and calls the
+//! shrinkers that need the filesystem; the `Nofs` one runs under `NOFS` and
+//! calls those that need only I/O; the `Noio` one runs under `NOIO` and
+//! calls those that need neither. Each also
 //! purges the allocator's free pages. A shrinker is thus called in the
 //! background by exactly one reclaimer, the least restricted one allowed to,
 //! and a reclaimer stuck on a filesystem lock holds up no other class.
@@ -24,36 +25,20 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::limit;
-use super::scope::{self, Reclaiming, ScopeFlags};
+use super::scope::{self, ContextClass, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
-use super::stats::{self, bump, Trigger};
+use super::sources::Trigger;
+use super::stats::{self, bump};
 use crate::os;
-
-/// The number of context classes: unrestricted, `NOFS`, `NOIO`.
-pub(crate) const CLASSES: usize = 3;
-
-/// The effective mask each class's reclaimer runs under.
-const CLASS_SCOPE: [ScopeFlags; CLASSES] = [
-    ScopeFlags::NONE,
-    ScopeFlags::NOFS,
-    ScopeFlags::from_bits_truncate(ScopeFlags::NOFS.bits() | ScopeFlags::NOIO.bits()),
-];
 
 /// How long an idle reclaimer sleeps before checking again (bounded waits).
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a reclaimer rests after a pass that freed nothing.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
 
-/// The class of a thread with scope `mask`: 0, 1 (`NOFS`) or 2 (`NOIO`).
-pub(crate) fn class_of(mask: ScopeFlags) -> usize {
-    let m = mask.effective();
-    if m.contains(ScopeFlags::NOIO) {
-        2
-    } else if m.contains(ScopeFlags::NOFS) {
-        1
-    } else {
-        0
-    }
+/// The effective mask a class's reclaimer runs under.
+const fn reclaimer_scope(class: ContextClass) -> ScopeFlags {
+    class.scope().effective()
 }
 
 #[derive(Default)]
@@ -72,7 +57,7 @@ struct Request {
 }
 
 struct Worker {
-    class: usize,
+    class: ContextClass,
     /// Held for a few field updates only, never while allocating.
     state: Mutex<Request>,
     wake: Condvar,
@@ -89,7 +74,7 @@ impl Worker {
 
 struct Workers {
     pid: u32,
-    by_class: [Option<&'static Worker>; CLASSES],
+    by_class: [Option<&'static Worker>; ContextClass::COUNT],
 }
 
 /// The reclaimers of the process that started them; leaked on purpose (a
@@ -132,7 +117,7 @@ fn start(pid: u32) -> &'static Workers {
     // Creating threads allocates: mark the thread so those allocations
     // never recurse into reclaim or into starting reclaimers again.
     let _r = Reclaiming::enter();
-    let by_class = core::array::from_fn(|class| {
+    let by_class = ContextClass::ALL.map(|class| {
         let w: &'static Worker = Box::leak(Box::new(Worker {
             class,
             state: Mutex::new(Request::default()),
@@ -163,15 +148,21 @@ fn spawn(w: &'static Worker) -> bool {
     unsafe { os::spawn_detached(reclaimer_main, w as *const Worker as *mut c_void) }
 }
 
-/// Thread names as `top -H` and `/proc/*/task/*/comm` show them (at most
-/// 15 bytes).
-const NAMES: [&core::ffi::CStr; CLASSES] = [c"sa-reclaim", c"sa-reclaim-nofs", c"sa-reclaim-noio"];
+/// A reclaimer's thread name, as `top -H` and `/proc/*/task/*/comm` show
+/// it (at most 15 bytes).
+const fn thread_name(class: ContextClass) -> &'static core::ffi::CStr {
+    match class {
+        ContextClass::Normal => c"sa-reclaim",
+        ContextClass::Nofs => c"sa-reclaim-nofs",
+        ContextClass::Noio => c"sa-reclaim-noio",
+    }
+}
 
 extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `spawn` passes a leaked, never freed `&'static Worker`.
     let w: &'static Worker = unsafe { &*(arg as *const Worker) };
-    scope::become_background_reclaimer(CLASS_SCOPE[w.class]);
-    os::set_thread_name(NAMES[w.class]);
+    scope::become_background_reclaimer(reclaimer_scope(w.class));
+    os::set_thread_name(thread_name(w.class));
     run(w)
 }
 
@@ -188,7 +179,7 @@ fn run(w: &'static Worker) -> ! {
             target: target.max(over_soft),
             level,
             trigger,
-            scope: CLASS_SCOPE[w.class],
+            scope: reclaimer_scope(w.class),
             only_class: Some(w.class),
         });
         let mut st = w.lock();
@@ -222,8 +213,8 @@ fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
 /// reclaimers if need be. A soft-limit wake skips the lock when a request
 /// is already pending (the pass it runs re-reads the limits); other
 /// triggers, rare and rate-limited, merge their level and target into it.
-pub(crate) fn wake(class: usize, target: usize, level: Level, trigger: Trigger) {
-    let Some(w) = ensure_started().and_then(|ws| ws.by_class[class]) else { return };
+pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger) {
+    let Some(w) = ensure_started().and_then(|ws| ws.by_class[class.index()]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
     if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
         return;
@@ -246,10 +237,10 @@ pub(crate) fn wake(class: usize, target: usize, level: Level, trigger: Trigger) 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
 /// thread of class `class` may wait on (its own class or a more restricted
 /// one). Returns at once when none is busy. Never starts reclaimers.
-pub(crate) fn wait_for_allowed(class: usize, timeout: Duration) {
+pub(crate) fn wait_for_allowed(class: ContextClass, timeout: Duration) {
     let Some(ws) = workers() else { return };
     let deadline = Instant::now() + timeout;
-    for w in ws.by_class[class..].iter().flatten() {
+    for w in ws.by_class[class.index()..].iter().flatten() {
         let mut st = w.lock();
         if !st.busy {
             continue;
@@ -262,18 +253,5 @@ pub(crate) fn wait_for_allowed(class: usize, timeout: Duration) {
             }
             st = w.done.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes_follow_the_effective_mask() {
-        assert_eq!(class_of(ScopeFlags::NONE), 0);
-        assert_eq!(class_of(ScopeFlags::NOFS), 1);
-        assert_eq!(class_of(ScopeFlags::NOIO), 2);
-        assert_eq!(class_of(ScopeFlags::NOIO | ScopeFlags::NOFS), 2);
     }
 }

@@ -27,8 +27,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::context::{Context, ContextClass};
-use super::worker::CLASSES;
+use super::context::Context;
+use crate::reclaim::with_reserve;
+use crate::reclaim::ContextClass;
 
 mod fifo;
 mod stats;
@@ -45,9 +46,9 @@ const RETRY: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// `(queue, class)` of the item the thread is running as a worker, or
-    /// `(0, 0)`: lets `flush` and `destroy` called from an item avoid
+    /// `(0, Normal)`: lets `flush` and `destroy` called from an item avoid
     /// waiting on themselves.
-    static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static CURRENT: Cell<(usize, ContextClass)> = const { Cell::new((0, ContextClass::Normal)) };
 }
 
 /// One class's queue, workers and counters, under the class lock.
@@ -135,15 +136,15 @@ struct Inner {
     single: bool,
     /// The process that owns the workers; a `fork()` child has none.
     pid: u32,
-    classes: [Class; CLASSES],
+    classes: [Class; ContextClass::COUNT],
 }
 
 impl Inner {
-    fn lane(&self, ctx: Context) -> usize {
+    fn lane(&self, ctx: Context) -> ContextClass {
         if self.single {
-            0
+            ContextClass::Normal
         } else {
-            ctx.class().index()
+            ctx.class()
         }
     }
 
@@ -240,7 +241,7 @@ impl WorkQueue {
     pub fn new(name: &str, threads_per_class: usize) -> WorkQueue {
         // A few hundred bytes: from the reserve if need be, so that a queue
         // can be made at the hard limit.
-        super::with_reserve(|| Self::build(name, threads_per_class.clamp(1, MAX_THREADS_PER_CLASS), false))
+        with_reserve(|| Self::build(name, threads_per_class.clamp(1, MAX_THREADS_PER_CLASS), false))
     }
 
     /// Test-only: one worker and one FIFO shared by every context, the
@@ -356,7 +357,7 @@ impl WorkQueue {
         }
         let ctx = Context::capture();
         let lane = inner.lane(ctx);
-        let class = &inner.classes[lane];
+        let class = &inner.classes[lane.index()];
         let mut node = new_node(Item { work, ctx, seq: 0, queued_at: Instant::now() })?;
         let mut st = class.lock();
         if st.closing {
@@ -383,8 +384,8 @@ impl WorkQueue {
 
     /// After a failed start: if the class has no worker at all, takes item
     /// `seq` back and fails; otherwise an existing worker will run it.
-    fn unqueue_if_stranded(&self, lane: usize, seq: u64) -> Result<(), SubmitError> {
-        let mut st = self.inner.classes[lane].lock();
+    fn unqueue_if_stranded(&self, lane: ContextClass, seq: u64) -> Result<(), SubmitError> {
+        let mut st = self.inner.classes[lane.index()].lock();
         if st.spawned > 0 {
             return Ok(());
         }
@@ -415,8 +416,8 @@ impl WorkQueue {
         if !self.inner.owned_here() {
             return;
         }
-        let targets: [u64; CLASSES] = core::array::from_fn(|lane| self.inner.classes[lane].lock().next_seq);
-        for (lane, target) in targets.into_iter().enumerate() {
+        let targets = ContextClass::ALL.map(|lane| (lane, self.inner.classes[lane.index()].lock().next_seq));
+        for (lane, target) in targets {
             self.wait_class(lane, target);
         }
     }
@@ -437,13 +438,13 @@ impl WorkQueue {
         if !self.inner.owned_here() {
             return;
         }
-        let lane = if self.inner.single { 0 } else { class.index() };
-        let target = self.inner.classes[lane].lock().next_seq;
+        let lane = if self.inner.single { ContextClass::Normal } else { class };
+        let target = self.inner.classes[lane.index()].lock().next_seq;
         self.wait_class(lane, target);
     }
 
     /// Waits until every item of `lane` numbered below `target` has run.
-    fn wait_class(&self, lane: usize, target: u64) {
+    fn wait_class(&self, lane: ContextClass, target: u64) {
         let inner = &*self.inner;
         if !inner.owned_here() || CURRENT.try_with(Cell::get).ok() == Some((inner.id(), lane)) {
             return;
@@ -453,8 +454,8 @@ impl WorkQueue {
 
     /// Waits on `lane` until `done` holds, starting a worker whenever the
     /// lane has items and none to run them; returns with the lane locked.
-    fn wait_lane(&self, lane: usize, done: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
-        let class = &self.inner.classes[lane];
+    fn wait_lane(&self, lane: ContextClass, done: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
+        let class = &self.inner.classes[lane.index()];
         let mut st = class.lock();
         while !done(&st) {
             if st.claim_rescue() {
@@ -495,13 +496,13 @@ impl WorkQueue {
         if CURRENT.try_with(Cell::get).ok().is_some_and(|(id, _)| id == inner.id()) {
             return;
         }
-        for lane in 0..CLASSES {
+        for lane in ContextClass::ALL {
             self.drain_and_join(lane);
         }
     }
 
-    fn drain_and_join(&self, lane: usize) {
-        let class = &self.inner.classes[lane];
+    fn drain_and_join(&self, lane: ContextClass) {
+        let class = &self.inner.classes[lane.index()];
         let mut st = self.wait_lane(lane, |st| st.queue.len == 0 && st.workers == 0 && st.starting == 0);
         while let Some(h) = st.handles.pop() {
             drop(st);
@@ -535,8 +536,8 @@ impl WorkQueue {
     /// assert_eq!(s.class(ContextClass::Normal).workers, 0, "workers start lazily, per class");
     /// ```
     pub fn stats(&self) -> WorkQueueStats {
-        let classes = core::array::from_fn(|lane| {
-            let st = self.inner.classes[lane].lock();
+        let classes = ContextClass::ALL.map(|lane| {
+            let st = self.inner.classes[lane.index()].lock();
             ClassStats {
                 submitted: st.submitted,
                 run: st.run,
@@ -565,8 +566,8 @@ impl fmt::Debug for WorkQueue {
 
 /// Starts a worker for `lane`, whose `spawned` and `starting` the caller
 /// counted; settles both, and keeps the handle. Returns whether it started.
-fn start_worker(inner: &Arc<Inner>, lane: usize) -> bool {
-    let suffix = match (inner.single, ContextClass::from_index(lane)) {
+fn start_worker(inner: &Arc<Inner>, lane: ContextClass) -> bool {
+    let suffix = match (inner.single, lane) {
         (true, _) | (_, ContextClass::Normal) => "",
         (_, ContextClass::Nofs) => "-nofs",
         (_, ContextClass::Noio) => "-noio",
@@ -574,7 +575,7 @@ fn start_worker(inner: &Arc<Inner>, lane: usize) -> bool {
     let builder = thread::Builder::new().name(format!("{}{suffix}", inner.name));
     let for_worker = Arc::clone(inner);
     let started = builder.spawn(move || worker_main(&for_worker, lane));
-    let class = &inner.classes[lane];
+    let class = &inner.classes[lane.index()];
     let mut st = class.lock();
     st.starting -= 1;
     let ok = match started {
@@ -595,12 +596,12 @@ fn start_worker(inner: &Arc<Inner>, lane: usize) -> bool {
 
 /// A worker's life: under its class's scope, take the oldest item, run it
 /// under its context, repeat; exit once the queue is closing and drained.
-fn worker_main(inner: &Inner, lane: usize) {
-    let base = if inner.single { Context::NORMAL } else { Context::from_scope(ContextClass::from_index(lane).scope()) };
+fn worker_main(inner: &Inner, lane: ContextClass) {
+    let base = if inner.single { Context::NORMAL } else { Context::from_scope(lane.scope()) };
     // For the thread's whole life: never restored.
     let _ = base.adopt_save();
     let _ = CURRENT.try_with(|c| c.set((inner.id(), lane)));
-    let class = &inner.classes[lane];
+    let class = &inner.classes[lane.index()];
     let mut st = class.lock();
     st.workers += 1;
     loop {
