@@ -107,8 +107,8 @@ fn list() {
     println!("scenarios:");
     for s in scenario::ALL {
         let defaults: Vec<&str> = s.default_allocators.iter().map(|a| a.name()).collect();
-        println!("  {:<6} {}", s.name, s.about);
-        println!("         default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
+        println!("  {:<8} {}", s.name, s.about);
+        println!("           default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
     }
     println!("allocators:");
     for a in allocator::ALL {

@@ -13,11 +13,9 @@
 //! starts, and a group or mount that cannot be removed is reported as an
 //! error of the run.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -459,13 +457,13 @@ fn run_one(
         Err(e) => return fail(format!("cannot open cgroup.procs: {e}")),
     };
     let trace_path = plan.out.join(format!("trace-{}.bin", allocator.name()));
-    let tracer = match plan.scenario.traced.then(|| Tracer::start(&mut cmd, &trace_path)).transpose() {
+    let tracer = match plan.scenario.traced.then(|| trace::Tracer::start(&mut cmd, &trace_path)).transpose() {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot trace to {}: {e}", trace_path.display())),
     };
     let child = cmd.spawn();
     drop(procs);
-    let tracer = tracer.map(Tracer::spawned);
+    let tracer = tracer.map(trace::Tracer::spawned);
     let mut child = match child {
         Ok(c) => ChildGuard(c),
         Err(e) => return fail(format!("cannot start the child: {e}")),
@@ -473,7 +471,8 @@ fn run_one(
     let rx = read_lines(&mut child.0);
     let (status, watch, how) = watch_child(plan, &mut child, group.as_ref(), &rx, allocator, progress);
     let mut result = finish(allocator, expect, status, watch, how, group.as_ref());
-    result.replay = tracer.map(|t| t.replay(&trace_path, plan.limit));
+    let budget = plan.limit * oracle::BUDGET_PERCENT / 100;
+    result.replay = tracer.map(|t| t.records(&trace_path).map(|records| oracle::replay(&records, budget)));
     if let Some(g) = group.as_mut() {
         result.cgroup = Some(g.path().to_path_buf());
         result.cleanup_error = g.remove().err();
@@ -482,75 +481,6 @@ fn run_one(
         result.cleanup_error = Some(result.cleanup_error.map_or(e.clone(), |c| format!("{c}; {e}")));
     }
     result
-}
-
-/// The harness's end of a traced child's trace: a pipe whose write end the
-/// child inherits (its number in [`trace::FD_ENV`]) and a thread that copies
-/// what comes out of it into the trace file, outside the child's cgroup.
-struct Tracer {
-    write: Option<OwnedFd>,
-    copier: thread::JoinHandle<std::io::Result<()>>,
-    done: Receiver<()>,
-}
-
-impl Tracer {
-    /// Makes the pipe and the file, starts the copier, and has `cmd` keep
-    /// the write end open across `exec`.
-    fn start(cmd: &mut Command, path: &Path) -> std::io::Result<Tracer> {
-        let mut fds = [-1; 2];
-        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 just returned these two fds, owned by nobody else.
-        let (read, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut file = File::create(path)?;
-        let fd = write.as_raw_fd();
-        cmd.env(trace::FD_ENV, fd.to_string());
-        // SAFETY: the closure runs in the forked child before `exec` and only
-        // calls fcntl (async-signal-safe, no allocation, no lock); `fd` is
-        // open there because `write` lives until the spawn has returned.
-        unsafe {
-            cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
-            });
-        }
-        let (tx, done) = mpsc::channel();
-        let copier = thread::spawn(move || {
-            let mut read = read;
-            let r = std::io::copy(&mut read, &mut file).map(drop);
-            let _ = tx.send(());
-            r
-        });
-        Ok(Tracer { write: Some(write), copier, done })
-    }
-
-    /// Closes the harness's copy of the write end once the child has it.
-    fn spawned(mut self) -> Tracer {
-        self.write = None;
-        self
-    }
-
-    /// Waits for the copier (the pipe ends when the child and what it
-    /// started are gone; a straggler holding it gets 5 s), then replays the
-    /// trace through the oracle at `limit`.
-    fn replay(self, path: &Path, limit: usize) -> Result<Replay, String> {
-        if self.done.recv_timeout(Duration::from_secs(5)).is_err() {
-            return Err("the trace pipe was still open 5 s after the child ended".into());
-        }
-        match self.copier.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("cannot write {}: {e}", path.display())),
-            Err(_) => return Err("the trace copier panicked".into()),
-        }
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let records = trace::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        if records.is_empty() {
-            return Err("the child traced nothing".into());
-        }
-        Ok(oracle::replay(&records, limit * oracle::BUDGET_PERCENT / 100))
-    }
 }
 
 /// A driver child's work directory: made before the child starts; after the
