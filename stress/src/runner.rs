@@ -190,6 +190,15 @@ pub struct Sample {
     pub fields: Fields,
 }
 
+/// What the oracle made of a run's trace.
+#[derive(Clone, Debug)]
+pub struct Measure {
+    /// The replay at the oracle's budget.
+    pub replay: Replay,
+    /// The least budget at which an exact LRU gets the run's hits.
+    pub equivalent: Option<usize>,
+}
+
 /// Everything known about one finished run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -221,8 +230,8 @@ pub struct RunResult {
     pub cleanup_error: Option<String>,
     /// The last lines the child wrote to stderr.
     pub stderr_tail: Vec<String>,
-    /// A traced scenario's trace replayed through the oracle, or why not.
-    pub replay: Option<Result<Replay, String>>,
+    /// A traced scenario's trace measured by the oracle, or why not.
+    pub replay: Option<Result<Measure, String>>,
 }
 
 impl RunResult {
@@ -248,7 +257,13 @@ impl RunResult {
 
     /// The oracle's replay of a run whose trace could be read.
     pub fn oracle(&self) -> Option<&Replay> {
-        self.replay.as_ref().and_then(|r| r.as_ref().ok())
+        self.replay.as_ref().and_then(|r| r.as_ref().ok()).map(|m| &m.replay)
+    }
+
+    /// The budget of the exact LRU that would have got this run's hits
+    /// (`None`: more than twice the limit, or no trace).
+    pub fn equivalent_budget(&self) -> Option<usize> {
+        self.replay.as_ref().and_then(|r| r.as_ref().ok()).and_then(|m| m.equivalent)
     }
 
     /// The usage band after warm-up: the least and the most usage sampled
@@ -471,8 +486,7 @@ fn run_one(
     let rx = read_lines(&mut child.0);
     let (status, watch, how) = watch_child(plan, &mut child, group.as_ref(), &rx, allocator, progress);
     let mut result = finish(allocator, expect, status, watch, how, group.as_ref());
-    let budget = plan.limit * oracle::BUDGET_PERCENT / 100;
-    result.replay = tracer.map(|t| t.records(&trace_path).map(|records| oracle::replay(&records, budget)));
+    result.replay = tracer.map(|t| t.records(&trace_path).map(|records| measure(&records, plan.limit)));
     if let Some(g) = group.as_mut() {
         result.cgroup = Some(g.path().to_path_buf());
         result.cleanup_error = g.remove().err();
@@ -481,6 +495,14 @@ fn run_one(
         result.cleanup_error = Some(result.cleanup_error.map_or(e.clone(), |c| format!("{c}; {e}")));
     }
     result
+}
+
+/// The oracle's figures of a run at `limit`: its replay at the oracle's
+/// budget, and the LRU budget its hits were worth (to 0.5% of the limit).
+fn measure(records: &[trace::Record], limit: usize) -> Measure {
+    let replay = oracle::replay(records, limit * oracle::BUDGET_PERCENT / 100);
+    let equivalent = oracle::equivalent_budget(records, replay.hits, 2 * limit, limit / 200);
+    Measure { replay, equivalent }
 }
 
 /// A driver child's work directory: made before the child starts; after the
