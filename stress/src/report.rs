@@ -201,8 +201,12 @@ fn oracle_table(plan: &Plan, results: &[RunResult]) -> String {
         match (&r.replay, r.band(plan.duration)) {
             (Some(Ok(m)), b) => {
                 let o = &m.replay;
-                let lru =
-                    m.equivalent.map_or(">200%".into(), |e| format!("{:.0}%", e as f64 * 100.0 / plan.limit as f64));
+                // Only a survivor's: a run that died did not live to fill its cache.
+                let lru = match (m.equivalent, r.outcome == Outcome::Survived) {
+                    (Some(e), true) => format!("{:.0}%", e as f64 * 100.0 / plan.limit as f64),
+                    (None, true) => ">200%".into(),
+                    (_, false) => "-".into(),
+                };
                 let ratio = o.ratio().map_or("-".into(), |x| format!("{x:.2}"));
                 let cpu = r.last.get("cpu_ms").map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
                 let (b, width) = match b {
