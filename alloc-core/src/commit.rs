@@ -91,7 +91,7 @@ pub(crate) fn charge(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn charge_slow(bytes: usize) -> bool {
-    installed().map_or(true, |r| (r.charge)(bytes))
+    installed().is_none_or(|r| (r.charge)(bytes))
 }
 
 /// Whether committing `bytes` more fits under the limits now, without
@@ -109,7 +109,7 @@ pub(crate) fn fits(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn fits_slow(bytes: usize) -> bool {
-    installed().map_or(true, |r| (r.fits)(bytes))
+    installed().is_none_or(|r| (r.fits)(bytes))
 }
 
 /// Called when a mapping of `bytes` failed, before retry `attempt + 1`:
