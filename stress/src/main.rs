@@ -15,10 +15,12 @@ mod allocator;
 mod cgroup;
 mod chart;
 mod interrupt;
+mod oracle;
 mod report;
 mod runner;
 mod scenario;
 mod status;
+mod trace;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -45,10 +47,12 @@ options:
   --allocators a,b,..   shrinkalloc, shrinkalloc-noshrink, glibc, jemalloc, mimalloc
                         (default: the scenario's own list)
   --limit SIZE          memory limit per child, e.g. 256M, 1G (default 256M)
+  --demand SIZE         what the cache scenarios would hold unconstrained
+                        (default: cache 4x the limit, cache-c 1G)
   --duration TIME       how long each child runs, e.g. 20s, 1500ms, 2m (default: per scenario)
   --seed N              seed of every random choice (default: from the clock, printed)
   --threads N           worker threads per child (default 4)
-  --out DIR             where results.csv, usage.csv and chart.svg go
+  --out DIR             where results.csv, usage.csv, chart.svg (and the traces) go
                         (default <cargo target dir>/shrinkalloc-stress/<scenario>)
   --require-cgroup      fail instead of falling back when no memory cgroup can be made
 
@@ -60,6 +64,7 @@ cgroup was left behind), 2 on bad usage or a missing cgroup with --require-cgrou
 struct Options {
     allocators: Option<Vec<Allocator>>,
     limit: usize,
+    demand: Option<usize>,
     duration: Option<Duration>,
     seed: Option<u64>,
     threads: usize,
@@ -116,6 +121,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         allocators: None,
         limit: 256 << 20,
+        demand: None,
         duration: None,
         seed: None,
         threads: 4,
@@ -140,6 +146,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 o.limit = shrinkalloc::options::parse_size(value.as_bytes())
                     .filter(|&l| l >= 16 << 20)
                     .ok_or_else(|| format!("bad --limit {value:?} (a size of at least 16M, e.g. 256M)"))?
+            }
+            "--demand" => {
+                o.demand = Some(
+                    shrinkalloc::options::parse_size(value.as_bytes())
+                        .filter(|&d| d >= 1 << 20)
+                        .ok_or_else(|| format!("bad --demand {value:?} (a size of at least 1M, e.g. 1G)"))?,
+                )
             }
             "--duration" => {
                 o.duration = Some(parse_duration(value).ok_or_else(|| format!("bad --duration {value:?}"))?)
@@ -216,6 +229,11 @@ fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
             return scenario::EXIT_USAGE;
         }
     }
+    let out = o.out.unwrap_or_else(|| default_out(s.name));
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("shrinkalloc-stress: ERROR: cannot make {}: {e}", out.display());
+        return 1;
+    }
     let plan = Plan {
         scenario: s,
         limit: o.limit,
@@ -223,18 +241,19 @@ fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
         seed: o.seed.unwrap_or_else(clock_seed),
         threads: o.threads,
         allocators: o.allocators.unwrap_or_else(|| s.default_allocators.to_vec()),
+        demand: o.demand,
+        out,
     };
     print_header(&plan, &limiter);
     let mut progress = report::Progress::new();
     let results = runner::run_plan(&plan, &limiter, &mut progress);
     println!("\n{}", report::table(&plan, &results));
-    let out = o.out.unwrap_or_else(|| default_out(s.name));
     let usage = match limiter {
         Limiter::Cgroup(_) => "memory usage of the child's cgroup",
         Limiter::Fallback(_) => "resident set of the child (no cgroup)",
     };
-    if let Err(e) = write_outputs(&out, &plan, &results, usage) {
-        eprintln!("shrinkalloc-stress: ERROR: cannot write to {}: {e}", out.display());
+    if let Err(e) = write_outputs(&plan.out, &plan, &results, usage) {
+        eprintln!("shrinkalloc-stress: ERROR: cannot write to {}: {e}", plan.out.display());
         return 1;
     }
     exit_code(&results)
@@ -249,6 +268,16 @@ fn print_header(plan: &Plan, limiter: &Limiter) {
     let names: Vec<&str> = plan.allocators.iter().map(|a| a.name()).collect();
     println!("scenario {}: {}", plan.scenario.name, plan.scenario.about);
     println!("limit {} per child, enforced by {}", report::mib(plan.limit), limiter.describe());
+    if let Some(d) = plan.demand {
+        println!("demand {} (the limit is {:.0}% of it)", report::mib(d), plan.limit as f64 * 100.0 / d as f64);
+    }
+    if plan.scenario.traced {
+        println!(
+            "each child's cache requests are traced and replayed through an exact LRU of {}% of the limit \
+             (hits/ideal); band: usage over the last three quarters of the duration",
+            oracle::BUDGET_PERCENT
+        );
+    }
     if plan.allocators.iter().any(|a| a.is_shrinkalloc()) {
         match limiter {
             Limiter::Cgroup(_) => println!(

@@ -13,9 +13,11 @@
 //! starts, and a group or mount that cannot be removed is reported as an
 //! error of the run.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -25,9 +27,11 @@ use crate::alloc_switch::{self, Backend};
 use crate::allocator::{self, Allocator};
 use crate::cgroup::{self, Cgroup, Hierarchy};
 use crate::interrupt;
+use crate::oracle::{self, Replay};
 use crate::report::Progress;
 use crate::scenario::{self, ChildConfig, Driver, Expect, Launch, Scenario};
 use crate::status::{self, Fields, Line};
+use crate::trace;
 
 /// How often the harness samples usage and redraws progress.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -100,6 +104,11 @@ pub struct Plan {
     pub threads: usize,
     /// The allocators, in order.
     pub allocators: Vec<Allocator>,
+    /// The workload's demand (`--demand`), `None` for the scenario's default.
+    pub demand: Option<usize>,
+    /// Where the results go; a traced scenario's traces are written there
+    /// while the children run.
+    pub out: PathBuf,
 }
 
 /// How a run ended.
@@ -214,6 +223,8 @@ pub struct RunResult {
     pub cleanup_error: Option<String>,
     /// The last lines the child wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// A traced scenario's trace replayed through the oracle, or why not.
+    pub replay: Option<Result<Replay, String>>,
 }
 
 impl RunResult {
@@ -233,7 +244,22 @@ impl RunResult {
             cgroup: None,
             cleanup_error: None,
             stderr_tail: Vec::new(),
+            replay: None,
         }
+    }
+
+    /// The oracle's replay of a run whose trace could be read.
+    pub fn oracle(&self) -> Option<&Replay> {
+        self.replay.as_ref().and_then(|r| r.as_ref().ok())
+    }
+
+    /// The usage band after warm-up: the least and the most usage sampled
+    /// over the last three quarters of the run's `duration` (what a paced
+    /// workload spans; not the checks and the freeing after it).
+    pub fn band(&self, duration: Duration) -> Option<(usize, usize)> {
+        let end = duration.as_secs_f64();
+        let after = self.samples.iter().filter(|s| s.t >= end / 4.0 && s.t <= end).map(|s| s.usage);
+        after.fold(None, |b, u| Some(b.map_or((u, u), |(lo, hi): (usize, usize)| (lo.min(u), hi.max(u)))))
     }
 
     /// Operations per second over the child's run (until it died).
@@ -361,8 +387,14 @@ fn child_command(
     in_cgroup: bool,
     env: &[(String, String)],
 ) -> std::io::Result<Command> {
-    let cfg =
-        ChildConfig { allocator, limit: plan.limit, duration: plan.duration, seed: plan.seed, threads: plan.threads };
+    let cfg = ChildConfig {
+        allocator,
+        limit: plan.limit,
+        duration: plan.duration,
+        seed: plan.seed,
+        threads: plan.threads,
+        demand: plan.demand,
+    };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("child").arg(plan.scenario.name).args(cfg.to_args());
     for var in allocator::LIMIT_VARS {
@@ -426,8 +458,14 @@ fn run_one(
         Ok(p) => p,
         Err(e) => return fail(format!("cannot open cgroup.procs: {e}")),
     };
+    let trace_path = plan.out.join(format!("trace-{}.bin", allocator.name()));
+    let tracer = match plan.scenario.traced.then(|| Tracer::start(&mut cmd, &trace_path)).transpose() {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot trace to {}: {e}", trace_path.display())),
+    };
     let child = cmd.spawn();
     drop(procs);
+    let tracer = tracer.map(Tracer::spawned);
     let mut child = match child {
         Ok(c) => ChildGuard(c),
         Err(e) => return fail(format!("cannot start the child: {e}")),
@@ -435,6 +473,7 @@ fn run_one(
     let rx = read_lines(&mut child.0);
     let (status, watch, how) = watch_child(plan, &mut child, group.as_ref(), &rx, allocator, progress);
     let mut result = finish(allocator, expect, status, watch, how, group.as_ref());
+    result.replay = tracer.map(|t| t.replay(&trace_path, plan.limit));
     if let Some(g) = group.as_mut() {
         result.cgroup = Some(g.path().to_path_buf());
         result.cleanup_error = g.remove().err();
@@ -443,6 +482,75 @@ fn run_one(
         result.cleanup_error = Some(result.cleanup_error.map_or(e.clone(), |c| format!("{c}; {e}")));
     }
     result
+}
+
+/// The harness's end of a traced child's trace: a pipe whose write end the
+/// child inherits (its number in [`trace::FD_ENV`]) and a thread that copies
+/// what comes out of it into the trace file, outside the child's cgroup.
+struct Tracer {
+    write: Option<OwnedFd>,
+    copier: thread::JoinHandle<std::io::Result<()>>,
+    done: Receiver<()>,
+}
+
+impl Tracer {
+    /// Makes the pipe and the file, starts the copier, and has `cmd` keep
+    /// the write end open across `exec`.
+    fn start(cmd: &mut Command, path: &Path) -> std::io::Result<Tracer> {
+        let mut fds = [-1; 2];
+        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 just returned these two fds, owned by nobody else.
+        let (read, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut file = File::create(path)?;
+        let fd = write.as_raw_fd();
+        cmd.env(trace::FD_ENV, fd.to_string());
+        // SAFETY: the closure runs in the forked child before `exec` and only
+        // calls fcntl (async-signal-safe, no allocation, no lock); `fd` is
+        // open there because `write` lives until the spawn has returned.
+        unsafe {
+            cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let (tx, done) = mpsc::channel();
+        let copier = thread::spawn(move || {
+            let mut read = read;
+            let r = std::io::copy(&mut read, &mut file).map(drop);
+            let _ = tx.send(());
+            r
+        });
+        Ok(Tracer { write: Some(write), copier, done })
+    }
+
+    /// Closes the harness's copy of the write end once the child has it.
+    fn spawned(mut self) -> Tracer {
+        self.write = None;
+        self
+    }
+
+    /// Waits for the copier (the pipe ends when the child and what it
+    /// started are gone; a straggler holding it gets 5 s), then replays the
+    /// trace through the oracle at `limit`.
+    fn replay(self, path: &Path, limit: usize) -> Result<Replay, String> {
+        if self.done.recv_timeout(Duration::from_secs(5)).is_err() {
+            return Err("the trace pipe was still open 5 s after the child ended".into());
+        }
+        match self.copier.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("cannot write {}: {e}", path.display())),
+            Err(_) => return Err("the trace copier panicked".into()),
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let records = trace::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if records.is_empty() {
+            return Err("the child traced nothing".into());
+        }
+        Ok(oracle::replay(&records, limit * oracle::BUDGET_PERCENT / 100))
+    }
 }
 
 /// A driver child's work directory: made before the child starts; after the
@@ -660,5 +768,6 @@ fn finish(
         cgroup: None,
         cleanup_error: None,
         stderr_tail: w.stderr_tail,
+        replay: None,
     }
 }
