@@ -24,11 +24,12 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::counters::{bump, BACKGROUND_WAKES, WORKERS_STARTED};
 use super::limit;
+use super::pass::{self, Freed, Pass};
 use super::scope::{self, ContextClass, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
 use super::sources::Trigger;
-use super::stats::{self, bump};
 use crate::os;
 
 /// How long an idle reclaimer sleeps before checking again (bounded waits).
@@ -128,7 +129,7 @@ fn start(pid: u32) -> &'static Workers {
         if !spawn(w) {
             return None;
         }
-        bump(&stats::WORKERS_STARTED, 1);
+        bump(&WORKERS_STARTED, 1);
         Some(w)
     });
     let ws: &'static Workers = Box::leak(Box::new(Workers { pid, by_class }));
@@ -166,6 +167,19 @@ extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
     run(w)
 }
 
+/// Runs one pass in the calling thread ([`pass::run`]) and hands what it
+/// had to skip to the reclaimers of the skipped classes (but the pass's
+/// own), if it fell short of its target. Returns what the pass freed.
+pub(crate) fn run_pass(p: Pass) -> Freed {
+    let (freed, owed) = pass::run(&p);
+    if freed.bytes < p.target {
+        for class in ContextClass::ALL.into_iter().filter(|&c| owed.has(c) && Some(c) != p.only_class) {
+            wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
+        }
+    }
+    freed
+}
+
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
 fn run(w: &'static Worker) -> ! {
     loop {
@@ -175,7 +189,7 @@ fn run(w: &'static Worker) -> ! {
             Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
             None => 0,
         };
-        let freed = super::run_pass(super::Pass {
+        let freed = run_pass(Pass {
             target: target.max(over_soft),
             level,
             trigger,
@@ -187,7 +201,7 @@ fn run(w: &'static Worker) -> ! {
         st.completed = ticket;
         drop(st);
         w.done.notify_all();
-        if freed == super::Freed::NOTHING {
+        if freed == Freed::NOTHING {
             // Nothing to take: do not spin on the wakes of every allocation
             // that stays past the soft limit.
             std::thread::sleep(EMPTY_BACKOFF);
@@ -231,7 +245,7 @@ pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Tr
     st.requested += 1;
     drop(st);
     w.wake.notify_one();
-    bump(&stats::BACKGROUND_WAKES, 1);
+    bump(&BACKGROUND_WAKES, 1);
 }
 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
