@@ -36,6 +36,9 @@ use crate::os;
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a reclaimer rests after a pass that freed nothing.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
+/// How long a reclaimer rests after a pass that had nothing to shrink and
+/// only gave free pages back.
+const PURGE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The effective mask a class's reclaimer runs under.
 const fn reclaimer_scope(class: ContextClass) -> ScopeFlags {
@@ -206,13 +209,9 @@ fn excess() -> usize {
 fn run(w: &'static Worker) -> ! {
     loop {
         let (target, level, trigger, ticket) = next_request(w);
-        let freed = run_pass(Pass {
-            target: target.max(excess()),
-            level,
-            trigger,
-            scope: reclaimer_scope(w.class),
-            only_class: Some(w.class),
-        });
+        let target = target.max(excess());
+        let freed =
+            run_pass(Pass { target, level, trigger, scope: reclaimer_scope(w.class), only_class: Some(w.class) });
         let mut st = w.lock();
         st.busy = false;
         st.completed = ticket;
@@ -222,6 +221,11 @@ fn run(w: &'static Worker) -> ! {
             // Nothing to take: do not spin on the wakes of every allocation
             // that stays past the soft limit.
             std::thread::sleep(EMPTY_BACKOFF);
+        } else if target == 0 {
+            // Only free pages to give back (usage is under the low
+            // watermark, its committed bytes are free blocks the next
+            // allocations reuse): once per `PURGE_BACKOFF` is enough.
+            std::thread::sleep(PURGE_BACKOFF);
         }
     }
 }
