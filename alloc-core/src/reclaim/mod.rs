@@ -6,7 +6,11 @@
 //! calls the slow paths installed here (`install`). Past the soft limit
 //! the slow path wakes the background reclaimers (`worker.rs`); past the hard limit it runs *direct reclaim* in the
 //! allocating thread, under that thread's scope mask (`scope.rs`), and
-//! refuses the allocation if it still does not fit after a bounded wait.
+//! refuses the allocation only if it still does not fit once nothing it may
+//! call has anything left and no pass it may wait on is in flight. A hard
+//! line derived from the cgroup refuses nothing (the kernel decides) unless
+//! the program registered a shrinker and the group's working set would pass
+//! its real limit (`usage.rs`).
 //!
 //! One *pass* (`run_pass`) purges the allocator's free pages; if that is
 //! short of its target, it asks every shrinker the thread's mask allows, at
@@ -72,7 +76,7 @@ mod stats;
 mod usage;
 mod worker;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -99,10 +103,16 @@ use stats::bump;
 
 /// The kernel's `DEF_PRIORITY`: the gentlest round asks for `count >> 12`.
 const DEF_PRIORITY: u32 = 12;
-/// Direct reclaim passes an allocation runs before it gives up.
-const DIRECT_PASSES: usize = 3;
-/// How long a failed direct reclaim waits for a background pass in flight.
-const DIRECT_WAIT: Duration = Duration::from_millis(50);
+/// Direct reclaim passes (and waits) an allocation runs at most before it
+/// gives up; it gives up sooner when one frees nothing and none is in flight.
+const DIRECT_PASSES: usize = 16;
+/// The longest a direct reclaim waits for another pass in flight to end: a
+/// guard against a pass stuck on a lock (the wait ends when a pass does).
+const DIRECT_WAIT: Duration = Duration::from_secs(5);
+/// Passes running now, by the class of the mask they run under.
+static IN_FLIGHT: [AtomicUsize; ContextClass::COUNT] = [const { AtomicUsize::new(0) }; ContextClass::COUNT];
+/// Passes that ended, for a waiter to see one end.
+static ENDED: AtomicU64 = AtomicU64::new(0);
 
 /// The slow paths the core calls through its commit seam (`crate::commit`)
 /// once the committed bytes pass the threshold `limit.rs` keeps there.
@@ -139,7 +149,7 @@ fn charge_slow(bytes: usize) -> bool {
     let want = crate::stats::committed().saturating_add(bytes);
     let mask = scope::raw();
     if mask & RECLAIMING != 0 {
-        if limits.fits(want) {
+        if limits.fits(want) || !limits.refuses() {
             return true;
         }
         let ok = limits.fits_reserve(want);
@@ -159,19 +169,43 @@ fn charge_slow(bytes: usize) -> bool {
         }
     }
     if limits.fits(want) {
+        limit::clear_floor();
         return true;
     }
-    direct_reclaim(bytes, scope)
+    let ok = if limits.refuses() { direct_reclaim(bytes, scope, true) } else { past_group_line(bytes, scope) };
+    if !ok {
+        bump(&stats::FAILED_CHARGES, 1);
+    }
+    ok
+}
+
+/// Past a hard line derived from the cgroup, which refuses nothing by
+/// itself: a program without shrinkers purges (at a bounded rate) and goes
+/// on, as under glibc; one with shrinkers reclaims directly and is refused
+/// only if the group's working set would then pass its real limit.
+fn past_group_line(bytes: usize, scope: ScopeFlags) -> bool {
+    if !monitor::opted_in() {
+        worker::purge_inline(Trigger::Direct);
+        return true;
+    }
+    direct_reclaim(bytes, scope, false) || usage::fits_real_limit(bytes)
 }
 
 /// Makes room for `bytes` under the hard limit in the calling thread, or
-/// says it cannot. Bounded: a few passes and one bounded wait.
-fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
+/// says it cannot: passes while they free something; when one frees
+/// nothing, and `may_wait`, a wait for a pass in flight that this thread
+/// may wait on (its class or a more restricted one) to end, as that pass
+/// may hold room (the reserve its shrinkers allocate) or be freeing the very
+/// objects this one found gone. Whether it succeeds does not depend on how
+/// the threads are scheduled, only on what the shrinkers hold.
+fn direct_reclaim(bytes: usize, scope: ScopeFlags, may_wait: bool) -> bool {
     let short = || {
         let limits = limit::current();
         let want = crate::stats::committed().saturating_add(bytes);
         limits.hard().map_or(0, |h| want.saturating_sub(h).saturating_add(limits.hard_headroom()))
     };
+    let fits = || limit::current().fits(crate::stats::committed().saturating_add(bytes));
+    let class = ContextClass::of(scope);
     for _ in 0..DIRECT_PASSES {
         let target = short();
         if target == 0 {
@@ -180,20 +214,35 @@ fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
         let pass = Pass { target, level: Level::Critical, trigger: Trigger::Direct, scope, only_class: None };
         // Judge progress by objects too: other threads' allocations can hide
         // the bytes a pass freed from the committed counter.
-        if run_pass(pass) == Freed::NOTHING {
+        let freed = run_pass(pass);
+        if fits() {
+            return true;
+        }
+        if freed == Freed::NOTHING && !(may_wait && wait_for_pass_end(class)) {
             break;
         }
     }
-    let fits = || limit::current().fits(crate::stats::committed().saturating_add(bytes));
-    if fits() {
-        return true;
+    fits()
+}
+
+/// Waits until a pass of class `class` or a more restricted one, in flight
+/// now, ends (at most `DIRECT_WAIT`); `false` at once when none is.
+fn wait_for_pass_end(class: ContextClass) -> bool {
+    // Relaxed: a hint polled until it changes.
+    let busy = || IN_FLIGHT[class.index()..].iter().any(|n| n.load(Ordering::Relaxed) > 0);
+    // Acquire pairs with the Release increment in `InFlight::drop`: the
+    // ended pass's frees are seen by the caller's next look at the
+    // committed bytes.
+    let ended = || ENDED.load(Ordering::Acquire);
+    let before = ended();
+    if !busy() {
+        return false;
     }
-    worker::wait_for_allowed(ContextClass::of(scope), DIRECT_WAIT);
-    if fits() {
-        return true;
+    let deadline = Instant::now() + DIRECT_WAIT;
+    while busy() && ended() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
-    bump(&stats::FAILED_CHARGES, 1);
-    false
+    true
 }
 
 /// Runs one reclaim pass in the calling thread, under its scope mask, and
@@ -250,6 +299,7 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     let started = Instant::now();
     let _r = Reclaiming::enter();
     let scope = p.scope.effective();
+    let _f = InFlight::enter(ContextClass::of(scope));
     let mut owed = [false; ContextClass::COUNT];
     let mut freed = Freed { bytes: purge_measured(), objects: 0 };
     if p.level > Level::None {
@@ -274,6 +324,25 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
         }
     }
     freed
+}
+
+/// Counts a pass in flight for `wait_for_pass_end`, for as long as it lives.
+struct InFlight(ContextClass);
+
+impl InFlight {
+    fn enter(class: ContextClass) -> Self {
+        // Relaxed: see `wait_for_pass_end`.
+        IN_FLIGHT[class.index()].fetch_add(1, Ordering::Relaxed);
+        InFlight(class)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Relaxed, then Release: see `wait_for_pass_end`.
+        IN_FLIGHT[self.0.index()].fetch_sub(1, Ordering::Relaxed);
+        ENDED.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Committed bytes freed by purging the allocator's free pages now.

@@ -13,14 +13,20 @@
 //! ([`wait_for_allowed`]), so a `NOFS` thread never waits on work that can
 //! enter the filesystem; every wait is bounded. Reclaimers start lazily,
 //! from an allocation slow path past the soft limit or a pressure source's
-//! first raise (`pressure.rs`), never during allocator initialisation;
+//! first raise (`pressure.rs`), never during allocator initialisation, and
+//! only in a process that registered a shrinker or set
+//! `SHRINKALLOC_MONITOR=on` (`monitor::threads_allowed`): in any other, a
+//! wake runs a purge in the waking thread instead, at most every
+//! `INLINE_MS` (there is no shrinker to call, only free pages to give
+//! back). Their start allocates (the state below, the threads) on the
+//! reclaim reserve, which stays above what is committed (`limit.rs`);
 //! they belong to the process that started them (`pid`), so a `fork()`
 //! child sees none and starts its own when it first needs them.
 //! No lock here is held while allocating.
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -214,6 +220,9 @@ fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
 /// is already pending (the pass it runs re-reads the limits); other
 /// triggers, rare and rate-limited, merge their level and target into it.
 pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger) {
+    if !super::monitor::threads_allowed() {
+        return purge_inline(trigger);
+    }
     let Some(w) = ensure_started().and_then(|ws| ws.by_class[class.index()]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
     if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
@@ -232,6 +241,30 @@ pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Tr
     drop(st);
     w.wake.notify_one();
     bump(&stats::BACKGROUND_WAKES, 1);
+}
+
+/// How often a process without reclaimer threads purges in its own
+/// allocating threads when woken.
+const INLINE_MS: u64 = 50;
+static LAST_INLINE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A wake in a process without reclaimer threads: the calling thread (an
+/// allocation slow path, with no lock held) purges the allocator's free
+/// pages, at most every `INLINE_MS` across the process. Never inside reclaim.
+pub(crate) fn purge_inline(trigger: Trigger) {
+    if scope::is_reclaiming() {
+        return;
+    }
+    let now = os::now_ms();
+    // Relaxed: the CAS elects one purger per period; nothing else is ordered.
+    let last = LAST_INLINE_MS.load(Ordering::Relaxed);
+    if now < last.saturating_add(INLINE_MS)
+        || LAST_INLINE_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    let scope = scope::current_scope();
+    super::run_pass(super::Pass { target: 0, level: Level::None, trigger, scope, only_class: None });
 }
 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
