@@ -15,6 +15,11 @@
 //! path installed (only before the process's first heap exists, see
 //! `thread::init_process`) every charge succeeds and a refused mapping is
 //! not retried: there is nothing yet to reclaim.
+//!
+//! This file also keeps the counters of what the core maps and commits
+//! (`on_map`, `on_commit`, `on_purge`, `on_unmap`): `committed()` is the
+//! quantity the threshold is compared with. They change on slow paths only,
+//! never per `malloc`, and are independent relaxed tallies.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -77,7 +82,7 @@ pub(crate) fn lower_threshold(bytes: usize) {
 /// Fast path: two relaxed loads and a compare.
 #[inline]
 pub(crate) fn charge(bytes: usize) -> bool {
-    if crate::stats::committed().saturating_add(bytes) <= threshold() {
+    if committed().saturating_add(bytes) <= threshold() {
         return true;
     }
     charge_slow(bytes)
@@ -86,7 +91,7 @@ pub(crate) fn charge(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn charge_slow(bytes: usize) -> bool {
-    installed().map_or(true, |r| (r.charge)(bytes))
+    installed().is_none_or(|r| (r.charge)(bytes))
 }
 
 /// Whether committing `bytes` more fits under the limits now, without
@@ -95,7 +100,7 @@ fn charge_slow(bytes: usize) -> bool {
 /// calls [`charge`] at a safe point and looks again.
 #[inline]
 pub(crate) fn fits(bytes: usize) -> bool {
-    if crate::stats::committed().saturating_add(bytes) <= threshold() {
+    if committed().saturating_add(bytes) <= threshold() {
         return true;
     }
     fits_slow(bytes)
@@ -104,7 +109,7 @@ pub(crate) fn fits(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn fits_slow(bytes: usize) -> bool {
-    installed().map_or(true, |r| (r.fits)(bytes))
+    installed().is_none_or(|r| (r.fits)(bytes))
 }
 
 /// Called when a mapping of `bytes` failed, before retry `attempt + 1`:
@@ -112,4 +117,60 @@ fn fits_slow(bytes: usize) -> bool {
 #[cold]
 pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
     installed().is_some_and(|r| (r.on_map_failure)(bytes, attempt))
+}
+
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+static COMMITTED: AtomicUsize = AtomicUsize::new(0);
+static PURGED: AtomicUsize = AtomicUsize::new(0);
+static SEGMENTS: AtomicUsize = AtomicUsize::new(0);
+
+// Relaxed on the counters below: each is an independent tally; nothing is
+// published through them.
+
+/// A segment of `size` bytes was mapped, `committed` of them counted as
+/// committed (its header).
+pub(crate) fn on_map(size: usize, committed: usize) {
+    MAPPED.fetch_add(size, Ordering::Relaxed);
+    COMMITTED.fetch_add(committed, Ordering::Relaxed);
+    SEGMENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A segment was unmapped: its committed part counts as purged.
+pub(crate) fn on_unmap(size: usize, committed: usize) {
+    MAPPED.fetch_sub(size, Ordering::Relaxed);
+    on_purge(committed);
+    SEGMENTS.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// `bytes` more were committed (charged before, with [`charge`]).
+pub(crate) fn on_commit(bytes: usize) {
+    COMMITTED.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// `bytes` were given back to the OS.
+pub(crate) fn on_purge(bytes: usize) {
+    COMMITTED.fetch_sub(bytes, Ordering::Relaxed);
+    PURGED.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Bytes the allocator holds committed now (one relaxed load): segment
+/// headers, pages not given back to the OS, and huge blocks.
+#[inline]
+pub fn committed() -> usize {
+    COMMITTED.load(Ordering::Relaxed)
+}
+
+/// Address space mapped now.
+pub(crate) fn mapped() -> usize {
+    MAPPED.load(Ordering::Relaxed)
+}
+
+/// Bytes given back to the OS since start.
+pub(crate) fn purged() -> usize {
+    PURGED.load(Ordering::Relaxed)
+}
+
+/// Segments mapped now.
+pub(crate) fn segments() -> usize {
+    SEGMENTS.load(Ordering::Relaxed)
 }

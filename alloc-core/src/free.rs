@@ -2,15 +2,16 @@
 //! entry that refuses pointers that are not ours.
 //!
 //! Invariant: a block goes back to the page it came from: onto `local_free`
-//! when the calling thread owns the page's heap, onto the page's atomic
-//! `xfree` list otherwise. Huge blocks go back to the huge cache or the OS.
+//! when the calling thread owns the page's heap (the page's owner part),
+//! onto the page's atomic `xfree` list otherwise (its shared part only).
+//! Huge blocks go back to the huge cache or the OS.
 
 use core::sync::atomic::Ordering;
 
 use crate::heap::{self, Heap};
-use crate::page::{state, Block, Page};
+use crate::page::{state, Block, Page, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
-use crate::{huge, os, thread};
+use crate::{huge, os};
 
 /// Frees a block known to be ours. Fast path for the owner: three stores and
 /// one compare, no atomic.
@@ -44,15 +45,16 @@ pub unsafe fn free_block(p: *mut u8) {
 /// `p` is a live block of this allocator in `seg`.
 #[inline(always)]
 unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
-    // SAFETY: caller promise: `p` is live, so its segment and page are.
-    unsafe {
-        let page = segment::page_of(seg, p);
-        let heap = thread::heap();
-        if (*page).heap == heap {
-            heap::free_local(heap, page, p);
-        } else {
-            free_remote(seg, page, p);
-        }
+    // SAFETY: the caller promises `p` is live in `seg`, so its page is.
+    let page = unsafe { segment::page_of(seg, p) };
+    let heap = heap::current();
+    // SAFETY: as above: the page record is live.
+    if unsafe { (*page).heap() } == heap.cast() {
+        // SAFETY: the page is owned by this thread's heap; `p` is live in it.
+        unsafe { free_local(&*heap, page, p) };
+    } else {
+        // SAFETY: forwarded caller promise.
+        unsafe { free_remote(seg, page, p) };
     }
 }
 
@@ -75,21 +77,63 @@ pub unsafe fn free_checked(p: *mut u8) {
     }
     let seg = segment::segment_of(p);
     // SAFETY: the segment map says `seg` is a live segment covering `p`.
-    unsafe {
-        let page = segment::page_of(seg, p);
-        let heap = thread::heap();
-        // A page not in use has no heap, so this also says it is in use.
-        if (*page).heap == heap {
-            if !(*page).is_block_start(p) {
-                invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
-            }
-            if p.cast::<Block>() == (*page).local_free {
-                invalid_pointer(b"free(): double free", p);
-            }
-            heap::free_local(heap, page, p);
-        } else {
-            free_checked_remote(seg, page, p);
+    let page = unsafe { segment::page_of(seg, p) };
+    // SAFETY: as above: the page record is live.
+    let pg = unsafe { &*page };
+    let heap = heap::current();
+    // A page not in use has no heap, so this also says it is in use.
+    if pg.heap() == heap.cast() {
+        if !pg.is_block_start(p) {
+            invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
         }
+        if p.cast::<Block>() == pg.own.local_free.get() {
+            invalid_pointer(b"free(): double free", p);
+        }
+        // SAFETY: the page is owned by this thread's heap, and `p` is the
+        // start of one of its blocks, not the last one freed.
+        unsafe { free_local(&*heap, page, p) };
+    } else {
+        // SAFETY: forwarded caller promise; `seg` and `page` are live.
+        unsafe { free_checked_remote(seg, page, p) };
+    }
+}
+
+/// The owner's free: pushes `block` on the page's `local_free`.
+///
+/// # Safety
+///
+/// `page` belongs to `heap`, owned by the calling thread, and `block` is a
+/// live block of it.
+#[inline(always)]
+pub unsafe fn free_local(heap: &Heap, page: *mut Page, block: *mut u8) {
+    // SAFETY: the caller promises a live page of this thread's heap.
+    let p = unsafe { &*page };
+    let b = block.cast::<Block>();
+    // SAFETY: the caller gives up the live block: its first word is ours.
+    unsafe { (*b).next = p.own.local_free.get() };
+    p.own.local_free.set(b);
+    p.set_used(p.used() - 1);
+    if p.own.flags.get() != 0 {
+        // SAFETY: forwarded caller promise.
+        unsafe { free_local_slow(heap, page) };
+    }
+}
+
+/// A block came back to a full page: the page goes back on its queue.
+/// Pages that become empty are not retired here but on the next decay tick
+/// (`release_empty_pages`), which keeps `used == 0` off the fast path and
+/// spares a malloc/free loop from giving its page back each time.
+///
+/// # Safety
+///
+/// As for [`free_local`].
+#[cold]
+#[inline(never)]
+unsafe fn free_local_slow(heap: &Heap, page: *mut Page) {
+    // SAFETY: the caller promises a live page of this thread's heap.
+    if unsafe { (*page).own.flags.get() } & PF_IN_FULL != 0 {
+        // SAFETY: a page flagged full is on its heap's full list.
+        unsafe { heap.unfull(page) };
     }
 }
 
@@ -101,18 +145,22 @@ pub unsafe fn free_checked(p: *mut u8) {
 /// As for `free_checked`; `seg` is a live segment and `page` its page of `p`.
 #[inline(never)]
 unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
-    // SAFETY: caller promise.
-    unsafe {
-        // Relaxed: a block being freed keeps its page IN_USE; a page in any
-        // other state means the pointer is stale.
-        if (*page).state.load(Ordering::Relaxed) != state::IN_USE || !(*page).is_block_start(p) {
-            if (*seg).kind == Kind::Huge {
-                return free_checked_far(p);
-            }
-            invalid_pointer(b"free(): invalid pointer (not a live block)", p);
+    // SAFETY: the caller promises live records; a shared reference touches
+    // only the page's shared part below (atomics and fixed fields).
+    let pg = unsafe { &*page };
+    // Acquire pairs with the Release of IN_USE in `Page::init`: the geometry
+    // `is_block_start` reads is the page's. A block being freed keeps its
+    // page IN_USE; a page in any other state means the pointer is stale.
+    if pg.shared.state.load(Ordering::Acquire) != state::IN_USE || !pg.is_block_start(p) {
+        // SAFETY: the segment is live (caller promise).
+        if unsafe { (*seg).kind } == Kind::Huge {
+            // SAFETY: forwarded caller promise.
+            return unsafe { free_checked_far(p) };
         }
-        free_remote(seg, page, p);
+        invalid_pointer(b"free(): invalid pointer (not a live block)", p);
     }
+    // SAFETY: `p` is the start of a block of a page in use: a live block.
+    unsafe { free_remote(seg, page, p) };
 }
 
 /// `free_checked` for huge blocks and for pointers outside our memory.
@@ -126,17 +174,16 @@ unsafe fn free_checked_far(p: *mut u8) {
     let Some(seg) = segment::segment_of_checked(p) else {
         invalid_pointer(b"free(): pointer not allocated by shrinkalloc", p)
     };
-    let seg = seg.as_ptr();
     // SAFETY: the segment map says `seg` is a live segment covering `p`.
-    unsafe {
-        let block = seg.cast::<u8>().add((*seg).block_offset);
-        // Relaxed: see `free_checked`.
-        let live = (*seg).pages[0].state.load(Ordering::Relaxed) == state::IN_USE;
-        if (*seg).kind != Kind::Huge || p != block || !live {
-            invalid_pointer(b"free(): invalid pointer (interior, or block already freed)", p);
-        }
-        huge::free(seg);
+    let s = unsafe { seg.as_ref() };
+    let block = seg.as_ptr().cast::<u8>().wrapping_add(s.block_offset.get());
+    // Acquire pairs with the Release of IN_USE in `huge::alloc`.
+    let live = s.pages[0].shared.state.load(Ordering::Acquire) == state::IN_USE;
+    if s.kind != Kind::Huge || p != block || !live {
+        invalid_pointer(b"free(): invalid pointer (interior, or block already freed)", p);
     }
+    // SAFETY: `p` is the live huge block of `seg`, freed once (caller promise).
+    unsafe { huge::free(seg.as_ptr()) };
 }
 
 /// Frees a block the calling thread does not own: a huge block, or a block of
@@ -148,32 +195,37 @@ unsafe fn free_checked_far(p: *mut u8) {
 /// `p` is a live block of `page` in `seg`.
 #[inline(never)]
 unsafe fn free_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
-    // SAFETY: caller promise. The page stays live until the owner drains it:
-    // `push_remote` sets XF_QUEUED when we must push it, and a queued page is
-    // never retired. Heaps are never unmapped.
-    unsafe {
-        if (*seg).kind == Kind::Huge {
-            huge::free(seg);
-            return;
-        }
-        let me = thread::heap();
-        if me != heap::empty_heap() {
-            (*me).remote_freed += (*page).block_size;
-        }
-        if !(*page).push_remote(p.cast::<Block>()) {
-            return;
-        }
-        let heap: *mut Heap = (*page).heap;
-        let stack = &(*heap).remote_pages;
-        // Relaxed: the CAS below publishes.
-        let mut head = stack.load(Ordering::Relaxed);
-        loop {
-            (*page).remote_next.store(head, Ordering::Relaxed);
-            // Release pairs with the owner's Acquire swap in `drain_remote`.
-            match stack.compare_exchange_weak(head, page, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => head = now,
-            }
+    // SAFETY: the caller promises a live segment.
+    if unsafe { (*seg).kind } == Kind::Huge {
+        // SAFETY: `p` is the live huge block of `seg` (caller promise).
+        return unsafe { huge::free(seg) };
+    }
+    // SAFETY: the page is live (caller promise); only its shared part is
+    // touched. It stays live until the owner drains it: `push_remote` sets
+    // XF_QUEUED when we must push it, and a queued page is never retired.
+    let pg = unsafe { &*page };
+    let me = heap::current();
+    if me != heap::empty_heap() {
+        // SAFETY: a heap other than the empty one is this thread's own.
+        let me = unsafe { &*me };
+        me.remote_freed.set(me.remote_freed.get() + pg.block_size());
+    }
+    // SAFETY: `p` is a live block of the page, freed once (caller promise).
+    if !unsafe { pg.push_remote(p.cast::<Block>()) } {
+        return;
+    }
+    let owner = pg.heap().cast::<Heap>();
+    // SAFETY: heaps are never unmapped, and a page with a live block has its
+    // owner; `remote_pages` is the one field other threads touch, atomically.
+    let stack = unsafe { &(*owner).remote_pages };
+    // Relaxed: the CAS below publishes.
+    let mut head = stack.load(Ordering::Relaxed);
+    loop {
+        pg.shared.remote_next.store(head, Ordering::Relaxed);
+        // Release pairs with the owner's Acquire swap in `drain_remote`.
+        match stack.compare_exchange_weak(head, page, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => head = now,
         }
     }
 }

@@ -4,7 +4,7 @@ use core::alloc::{GlobalAlloc, Layout};
 
 use crate::raw::MIN_ALIGN;
 use crate::segment::SEGMENT_SIZE;
-use crate::{free, heap};
+use crate::{alloc, free, realloc};
 
 /// The shrinkalloc global allocator.
 ///
@@ -19,16 +19,16 @@ use crate::{free, heap};
 pub struct ShrinkAlloc;
 
 // SAFETY: blocks are unique until freed, at least `layout.size()` long and
-// aligned to `layout.align()` (see `heap.rs`); null is returned on failure.
+// aligned to `layout.align()` (see `alloc.rs`); null is returned on failure.
 unsafe impl GlobalAlloc for ShrinkAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= MIN_ALIGN {
             // Layout guarantees the rounded size does not overflow; `max`
             // keeps a zero size off the 8-byte class.
-            heap::malloc(((layout.size() + layout.align() - 1) & !(layout.align() - 1)).max(layout.align()))
+            alloc::malloc(((layout.size() + layout.align() - 1) & !(layout.align() - 1)).max(layout.align()))
         } else {
-            heap::malloc_aligned(layout.size(), layout.align())
+            alloc::malloc_aligned(layout.size(), layout.align())
         }
     }
 
@@ -46,12 +46,12 @@ unsafe impl GlobalAlloc for ShrinkAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        heap::malloc_zeroed(layout.size(), layout.align())
+        alloc::malloc_zeroed(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller promises `p` is live with `layout`.
-        unsafe { heap::realloc(p, new_size, layout.align()) }
+        unsafe { realloc::realloc(p, new_size, layout.align()) }
     }
 }

@@ -21,7 +21,7 @@ use crate::lock::SpinLock;
 use crate::options::{self, Opt};
 use crate::page::state;
 use crate::segment::{self, Kind, Segment, HEADER_RESERVE, MAP_MAX_BACK, SEGMENT_SIZE};
-use crate::{os, stats};
+use crate::{commit, os};
 
 /// Largest alignment a huge block can have (the segment map must reach back
 /// from the block to its header).
@@ -85,11 +85,11 @@ fn alloc_from(size: usize, align: usize, reserve: usize, may_map: bool) -> *mut 
         },
     };
     // SAFETY: the segment is ours alone until the block is handed out.
-    unsafe {
-        // Relaxed: statistics read it as a snapshot only.
-        (*seg).pages[0].state.store(state::IN_USE, Ordering::Relaxed);
-        seg.cast::<u8>().add(offset)
-    }
+    let s = unsafe { &*seg };
+    // Release pairs with the Acquire of statistics and the checked free:
+    // who sees IN_USE sees `usable` and the block's offset.
+    s.pages[0].shared.state.store(state::IN_USE, Ordering::Release);
+    seg.cast::<u8>().wrapping_add(offset)
 }
 
 fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option<*mut Segment> {
@@ -97,15 +97,15 @@ fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option
         return None;
     }
     let seg = segment::map_segment(Kind::Huge, offset + reserve, align.max(SEGMENT_SIZE))?;
-    stats::on_commit(usable);
-    // SAFETY: fresh segment, ours alone.
-    unsafe {
-        (*seg).block_offset = offset;
-        (*seg).usable = usable;
-        (*seg).reserve = reserve;
-        (*seg).committed_len = usable;
-        (*seg).huge_zero = true;
-    }
+    commit::on_commit(usable);
+    // SAFETY: a fresh segment: live, and ours alone.
+    let s = unsafe { &*seg };
+    s.block_offset.set(offset);
+    // Relaxed: published with the block (see `alloc_from`).
+    s.usable.store(usable, Ordering::Relaxed);
+    s.reserve.set(reserve);
+    s.committed_len.set(usable);
+    s.huge_zero.set(true);
     Some(seg)
 }
 
@@ -125,72 +125,72 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
     }
     let seg = {
         let mut cache = HCACHE.lock();
-        let mut link: *mut *mut Segment = &mut cache.head;
-        let mut found = ptr::null_mut();
-        // SAFETY: cached segments are live; links change under the lock.
-        unsafe {
-            while !(*link).is_null() {
-                let s = *link;
-                let fits = (*s).reserve >= least && (*s).reserve <= most;
-                let shape = (*s).block_offset == offset && (s as usize + offset) % align == 0;
-                if fits && shape {
-                    *link = (*s).next;
-                    cache.bytes -= (*s).size;
-                    publish(&cache);
-                    found = s;
-                    break;
+        let mut prev: *mut Segment = ptr::null_mut();
+        let mut s = cache.head;
+        while !s.is_null() {
+            // SAFETY: cached segments are live; their links change only under
+            // the cache's lock, which we hold.
+            let seg = unsafe { &*s };
+            let fits = seg.reserve.get() >= least && seg.reserve.get() <= most;
+            let shape = seg.block_offset.get() == offset && (s as usize + offset) % align == 0;
+            if fits && shape {
+                if prev.is_null() {
+                    cache.head = seg.next.get();
+                } else {
+                    // SAFETY: `prev` is a live cached segment (as above).
+                    unsafe { (*prev).next.set(seg.next.get()) };
                 }
-                link = &mut (*s).next;
+                cache.bytes -= seg.size;
+                publish(&cache);
+                break;
             }
+            prev = s;
+            s = seg.next.get();
         }
-        found
+        s
     };
     if seg.is_null() {
         return None;
     }
-    // SAFETY: taken off the cache above: ours alone.
-    unsafe {
-        let usable = usable.min((*seg).reserve);
-        // Committed pages past the block's use stay with it while it lives,
-        // out of reach of purging: keep a bounded tail (a buffer that grows
-        // again reuses it without faults), give the rest back now.
-        let committed = (*seg).committed_len;
-        if committed > usable + PINNED_TAIL_MAX {
-            os::purge(seg.cast::<u8>().add((*seg).block_offset + usable), committed - usable);
-            stats::on_purge(committed - usable);
-            (*seg).committed_len = usable;
-        }
-        (*seg).huge_zero = (*seg).committed_len == 0;
-        (*seg).usable = 0;
-        // The cached block may reserve less than the rounded size (never
-        // less than `size`).
-        if !commit_to(seg, usable) {
-            segment::unmap_segment(seg);
-            return None;
-        }
+    // SAFETY: taken off the cache above: live, and ours alone.
+    let s = unsafe { &*seg };
+    let usable = usable.min(s.reserve.get());
+    // Committed pages past the block's use stay with it while it lives,
+    // out of reach of purging: keep a bounded tail (a buffer that grows
+    // again reuses it without faults), give the rest back now.
+    let committed = s.committed_len.get();
+    if committed > usable + PINNED_TAIL_MAX {
+        os::purge(seg.cast::<u8>().wrapping_add(s.block_offset.get() + usable), committed - usable);
+        commit::on_purge(committed - usable);
+        s.committed_len.set(usable);
+    }
+    s.huge_zero.set(s.committed_len.get() == 0);
+    // Relaxed: published with the block (see `alloc_from`).
+    s.usable.store(0, Ordering::Relaxed);
+    // The cached block may reserve less than the rounded size (never
+    // less than `size`).
+    if !commit_to(s, usable) {
+        // SAFETY: ours alone, no live block, on no list but `ALL`.
+        unsafe { segment::unmap_segment(seg) };
+        return None;
     }
     Some(seg)
 }
 
 /// Makes the first `len` bytes of the block usable, charging what goes past
 /// `committed_len`. `false` when the reclaim engine refuses the memory.
-///
-/// # Safety
-///
-/// `seg` is a huge segment owned by the caller and `len <= reserve`.
-unsafe fn commit_to(seg: *mut Segment, len: usize) -> bool {
-    // SAFETY: caller promise.
-    unsafe {
-        let more = len.saturating_sub((*seg).committed_len);
-        if more > 0 {
-            if !crate::commit::charge(more) {
-                return false;
-            }
-            stats::on_commit(more);
-            (*seg).committed_len = len;
+/// The caller owns the huge segment `s` and `len <= reserve`.
+fn commit_to(s: &Segment, len: usize) -> bool {
+    let more = len.saturating_sub(s.committed_len.get());
+    if more > 0 {
+        if !commit::charge(more) {
+            return false;
         }
-        (*seg).usable = len;
+        commit::on_commit(more);
+        s.committed_len.set(len);
     }
+    // Relaxed: the holder's own value; statistics read it as a snapshot.
+    s.usable.store(len, Ordering::Relaxed);
     true
 }
 
@@ -203,21 +203,20 @@ unsafe fn commit_to(seg: *mut Segment, len: usize) -> bool {
 /// `seg` is the live huge segment of a block the caller owns.
 pub unsafe fn resize_in_place(seg: *mut Segment, new_size: usize) -> bool {
     let Some(len) = round_usable(new_size.max(1)) else { return false };
-    // SAFETY: caller promise.
-    unsafe {
-        let len = len.min((*seg).reserve);
-        if new_size > len {
-            return false;
-        }
-        let committed = (*seg).committed_len;
-        if committed >= len + SEGMENT_SIZE {
-            let tail = seg.cast::<u8>().add((*seg).block_offset + len);
-            os::purge(tail, committed - len);
-            stats::on_purge(committed - len);
-            (*seg).committed_len = len;
-        }
-        commit_to(seg, len)
+    // SAFETY: the caller promises a live huge segment it owns.
+    let s = unsafe { &*seg };
+    let len = len.min(s.reserve.get());
+    if new_size > len {
+        return false;
     }
+    let committed = s.committed_len.get();
+    if committed >= len + SEGMENT_SIZE {
+        let tail = seg.cast::<u8>().wrapping_add(s.block_offset.get() + len);
+        os::purge(tail, committed - len);
+        commit::on_purge(committed - len);
+        s.committed_len.set(len);
+    }
+    commit_to(s, len)
 }
 
 /// Frees a huge block: into the cache while it has room, else to the OS.
@@ -226,26 +225,27 @@ pub unsafe fn resize_in_place(seg: *mut Segment, new_size: usize) -> bool {
 ///
 /// `seg` is a live huge segment whose block is being freed once.
 pub unsafe fn free(seg: *mut Segment) {
-    // SAFETY: caller promise: the segment is now ours alone.
-    unsafe {
-        // Relaxed: statistics snapshot only.
-        (*seg).pages[0].state.store(state::FREE, Ordering::Relaxed);
-        (*seg).cached_at = os::now_ms();
-        let bytes = (*seg).size;
-        let cached = {
-            let mut cache = HCACHE.lock();
-            let room = cache.bytes + bytes <= options::get(Opt::HugeCacheBytes);
-            if room {
-                (*seg).next = cache.head;
-                cache.head = seg;
-                cache.bytes += bytes;
-                publish(&cache);
-            }
-            room
-        };
-        if !cached {
-            segment::unmap_segment(seg);
+    // SAFETY: the caller gives up the block: the segment is ours alone.
+    let s = unsafe { &*seg };
+    // Relaxed: statistics read it as a snapshot; the cache lock publishes
+    // the segment to its next taker.
+    s.pages[0].shared.state.store(state::FREE, Ordering::Relaxed);
+    s.cached_at.set(os::now_ms());
+    let bytes = s.size;
+    let cached = {
+        let mut cache = HCACHE.lock();
+        let room = cache.bytes + bytes <= options::get(Opt::HugeCacheBytes);
+        if room {
+            s.next.set(cache.head);
+            cache.head = seg;
+            cache.bytes += bytes;
+            publish(&cache);
         }
+        room
+    };
+    if !cached {
+        // SAFETY: ours alone, no live block, on no list but `ALL`.
+        unsafe { segment::unmap_segment(seg) };
     }
 }
 
@@ -256,39 +256,45 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
     let mut bytes = 0;
     {
         let mut cache = HCACHE.lock();
-        let mut link: *mut *mut Segment = &mut cache.head;
-        // SAFETY: cached segments are live; links change under the lock.
-        unsafe {
-            while !(*link).is_null() {
-                let s = *link;
-                let idle = now.saturating_sub((*s).cached_at);
-                let committed = (*s).committed_len;
-                if force || idle >= delay.saturating_mul(10) {
-                    *link = (*s).next;
-                    cache.bytes -= (*s).size;
-                    publish(&cache);
-                    (*s).next = victims;
-                    victims = s;
-                    bytes += committed;
-                    continue;
+        let mut prev: *mut Segment = ptr::null_mut();
+        let mut s = cache.head;
+        while !s.is_null() {
+            // SAFETY: cached segments are live; their links change only under
+            // the cache's lock, which we hold.
+            let seg = unsafe { &*s };
+            let next = seg.next.get();
+            let idle = now.saturating_sub(seg.cached_at.get());
+            let committed = seg.committed_len.get();
+            if force || idle >= delay.saturating_mul(10) {
+                if prev.is_null() {
+                    cache.head = next;
+                } else {
+                    // SAFETY: `prev` is a live cached segment (as above).
+                    unsafe { (*prev).next.set(next) };
                 }
+                cache.bytes -= seg.size;
+                publish(&cache);
+                seg.next.set(victims);
+                victims = s;
+                bytes += committed;
+            } else {
                 if idle >= delay && committed > 0 {
-                    os::purge(s.cast::<u8>().add((*s).block_offset), committed);
-                    stats::on_purge(committed);
-                    (*s).committed_len = 0;
+                    os::purge(s.cast::<u8>().wrapping_add(seg.block_offset.get()), committed);
+                    commit::on_purge(committed);
+                    seg.committed_len.set(0);
                     bytes += committed;
                 }
-                link = &mut (*s).next;
+                prev = s;
             }
+            s = next;
         }
     }
     while !victims.is_null() {
+        let s = victims;
         // SAFETY: each victim left the cache above and is ours alone.
-        unsafe {
-            let s = victims;
-            victims = (*s).next;
-            segment::unmap_segment(s);
-        }
+        victims = unsafe { (*s).next.get() };
+        // SAFETY: as above: no live block, on no list but `ALL`.
+        unsafe { segment::unmap_segment(s) };
     }
     bytes
 }

@@ -11,12 +11,14 @@
 //! two, at most 12.5% internal waste above 128 bytes). Blocks larger than the
 //! biggest class get a *huge* segment of their own (`huge.rs`).
 //!
-//! Every thread owns a *heap* (`heap.rs`) with a queue of pages per class.
-//! The allocation fast path pops a block from the first page of the class's
-//! queue; the free fast path pushes it onto that page's local free list
-//! (`free.rs`). Neither takes a lock or an atomic read-modify-write. A block
-//! freed by another thread goes onto the page's atomic cross-thread list,
-//! which the owner collects on its slow path (`page.rs`).
+//! Every thread owns a *heap* (`heap.rs`) with a queue of pages per class
+//! (`page_queue.rs`). The allocation fast path pops a block from the first
+//! page of the class's queue (`alloc.rs`); the free fast path pushes it onto
+//! that page's local free list (`free.rs`). Neither takes a lock or an
+//! atomic read-modify-write. A block freed by another thread goes onto the
+//! page's atomic cross-thread list, which the owner collects on its slow
+//! path (`page.rs`). Pages come from, and go back to, the heap's segments
+//! (`page_alloc.rs`); `realloc.rs` decides where a resized block goes.
 //!
 //! A thread that exits *abandons* its heap with all its pages; the next new
 //! thread *adopts* it (`thread.rs`). `fork()` leaves the child with every
@@ -26,6 +28,15 @@
 //! OS (`madvise`) after a delay, or at once on [`purge`] and under pressure
 //! (`purge.rs`). Empty segments wait in a small cache before being unmapped.
 //! Counters live on slow paths only (`stats.rs`).
+//!
+//! The layers, each importing only those before it: `os`, `lock`,
+//! `size_class`, `options` (primitives) → `commit` (the one seam to
+//! reclaim: the core commits memory through it, reclaim installs its slow
+//! path there) → `page` → `page_queue` → `segment` → `huge` → `heap` →
+//! `page_alloc` → `thread` → `purge` → `alloc` → `free` → `realloc` →
+//! `stats`, `check` → `raw`, `global` (the API). `reclaim` sits above the
+//! core and reaches down; the core reaches reclaim only through `commit`
+//! (and `thread`, the process start, installs it there).
 //!
 //! Use it as the global allocator:
 //!
@@ -39,6 +50,7 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod alloc;
 pub mod check;
 mod commit;
 pub mod delegate;
@@ -51,8 +63,11 @@ mod lock;
 pub mod options;
 mod os;
 mod page;
+mod page_alloc;
+mod page_queue;
 mod purge;
 pub mod raw;
+mod realloc;
 pub mod reclaim;
 mod segment;
 mod size_class;

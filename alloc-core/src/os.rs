@@ -15,6 +15,7 @@ pub const OS_PAGE: usize = 4096;
 ///
 /// Over-maps by `align` and trims both ends, so the result costs no more than
 /// `size` bytes of address space once it returns.
+#[cfg(not(miri))]
 pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
     debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size % OS_PAGE == 0);
     let total = size.checked_add(align)?;
@@ -28,6 +29,16 @@ pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
         unmap(end as *mut u8, raw + total - end);
     }
     NonNull::new(start as *mut u8)
+}
+
+/// Under Miri, which can only unmap whole mappings: over-maps by `align`
+/// and keeps the slack mapped (never unmapped; see [`unmap`]).
+#[cfg(miri)]
+pub fn map_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && size % OS_PAGE == 0);
+    let raw = map(size.checked_add(align)?)?.as_ptr();
+    let pad = raw.align_offset(align);
+    NonNull::new(raw.wrapping_add(pad))
 }
 
 fn map(size: usize) -> Option<NonNull<u8>> {
@@ -51,6 +62,7 @@ fn map(size: usize) -> Option<NonNull<u8>> {
 }
 
 /// Unmaps a range previously returned (whole or in part) by [`map_aligned`].
+#[cfg(not(miri))]
 pub fn unmap(p: *mut u8, size: usize) {
     // SAFETY: callers pass a range this module mapped and that no live block
     // still uses; munmap of such a range cannot affect other memory.
@@ -58,14 +70,32 @@ pub fn unmap(p: *mut u8, size: usize) {
     debug_assert_eq!(rc, 0, "munmap failed");
 }
 
+/// Under Miri the mapping stays (its unmap takes only whole mappings, and
+/// the tests that run there are short): the range is only zeroed, so that
+/// it reads as an unmapped-and-remapped range would.
+#[cfg(miri)]
+pub fn unmap(p: *mut u8, size: usize) {
+    purge(p, size);
+}
+
 /// Gives the physical pages of `[p, p + size)` back to the kernel, keeping the
 /// address range mapped; the next touch faults in zeroed pages.
+#[cfg(not(miri))]
 pub fn purge(p: *mut u8, size: usize) {
     debug_assert!(p as usize % OS_PAGE == 0 && size % OS_PAGE == 0);
     // SAFETY: the range lies inside one of our mappings and holds no live
     // block (callers own it in a free state), so dropping its contents is sound.
     let rc = unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) };
     debug_assert_eq!(rc, 0, "madvise failed");
+}
+
+/// Under Miri, which has no `madvise`: zeroes the range, which is what the
+/// next touch after `MADV_DONTNEED` reads.
+#[cfg(miri)]
+pub fn purge(p: *mut u8, size: usize) {
+    // SAFETY: the range lies inside one of our mappings and holds no live
+    // block (callers own it in a free state).
+    unsafe { ptr::write_bytes(p, 0, size) };
 }
 
 /// Milliseconds on a monotonic clock that is cheap to read (vDSO, coarse).

@@ -1,6 +1,19 @@
 //! Pages: runs of blocks of one size class, and their three free lists.
 //!
-//! A page is owned by one heap. Its blocks are in exactly one of these places:
+//! A page record lives in its segment's header and is split by who may
+//! touch it:
+//!
+//! - [`Owned`]: the free lists, flags, carving and queue links. Only the
+//!   thread that owns the page's heap reads or writes them (and the thread
+//!   that initialises the page, before it publishes it). They are `Cell`s:
+//!   the owner works through `&Page`, never `&mut Page`, because other
+//!   threads hold `&Page` at the same time to free into it.
+//! - [`Shared`]: what other threads touch, all atomic: the cross-thread
+//!   free list `xfree`, the state the purger changes by compare-and-swap,
+//!   the owning heap, the `used` count and the geometry that statistics and
+//!   remote frees read. Plus `start`/`size`, fixed when the segment is mapped.
+//!
+//! Counting identity (checked by `check.rs`):
 //!
 //! ```text
 //!   reserved = used + |free| + |local_free| + (reserved - capacity)
@@ -10,8 +23,8 @@
 //!
 //! `free` is the allocation list (fast path pops), `local_free` takes the
 //! owner's frees (fast path pushes), `xfree` takes other threads' frees
-//! (atomic push). The owner swaps `local_free` and `xfree` into `free` on its
-//! slow path, so the fast paths never touch an atomic.
+//! (atomic push). The owner moves `local_free` and `xfree` into `free` on its
+//! slow path, so the fast paths never touch an atomic read-modify-write.
 //!
 //! `xfree` also carries two flag bits in its low bits: [`XF_IN_FULL`] (the
 //! owner moved the page to its full list, so a remote free must tell the
@@ -19,11 +32,16 @@
 //! this page on the owner's `remote_pages` stack). A page with `XF_QUEUED`
 //! is never retired: only draining the stack clears the bit, so the page
 //! stays alive until the pushing thread is done with it.
+//!
+//! State is published after the fields it vouches for: a page taken for a
+//! class goes `FREE`/`PURGED -> TAKEN` (claimed, not yet readable), is
+//! initialised, and only then stored `IN_USE` with Release.
 
+use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::heap::Heap;
+use crate::os;
 
 /// A free block: its first word links to the next free block.
 #[repr(C)]
@@ -31,6 +49,9 @@ pub struct Block {
     /// The next free block, or null.
     pub next: *mut Block,
 }
+
+/// Bytes `Page::extend` carves at a time (at least one block).
+pub const FIRST_CARVE: usize = 16 * 1024;
 
 /// `xfree` flag: the page is on its owner's full list.
 pub const XF_IN_FULL: usize = 1;
@@ -45,7 +66,7 @@ pub const PF_IN_FULL: u8 = 1;
 /// owner (taking a page) and the purger (returning it to the OS) never both
 /// act on one page.
 pub mod state {
-    /// Given to a heap for a size class.
+    /// Given to a heap for a size class, its fields initialised.
     pub const IN_USE: u8 = 0;
     /// Free, memory still committed.
     pub const FREE: u8 = 1;
@@ -53,190 +74,278 @@ pub mod state {
     pub const PURGED: u8 = 2;
     /// The purger is giving it back right now.
     pub const PURGING: u8 = 3;
+    /// Claimed by a heap that is initialising it (not yet `IN_USE`).
+    pub const TAKEN: u8 = 4;
 }
 
-/// A page of blocks of one size class. See the module doc for its counts.
+/// The owner's part of a page (see the module doc): only the thread owning
+/// the page's heap touches it.
 #[repr(C)]
-pub struct Page {
-    /// Allocation list (owner only).
-    pub free: *mut Block,
+pub struct Owned {
+    /// Allocation list.
+    pub free: Cell<*mut Block>,
+    /// The owner's frees, merged into `free` on the slow path.
+    pub local_free: Cell<*mut Block>,
+    /// Links in the owner's page queue or full list.
+    pub next: Cell<*mut Page>,
+    /// See `next`.
+    pub prev: Cell<*mut Page>,
+    /// Blocks carved out of the page so far (the rest is untouched memory).
+    pub capacity: Cell<u32>,
+    /// Blocks the page can hold.
+    pub reserved: Cell<u32>,
+    /// Owner flags (`PF_*`), checked by the free fast path.
+    pub flags: Cell<u8>,
+    /// Every block on `free` is zero except its link word.
+    pub is_zero: Cell<bool>,
+}
+
+/// The part of a page other threads touch (see the module doc).
+#[repr(C)]
+pub struct Shared {
     /// Blocks handed out (owner writes; relaxed so statistics may read it).
     pub used: AtomicU32,
-    /// Owner flags (`PF_*`), checked by the free fast path.
-    pub flags: u8,
-    /// Every block on `free` is zero except its link word.
-    pub is_zero: bool,
-    /// Size class index.
-    pub class: u8,
-    /// Segment-level state (`state::*`).
-    pub state: AtomicU8,
-    /// Owner's frees, merged into `free` on the slow path.
-    pub local_free: *mut Block,
-    /// Block size in bytes.
-    pub block_size: usize,
-    /// `ceil(2^44 / block_size)`: block index of an offset by multiplication.
-    pub recip: u64,
-    /// Blocks carved out of the page so far (the rest is untouched memory).
-    pub capacity: u32,
-    /// Blocks the page can hold.
-    pub reserved: u32,
+    /// Block size in bytes; written while `TAKEN`, read by block holders.
+    pub block_size: AtomicU32,
     /// `reserved * block_size`: offset of the end of the last block.
-    pub blocks_end: u32,
-    /// Other threads' frees, plus the `XF_*` flag bits.
-    pub xfree: AtomicUsize,
-    /// The owning heap; stable while any block of the page is live.
-    pub heap: *mut Heap,
-    /// Links in the owner's page queue or full list.
-    pub next: *mut Page,
-    /// See `next`.
-    pub prev: *mut Page,
-    /// Link in the owner's `remote_pages` stack.
-    pub remote_next: AtomicPtr<Page>,
-    /// First block.
-    pub start: *mut u8,
-    /// Bytes from `start` to the end of the page.
-    pub size: usize,
+    pub blocks_end: AtomicU32,
     /// Bytes from `start` that blocks have been carved from since the page
     /// was last purged (OS-page rounded): what it holds committed. Written by
-    /// the owner while `IN_USE`, by the purger while `PURGING`.
-    pub touched: usize,
+    /// the owner while `IN_USE`/`TAKEN`, by the purger while `PURGING`.
+    pub touched: AtomicU32,
+    /// Segment-level state (`state::*`).
+    pub state: AtomicU8,
+    /// Size class index; written while `TAKEN`, read by statistics.
+    pub class: AtomicU8,
+    /// Other threads' frees, plus the `XF_*` flag bits.
+    pub xfree: AtomicUsize,
+    /// The owning heap (an opaque `*mut Heap`: this layer never follows
+    /// it), null while the page is free. Stable while any block is live.
+    pub heap: AtomicPtr<u8>,
+    /// `ceil(2^44 / block_size)`: block index of an offset by multiplication.
+    pub recip: AtomicU64,
+    /// Link in the owner's `remote_pages` stack.
+    pub remote_next: AtomicPtr<Page>,
     /// When the page last became free (ms), for purge decay.
     pub freed_at: AtomicU64,
+    /// First block (fixed when the segment is mapped).
+    pub start: *mut u8,
+    /// Bytes from `start` to the end of the page (fixed likewise).
+    pub size: usize,
 }
+
+/// A page of blocks of one size class. See the module doc.
+#[repr(C)]
+pub struct Page {
+    /// The owner's part.
+    pub own: Owned,
+    /// The part other threads touch.
+    pub shared: Shared,
+}
+
+// Two cache lines: the segment header's page array is indexed by a shift.
+const _: () = assert!(core::mem::size_of::<Page>() == 128);
+
+// Relaxed on `used`, `class`, `block_size`, `recip`, `blocks_end` and
+// `touched` everywhere below: each has one writer at a time (the owner, or
+// the initialiser before the Release of IN_USE, or the purger inside
+// PURGING), and readers on other threads are ordered after that writer by
+// the state protocol or by the hand-over of a block; the atomics only make
+// a statistics snapshot's racy read well-defined.
 
 impl Page {
     /// An unused page record (also the shape of the static empty page).
     pub const fn empty() -> Page {
         Page {
-            free: ptr::null_mut(),
-            used: AtomicU32::new(0),
-            flags: 0,
-            is_zero: false,
-            class: 0,
-            state: AtomicU8::new(state::PURGED),
-            local_free: ptr::null_mut(),
-            block_size: 0,
-            recip: 0,
-            capacity: 0,
-            reserved: 0,
-            blocks_end: 0,
-            xfree: AtomicUsize::new(0),
-            heap: ptr::null_mut(),
-            next: ptr::null_mut(),
-            prev: ptr::null_mut(),
-            remote_next: AtomicPtr::new(ptr::null_mut()),
-            start: ptr::null_mut(),
-            size: 0,
-            touched: 0,
-            freed_at: AtomicU64::new(0),
+            own: Owned {
+                free: Cell::new(ptr::null_mut()),
+                local_free: Cell::new(ptr::null_mut()),
+                next: Cell::new(ptr::null_mut()),
+                prev: Cell::new(ptr::null_mut()),
+                capacity: Cell::new(0),
+                reserved: Cell::new(0),
+                flags: Cell::new(0),
+                is_zero: Cell::new(false),
+            },
+            shared: Shared {
+                used: AtomicU32::new(0),
+                block_size: AtomicU32::new(0),
+                blocks_end: AtomicU32::new(0),
+                touched: AtomicU32::new(0),
+                state: AtomicU8::new(state::PURGED),
+                class: AtomicU8::new(0),
+                xfree: AtomicUsize::new(0),
+                heap: AtomicPtr::new(ptr::null_mut()),
+                recip: AtomicU64::new(0),
+                remote_next: AtomicPtr::new(ptr::null_mut()),
+                freed_at: AtomicU64::new(0),
+                start: ptr::null_mut(),
+                size: 0,
+            },
         }
     }
 
     /// Blocks handed out.
     #[inline(always)]
     pub fn used(&self) -> u32 {
-        // Relaxed: only the owner writes `used`; others read it for statistics.
-        self.used.load(Ordering::Relaxed)
+        self.shared.used.load(Ordering::Relaxed)
     }
 
+    /// Sets the count of blocks handed out (owner only).
     #[inline(always)]
     pub fn set_used(&self, n: u32) {
-        // Relaxed store, not a read-modify-write: only the owner writes.
-        self.used.store(n, Ordering::Relaxed)
+        // A store, not a read-modify-write: only the owner writes.
+        self.shared.used.store(n, Ordering::Relaxed)
     }
 
-    /// Prepares a free page for `class` in `heap`. `zero` says whether its
-    /// memory is known to read as zero.
-    pub fn init(&mut self, heap: *mut Heap, class: usize, block_size: usize, zero: bool) {
-        self.free = ptr::null_mut();
-        self.local_free = ptr::null_mut();
+    /// Block size in bytes (for a page in use).
+    #[inline(always)]
+    pub fn block_size(&self) -> usize {
+        self.shared.block_size.load(Ordering::Relaxed) as usize
+    }
+
+    /// Size class index (for a page in use).
+    #[inline(always)]
+    pub fn class(&self) -> usize {
+        self.shared.class.load(Ordering::Relaxed) as usize
+    }
+
+    /// The owning heap, as an opaque pointer (null for a free page).
+    #[inline(always)]
+    pub fn heap(&self) -> *mut u8 {
+        // Relaxed: a block's holder is ordered after the page's `init`; a
+        // stale pointer only reaches the checked free's slower tests.
+        self.shared.heap.load(Ordering::Relaxed)
+    }
+
+    /// Committed bytes of the page (see [`Shared::touched`]).
+    pub fn touched(&self) -> usize {
+        self.shared.touched.load(Ordering::Relaxed) as usize
+    }
+
+    /// Sets the committed bytes (by the owner or the purger in its turn).
+    pub fn set_touched(&self, bytes: usize) {
+        // Pages are at most 2 MiB: the count fits.
+        self.shared.touched.store(bytes as u32, Ordering::Relaxed)
+    }
+
+    /// Prepares a page in state `TAKEN` for `class` in `heap`, then publishes
+    /// it `IN_USE`. `zero` says whether its memory is known to read as zero.
+    pub fn init(&self, heap: *mut u8, class: usize, block_size: usize, zero: bool) {
+        debug_assert_eq!(self.shared.state.load(Ordering::Relaxed), state::TAKEN);
+        let own = &self.own;
+        own.free.set(ptr::null_mut());
+        own.local_free.set(ptr::null_mut());
+        own.flags.set(0);
+        own.is_zero.set(zero);
+        own.capacity.set(0);
+        let reserved = (self.shared.size / block_size) as u32;
+        own.reserved.set(reserved);
+        own.next.set(ptr::null_mut());
+        own.prev.set(ptr::null_mut());
+        let sh = &self.shared;
         self.set_used(0);
-        self.flags = 0;
-        self.is_zero = zero;
-        self.class = class as u8;
-        self.block_size = block_size;
-        self.recip = (1u64 << 44).div_ceil(block_size as u64);
-        self.capacity = 0;
-        self.reserved = (self.size / block_size) as u32;
-        self.blocks_end = self.reserved * block_size as u32;
-        // Relaxed: the page is not yet reachable by other threads; the first
-        // block handed out publishes it.
-        self.xfree.store(0, Ordering::Relaxed);
-        self.heap = heap;
-        self.next = ptr::null_mut();
-        self.prev = ptr::null_mut();
+        sh.class.store(class as u8, Ordering::Relaxed);
+        sh.block_size.store(block_size as u32, Ordering::Relaxed);
+        sh.recip.store((1u64 << 44).div_ceil(block_size as u64), Ordering::Relaxed);
+        sh.blocks_end.store(reserved * block_size as u32, Ordering::Relaxed);
+        // Relaxed: no block is out, so no other thread pushes here yet.
+        sh.xfree.store(0, Ordering::Relaxed);
+        sh.heap.store(heap, Ordering::Relaxed);
+        // Release pairs with the Acquire loads of statistics and the checked
+        // free: who sees IN_USE sees the fields above.
+        sh.state.store(state::IN_USE, Ordering::Release);
     }
 
     /// Whether `p` is the start of a block of this page.
     #[inline]
     pub fn is_block_start(&self, p: *const u8) -> bool {
-        let off = (p as usize).wrapping_sub(self.start as usize) as u64;
-        if off >= self.blocks_end as u64 {
+        let sh = &self.shared;
+        let off = (p as usize).wrapping_sub(sh.start as usize) as u64;
+        if off >= sh.blocks_end.load(Ordering::Relaxed) as u64 {
             return false;
         }
         // off < 2^22 and block_size <= 2^20, so the product fits and the
         // quotient is exact (error below 2^-22 of a block).
-        let idx = (off * self.recip) >> 44;
-        idx * self.block_size as u64 == off
+        let idx = (off * sh.recip.load(Ordering::Relaxed)) >> 44;
+        idx * self.block_size() as u64 == off
     }
 
-    /// Carves up to a few KiB of untouched blocks into `free`. Returns whether
-    /// any block was added.
-    pub fn extend(&mut self) -> bool {
+    /// Pops a block from `free` (owner only); `None` when it is empty.
+    #[inline(always)]
+    pub fn pop_free(&self) -> Option<*mut Block> {
+        let block = self.own.free.get();
+        if block.is_null() {
+            return None;
+        }
+        // SAFETY: `block` is on this page's free list, whose blocks are
+        // free memory of the page linked by their first word.
+        let next = unsafe { (*block).next };
+        self.own.free.set(next);
+        self.set_used(self.used() + 1);
+        Some(block)
+    }
+
+    /// Carves up to a few KiB of untouched blocks into `free` (owner only).
+    /// Returns whether any block was added.
+    pub fn extend(&self) -> bool {
         let n = self.next_carve();
         if n == 0 {
             return false;
         }
-        let bs = self.block_size;
-        let first = self.start.wrapping_add(self.capacity as usize * bs);
+        let bs = self.block_size();
+        let capacity = self.own.capacity.get() as usize;
+        let first = self.shared.start.wrapping_add(capacity * bs);
         for i in 0..n {
             let b = first.wrapping_add(i * bs).cast::<Block>();
-            let next = if i + 1 < n { first.wrapping_add((i + 1) * bs).cast() } else { self.free };
+            let next = if i + 1 < n { first.wrapping_add((i + 1) * bs).cast() } else { self.own.free.get() };
             // SAFETY: blocks `capacity .. capacity + n` lie inside the page
-            // (n <= reserved - capacity) and belong to no one yet.
+            // (n <= reserved - capacity), in the segment's mapping, and
+            // belong to no one yet.
             unsafe { (*b).next = next };
         }
-        self.free = first.cast();
-        self.capacity += n as u32;
+        self.own.free.set(first.cast());
+        self.own.capacity.set((capacity + n) as u32);
         // Committed memory grows as blocks are carved, not when the page is
-        // taken: a 4 MiB large page holding one block commits one block.
-        let end = (self.capacity as usize * bs).next_multiple_of(crate::os::OS_PAGE).min(self.size);
-        if end > self.touched {
-            crate::stats::on_commit(end - self.touched);
-            self.touched = end;
+        // taken: a 2 MiB large page holding one block commits one block.
+        let end = ((capacity + n) * bs).next_multiple_of(os::OS_PAGE).min(self.shared.size);
+        let touched = self.touched();
+        if end > touched {
+            crate::commit::on_commit(end - touched);
+            self.set_touched(end);
         }
         true
     }
 
     /// Blocks the next [`Page::extend`] carves (0: the page is all carved).
     fn next_carve(&self) -> usize {
-        let left = (self.reserved - self.capacity) as usize;
-        left.min((crate::heap::FIRST_CARVE / self.block_size).max(1))
+        let left = (self.own.reserved.get() - self.own.capacity.get()) as usize;
+        left.min((FIRST_CARVE / self.block_size()).max(1))
     }
 
     /// Committed bytes the next [`Page::extend`] adds (0 when it carves only
     /// memory touched before, or nothing).
     pub fn carve_cost(&self) -> usize {
-        let end = ((self.capacity as usize + self.next_carve()) * self.block_size)
-            .next_multiple_of(crate::os::OS_PAGE)
-            .min(self.size);
-        end.saturating_sub(self.touched)
+        let end = ((self.own.capacity.get() as usize + self.next_carve()) * self.block_size())
+            .next_multiple_of(os::OS_PAGE)
+            .min(self.shared.size);
+        end.saturating_sub(self.touched())
     }
 
     /// Moves `local_free` and the cross-thread list into `free`, keeping the
     /// `XF_*` flags. Called by the owner when `free` ran dry.
-    pub fn collect(&mut self) {
+    pub fn collect(&self) {
         self.collect_local();
+        let xfree = &self.shared.xfree;
         // Relaxed first look: a stale zero only delays collection.
-        let seen = self.xfree.load(Ordering::Relaxed);
+        let seen = xfree.load(Ordering::Relaxed);
         if seen & !XF_FLAGS == 0 {
             return;
         }
         // Take the list and keep the flags. Acquire pairs with the Release of
         // the remote pushers: their writes of the blocks' links are visible.
         let mut old = seen;
-        while let Err(now) = self.xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed)
-        {
+        while let Err(now) = xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
             old = now;
         }
         self.merge_remote(old);
@@ -244,29 +353,29 @@ impl Page {
 
     /// Takes the cross-thread list and clears both flags: only for draining
     /// the owner's `remote_pages` stack, which owns the `XF_QUEUED` bit.
-    pub fn collect_clearing_flags(&mut self) {
+    pub fn collect_clearing_flags(&self) {
         // Acquire: see `collect`.
-        self.merge_remote(self.xfree.swap(0, Ordering::Acquire));
+        self.merge_remote(self.shared.xfree.swap(0, Ordering::Acquire));
         self.collect_local();
     }
 
     /// Moves `local_free` into `free`; without a walk when `free` is empty
     /// (`used` already counts these frees).
-    fn collect_local(&mut self) {
-        if self.local_free.is_null() {
+    fn collect_local(&self) {
+        let local = self.own.local_free.replace(ptr::null_mut());
+        if local.is_null() {
             return;
         }
-        if self.free.is_null() {
-            self.free = self.local_free;
-            self.is_zero = false;
+        if self.own.free.get().is_null() {
+            self.own.free.set(local);
+            self.own.is_zero.set(false);
         } else {
-            self.append_to_free(self.local_free);
+            self.append_to_free(local);
         }
-        self.local_free = ptr::null_mut();
     }
 
     /// Merges a taken `xfree` word's list into `free`: those blocks leave `used`.
-    fn merge_remote(&mut self, word: usize) {
+    fn merge_remote(&self, word: usize) {
         let list = (word & !XF_FLAGS) as *mut Block;
         if !list.is_null() {
             let n = self.append_to_free(list);
@@ -276,71 +385,75 @@ impl Page {
 
     /// Prepends `list` to `free`; returns its length. The merged blocks were
     /// used, so the page no longer promises zeroed blocks.
-    fn append_to_free(&mut self, list: *mut Block) -> u32 {
+    fn append_to_free(&self, list: *mut Block) -> u32 {
         let mut n = 1;
         let mut tail = list;
-        // SAFETY: `list` is a chain of free blocks of this page, each linked
-        // by its first word, ending in null.
+        // SAFETY: `list` is a chain of free blocks of this page taken off a
+        // list only the owner reads, each linked by its first word, ending in
+        // null: the owner alone touches them now.
         unsafe {
             while !(*tail).next.is_null() {
                 tail = (*tail).next;
                 n += 1;
             }
-            (*tail).next = self.free;
+            (*tail).next = self.own.free.get();
         }
-        self.free = list;
-        self.is_zero = false;
+        self.own.free.set(list);
+        self.own.is_zero.set(false);
         n
     }
 
     /// Marks the page full so that remote frees notify the owner. Fails when
     /// blocks arrived on `xfree` meanwhile (the caller collects again).
-    pub fn try_mark_full(&mut self) -> bool {
+    pub fn try_mark_full(&self) -> bool {
+        let xfree = &self.shared.xfree;
         // Relaxed load; the CAS below decides.
-        let old = self.xfree.load(Ordering::Relaxed);
+        let old = xfree.load(Ordering::Relaxed);
         if old & !XF_FLAGS != 0 {
             return false;
         }
         // AcqRel pairs with remote pushers' CAS on the same word: either they
         // see IN_FULL and queue the page, or we see their block and fail.
-        let ok = self.xfree.compare_exchange(old, old | XF_IN_FULL, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        let ok = xfree.compare_exchange(old, old | XF_IN_FULL, Ordering::AcqRel, Ordering::Relaxed).is_ok();
         if ok {
-            self.flags |= PF_IN_FULL;
+            self.own.flags.set(self.own.flags.get() | PF_IN_FULL);
         }
         ok
     }
 
     /// Clears the full mark (the owner took the page off its full list).
-    pub fn clear_full(&mut self) {
+    pub fn clear_full(&self) {
         // Relaxed is enough: a remote that still sees IN_FULL queues the page,
         // which the drain tolerates for a page that is no longer full.
-        self.xfree.fetch_and(!XF_IN_FULL, Ordering::Relaxed);
-        self.flags &= !PF_IN_FULL;
+        self.shared.xfree.fetch_and(!XF_IN_FULL, Ordering::Relaxed);
+        self.own.flags.set(self.own.flags.get() & !PF_IN_FULL);
     }
 
     /// Whether a remote thread holds the right to push this page on the
     /// owner's stack (so the page must not be retired yet).
     pub fn is_queued(&self) -> bool {
         // Acquire: pairs with the pusher's CAS; see the module doc.
-        self.xfree.load(Ordering::Acquire) & XF_QUEUED != 0
+        self.shared.xfree.load(Ordering::Acquire) & XF_QUEUED != 0
     }
 
     /// Pushes `block` on the cross-thread list, from a thread that does not
     /// own the page. Returns whether this thread must now push the page on
-    /// the owner's `remote_pages` stack.
+    /// the owner's `remote_pages` stack. Touches only [`Shared`].
     ///
     /// # Safety
     ///
     /// `block` is a live block of this page, freed exactly once.
     pub unsafe fn push_remote(&self, block: *mut Block) -> bool {
-        let mut old = self.xfree.load(Ordering::Relaxed);
+        let xfree = &self.shared.xfree;
+        let mut old = xfree.load(Ordering::Relaxed);
         loop {
             let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
             let new = block as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
-            // SAFETY: the block is ours to write until the CAS publishes it.
+            // SAFETY: the caller gives up the block, so this thread alone
+            // writes it until the CAS below publishes it.
             unsafe { (*block).next = (old & !XF_FLAGS) as *mut Block };
             // Release publishes the link write to the owner's Acquire in `collect`.
-            match self.xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
+            match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return notify,
                 Err(now) => old = now,
             }

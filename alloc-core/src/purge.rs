@@ -16,8 +16,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
 use crate::page::{state, Page};
+use crate::page_alloc::release_empty_pages;
 use crate::segment::{self, Kind, ALL};
-use crate::{huge, os, stats, thread};
+use crate::{commit, huge, os, thread};
 
 static NEXT_TICK: AtomicU64 = AtomicU64::new(0);
 
@@ -33,21 +34,14 @@ const HEAP_COLLECT_MS: u64 = 100;
 /// Decay work, if due. Called from the allocation slow path: the heap gives
 /// back its empty pages every [`HEAP_COLLECT_MS`] or when a purge asked for
 /// it; one thread per quarter of the purge delay runs the global purge pass.
-///
-/// # Safety
-///
-/// `heap` is owned by the calling thread.
-pub unsafe fn tick(heap: *mut Heap) {
+pub fn tick(heap: &Heap) {
     let now = os::now_ms();
     // Relaxed: the epoch is a hint; a late look only delays the collection.
     let epoch = COLLECT_EPOCH.load(Ordering::Relaxed);
-    // SAFETY: caller promise.
-    unsafe {
-        if now >= (*heap).next_collect || epoch != (*heap).collect_epoch {
-            (*heap).next_collect = now + HEAP_COLLECT_MS;
-            (*heap).collect_epoch = epoch;
-            heap::release_empty_pages(heap);
-        }
+    if now >= heap.next_collect.get() || epoch != heap.collect_epoch.get() {
+        heap.next_collect.set(now + HEAP_COLLECT_MS);
+        heap.collect_epoch.set(epoch);
+        release_empty_pages(heap);
     }
     global_tick(now);
 }
@@ -97,10 +91,10 @@ pub(crate) fn tick_period_ms() -> u64 {
 pub fn purge() -> usize {
     // Relaxed: see `COLLECT_EPOCH`.
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
-    let heap = thread::heap();
+    let heap = heap::current();
     if heap != empty_heap() {
-        // SAFETY: the calling thread owns its heap.
-        unsafe { heap::release_empty_pages(heap) };
+        // SAFETY: a heap other than the empty one is this thread's own.
+        release_empty_pages(unsafe { &*heap });
     }
     thread::collect_abandoned();
     purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
@@ -113,53 +107,48 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     let all = ALL.lock();
     let mut seg = all.0;
     while !seg.is_null() {
-        // SAFETY: segments on `ALL` stay mapped while we hold its lock.
-        let (kind, count, next) = unsafe { ((*seg).kind, (*seg).page_count, (*seg).all_next) };
-        if kind != Kind::Huge {
-            for i in 0..count {
-                // SAFETY: `i` is below the segment's page count; the page's
-                // memory and `touched` are only used after winning
-                // FREE -> PURGING, which makes this thread their only user.
-                bytes += unsafe { purge_page((&raw mut (*seg).pages).cast::<Page>().add(i), now, delay, force) };
+        // SAFETY: segments on `ALL` stay mapped while we hold its lock; a
+        // shared reference aliases no `&mut` (mutable fields are `Cell`s or
+        // atomics), and of the pages only their shared part is touched.
+        let s = unsafe { &*seg };
+        if s.kind != Kind::Huge {
+            for page in &s.pages[..s.page_count] {
+                bytes += purge_page(page, now, delay, force);
             }
         }
-        seg = next;
+        seg = s.all_next.get();
     }
     drop(all);
     bytes
 }
 
 /// Purges one page if it is free (and idle for `delay`, unless `force`).
-/// Returns the bytes given back.
-///
-/// # Safety
-///
-/// `page` is a page record of a mapped segment.
-unsafe fn purge_page(page: *mut Page, now: u64, delay: u64, force: bool) -> usize {
-    // SAFETY: caller promise; see the module doc for who may touch what.
-    unsafe {
-        // Relaxed first look; the CAS decides.
-        if (*page).state.load(Ordering::Relaxed) != state::FREE {
-            return 0;
-        }
-        let idle = now.saturating_sub((*page).freed_at.load(Ordering::Relaxed));
-        if !force && idle < delay {
-            return 0;
-        }
-        // Acquire pairs with the owner's Release of FREE: its last writes to
-        // the page's memory and `touched` happened before our madvise.
-        if (*page).state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            return 0;
-        }
-        // Only what was carved can be resident.
-        let touched = (*page).touched;
-        if touched > 0 {
-            os::purge((*page).start, touched);
-            stats::on_purge(touched);
-            (*page).touched = 0;
-        }
-        // Release pairs with the Acquire CAS in `new_page`.
-        (*page).state.store(state::PURGED, Ordering::Release);
-        touched
+/// Returns the bytes given back. The page's memory and `touched` are used
+/// only after winning `FREE -> PURGING`, which makes this thread their only
+/// user until it stores `PURGED`.
+fn purge_page(page: &Page, now: u64, delay: u64, force: bool) -> usize {
+    let sh = &page.shared;
+    // Relaxed first look; the CAS decides.
+    if sh.state.load(Ordering::Relaxed) != state::FREE {
+        return 0;
     }
+    let idle = now.saturating_sub(sh.freed_at.load(Ordering::Relaxed));
+    if !force && idle < delay {
+        return 0;
+    }
+    // Acquire pairs with the owner's Release of FREE: its last writes to
+    // the page's memory and `touched` happened before our madvise.
+    if sh.state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return 0;
+    }
+    // Only what was carved can be resident.
+    let touched = page.touched();
+    if touched > 0 {
+        os::purge(sh.start, touched);
+        commit::on_purge(touched);
+        page.set_touched(0);
+    }
+    // Release pairs with the Acquire CAS in `page_alloc::new_page`.
+    sh.state.store(state::PURGED, Ordering::Release);
+    touched
 }

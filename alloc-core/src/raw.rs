@@ -4,7 +4,7 @@
 //! Every function here is safe to call before `main`, from any thread, and
 //! from inside a shrinker. None of them panics.
 
-use crate::{free, heap, huge, segment};
+use crate::{alloc, free, huge, realloc, segment};
 
 /// Alignment every block has without asking: that of `max_align_t` on x86-64.
 pub const MIN_ALIGN: usize = 16;
@@ -24,7 +24,7 @@ pub const MAX_ALIGN: usize = huge::MAX_HUGE_ALIGN;
 /// ```
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
-    heap::malloc(size)
+    alloc::malloc(size)
 }
 
 /// Like [`malloc`] with C's alignment: blocks above 8 bytes are 16-aligned,
@@ -39,7 +39,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// ```
 #[inline]
 pub fn malloc_c(size: usize) -> *mut u8 {
-    heap::malloc_c(size)
+    alloc::malloc_c(size)
 }
 
 /// Like [`malloc`], with the block's memory zeroed.
@@ -53,7 +53,7 @@ pub fn malloc_c(size: usize) -> *mut u8 {
 /// ```
 #[inline]
 pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    heap::malloc_zeroed(size, align)
+    alloc::malloc_zeroed(size, align)
 }
 
 /// Allocates `size` bytes aligned to `align`, a power of two. Returns null
@@ -68,7 +68,7 @@ pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// ```
 #[inline]
 pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
-    heap::malloc_aligned(size, align)
+    alloc::malloc_aligned(size, align)
 }
 
 /// Frees a block. Null is ignored. A pointer that is not the start of one of
@@ -96,7 +96,7 @@ pub unsafe fn free(p: *mut u8) {
 /// of at most `align`; after success the old pointer is not used again.
 pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     // SAFETY: forwarded caller promise.
-    unsafe { heap::realloc(p, new_size, align) }
+    unsafe { realloc::realloc(p, new_size, align) }
 }
 
 /// Bytes usable in the block at `p` (at least what was asked for).

@@ -20,15 +20,14 @@
 //! Every mapped segment is on the global list `ALL`, which the purger and the
 //! statistics walk under its lock.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use crate::heap::Heap;
 use crate::lock::SpinLock;
 use crate::options::{self, Opt};
 use crate::page::{state, Page};
-use crate::{os, stats};
+use crate::{commit, os};
 
 /// log2 of the segment size.
 pub const SEGMENT_SHIFT: usize = 22;
@@ -69,6 +68,10 @@ impl Kind {
 }
 
 /// The header at the start of every segment.
+///
+/// Fields fixed when the segment is mapped are plain; every other field is
+/// a `Cell` (or atomic) with its one writer named, so that a shared
+/// reference to the header never aliases a write.
 #[repr(C)]
 pub struct Segment {
     /// What the segment is cut into.
@@ -77,35 +80,38 @@ pub struct Segment {
     pub page_shift: u32,
     /// Page records in use (`SEGMENT_SIZE >> page_shift`, 1 for huge).
     pub page_count: usize,
-    /// Pages in state `IN_USE` (owner only).
-    pub used_pages: usize,
-    /// The owning heap (null while cached, and for huge segments).
-    pub heap: *mut Heap,
-    /// Links in the owner heap's list of segments with free pages.
-    pub next: *mut Segment,
-    /// See `next`.
-    pub prev: *mut Segment,
-    /// Whether the segment is on that list.
-    pub in_heap_list: bool,
-    /// Links in the global list `ALL`.
-    pub all_next: *mut Segment,
-    /// See `all_next`.
-    pub all_prev: *mut Segment,
     /// Bytes mapped.
     pub size: usize,
-    /// Huge: offset of the block from the segment start.
-    pub block_offset: usize,
-    /// Huge: bytes usable in the block.
-    pub usable: usize,
+    /// Pages in state `IN_USE` or `TAKEN` (owner heap only).
+    pub used_pages: Cell<usize>,
+    /// The owning heap, opaque here (null while cached, and for huge
+    /// segments); written by the heap that takes the segment.
+    pub heap: Cell<*mut u8>,
+    /// Links in the owner heap's list of segments with free pages, or in
+    /// the segment cache (under its lock).
+    pub next: Cell<*mut Segment>,
+    /// See `next` (heap list only).
+    pub prev: Cell<*mut Segment>,
+    /// Whether the segment is on its heap's list.
+    pub in_heap_list: Cell<bool>,
+    /// Links in the global list `ALL` (under its lock).
+    pub all_next: Cell<*mut Segment>,
+    /// See `all_next`.
+    pub all_prev: Cell<*mut Segment>,
+    /// Huge: offset of the block from the segment start (fixed once mapped).
+    pub block_offset: Cell<usize>,
+    /// Huge: bytes usable in the block (the block's holder writes it;
+    /// statistics read it).
+    pub usable: AtomicUsize,
     /// Huge: bytes mapped for the block (`usable` may grow up to this in place).
-    pub reserve: usize,
+    pub reserve: Cell<usize>,
     /// Huge: bytes of the block area counted as committed (touched at most
     /// this far since the last purge).
-    pub committed_len: usize,
+    pub committed_len: Cell<usize>,
     /// Huge: the block's memory reads as zero.
-    pub huge_zero: bool,
+    pub huge_zero: Cell<bool>,
     /// When the segment entered a cache (ms).
-    pub cached_at: u64,
+    pub cached_at: Cell<u64>,
     /// The page records.
     pub pages: [Page; MAX_PAGES],
 }
@@ -186,12 +192,13 @@ pub fn segment_of_block(p: *const u8) -> *mut Segment {
 /// `seg` is a live segment and `p` points into it.
 #[inline(always)]
 pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
-    // SAFETY: the caller promises a live segment; the index is below
-    // `page_count` because `p` lies in the segment.
-    unsafe {
-        let idx = (p as usize - seg as usize) >> (*seg).page_shift;
-        (&raw mut (*seg).pages).cast::<Page>().add(idx)
-    }
+    // SAFETY: the caller promises a live segment, whose `page_shift` is
+    // fixed since it was mapped.
+    let shift = unsafe { (*seg).page_shift };
+    let idx = (p as usize - seg as usize) >> shift;
+    // SAFETY: `idx < page_count` because `p` lies in the segment (caller
+    // promise), so the record is inside the header's `pages` array.
+    unsafe { (&raw mut (*seg).pages).cast::<Page>().add(idx) }
 }
 
 /// Usable bytes of the live block at `p`.
@@ -199,16 +206,17 @@ pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
 /// # Safety
 ///
 /// `p` is a live block of this allocator.
+#[inline]
 pub unsafe fn usable_size(p: *mut u8) -> usize {
     let seg = segment_of_block(p);
-    // SAFETY: a live block keeps its segment mapped.
-    unsafe {
-        if (*seg).kind == Kind::Huge {
-            (*seg).usable
-        } else {
-            (*page_of(seg, p)).block_size
-        }
+    // SAFETY: a live block keeps its segment mapped (caller promise).
+    let s = unsafe { &*seg };
+    if s.kind == Kind::Huge {
+        // Relaxed: the caller holds the block; its last resize is ordered before.
+        return s.usable.load(Ordering::Relaxed);
     }
+    // SAFETY: `p` lies in the live segment `seg` (caller promise).
+    unsafe { (*page_of(seg, p)).block_size() }
 }
 
 /// The global list of mapped segments, its head.
@@ -239,42 +247,40 @@ pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment
     let mem = loop {
         match os::map_aligned(len, align) {
             Some(mem) => break mem,
-            None if crate::commit::on_map_failure(len, attempt) => attempt += 1,
+            None if commit::on_map_failure(len, attempt) => attempt += 1,
             None => return None,
         }
     };
     let seg = mem.as_ptr().cast::<Segment>();
     let page_shift = kind.page_shift();
     let page_count = if kind == Kind::Huge { 1 } else { SEGMENT_SIZE >> page_shift };
-    // SAFETY: the mapping is fresh, writable, and large enough for a header;
-    // no other thread can see it before `map_set` and the list insertion.
-    unsafe {
-        let s = &mut *seg;
-        s.kind = kind;
-        s.page_shift = page_shift;
-        s.page_count = page_count;
-        s.size = size;
-        for i in 0..page_count {
-            let page = &mut s.pages[i];
-            let off = if i == 0 { HEADER_RESERVE } else { i << page_shift };
-            page.start = mem.as_ptr().add(off);
-            page.size = if kind == Kind::Huge { 0 } else { ((i + 1) << page_shift) - off };
-            page.state.store(state::PURGED, Ordering::Relaxed);
-        }
+    // SAFETY: the mapping is fresh, zeroed (a valid `Segment`: null
+    // pointers, zero counts, `Kind::Small`, false flags), writable and
+    // large enough for a header; no other thread can see it before
+    // `map_set` and the list insertion below.
+    let s = unsafe { &mut *seg };
+    s.kind = kind;
+    s.page_shift = page_shift;
+    s.page_count = page_count;
+    s.size = size;
+    for (i, page) in s.pages[..page_count].iter_mut().enumerate() {
+        let off = if i == 0 { HEADER_RESERVE } else { i << page_shift };
+        page.shared.start = mem.as_ptr().wrapping_add(off);
+        page.shared.size = if kind == Kind::Huge { 0 } else { ((i + 1) << page_shift) - off };
+        *page.shared.state.get_mut() = state::PURGED;
     }
     map_set(seg, size, true);
     {
         let mut all = ALL.lock();
-        // SAFETY: list links are only changed under `ALL`'s lock.
-        unsafe {
-            (*seg).all_next = all.0;
-            if !all.0.is_null() {
-                (*all.0).all_prev = seg;
-            }
+        s.all_next.set(all.0);
+        if !all.0.is_null() {
+            // SAFETY: segments on `ALL` are live; their list links change
+            // only under its lock, which we hold.
+            unsafe { (*all.0).all_prev.set(seg) };
         }
         all.0 = seg;
     }
-    stats::on_map(size, HEADER_RESERVE);
+    commit::on_map(size, HEADER_RESERVE);
     Some(seg)
 }
 
@@ -284,43 +290,35 @@ pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment
 ///
 /// `seg` is live, holds no live block, and is on no list but `ALL`.
 pub unsafe fn unmap_segment(seg: *mut Segment) {
+    // SAFETY: the caller promises a live segment, ours alone.
+    let s = unsafe { &*seg };
     {
         let mut all = ALL.lock();
-        // SAFETY: list links are only changed under `ALL`'s lock; the caller
-        // promises the segment is live.
-        unsafe {
-            let (next, prev) = ((*seg).all_next, (*seg).all_prev);
-            if prev.is_null() {
-                all.0 = next;
-            } else {
-                (*prev).all_next = next;
-            }
-            if !next.is_null() {
-                (*next).all_prev = prev;
-            }
+        let (next, prev) = (s.all_next.get(), s.all_prev.get());
+        if prev.is_null() {
+            all.0 = next;
+        } else {
+            // SAFETY: a neighbour on `ALL` is live while we hold its lock.
+            unsafe { (*prev).all_next.set(next) };
+        }
+        if !next.is_null() {
+            // SAFETY: as above.
+            unsafe { (*next).all_prev.set(prev) };
         }
     }
-    // SAFETY: the segment is live until the unmap below.
-    let (size, committed) = unsafe { ((*seg).size, committed_bytes(seg)) };
+    let (size, committed) = (s.size, committed_bytes(s));
     map_set(seg, size, false);
     os::unmap(seg.cast(), size);
-    stats::on_unmap(size, committed);
+    commit::on_unmap(size, committed);
 }
 
-/// Bytes of `seg` counted as committed: header plus pages not purged.
-///
-/// # Safety
-///
-/// `seg` is live.
-unsafe fn committed_bytes(seg: *mut Segment) -> usize {
-    // SAFETY: caller promise.
-    let s = unsafe { &*seg };
+/// Bytes of `s` counted as committed: header plus pages not purged.
+fn committed_bytes(s: &Segment) -> usize {
     if s.kind == Kind::Huge {
-        return HEADER_RESERVE + s.committed_len;
+        return HEADER_RESERVE + s.committed_len.get();
     }
-    let pages = s.pages[..s.page_count].iter();
-    // Relaxed: the segment is off every list, so its states are final.
-    HEADER_RESERVE + pages.map(|p| p.touched).sum::<usize>()
+    // The segment is off every list, so its pages' `touched` are final.
+    HEADER_RESERVE + s.pages[..s.page_count].iter().map(Page::touched).sum::<usize>()
 }
 
 /// Takes a cached empty segment of `kind`, or maps a new one.
@@ -330,7 +328,7 @@ pub fn acquire_segment(kind: Kind) -> Option<*mut Segment> {
         let head = cache.lists[kind as usize];
         if !head.is_null() {
             // SAFETY: cached segments are live; links change under the lock.
-            cache.lists[kind as usize] = unsafe { (*head).next };
+            cache.lists[kind as usize] = unsafe { (*head).next.get() };
             cache.len[kind as usize] -= 1;
         }
         head
@@ -338,7 +336,7 @@ pub fn acquire_segment(kind: Kind) -> Option<*mut Segment> {
     if !cached.is_null() {
         return Some(cached);
     }
-    if !crate::commit::charge(HEADER_RESERVE) {
+    if !commit::charge(HEADER_RESERVE) {
         return None;
     }
     map_segment(kind, SEGMENT_SIZE, SEGMENT_SIZE)
@@ -351,25 +349,23 @@ pub fn acquire_segment(kind: Kind) -> Option<*mut Segment> {
 ///
 /// `seg` is live, has `used_pages == 0`, and is on no heap list.
 pub unsafe fn release_segment(seg: *mut Segment) {
-    // SAFETY: caller promise: live, owned by the caller alone.
-    let kind = unsafe {
-        (*seg).heap = ptr::null_mut();
-        (*seg).cached_at = os::now_ms();
-        (*seg).kind
-    };
+    // SAFETY: the caller promises a live segment, owned by the caller alone.
+    let s = unsafe { &*seg };
+    s.heap.set(ptr::null_mut());
+    s.cached_at.set(os::now_ms());
+    let kind = s.kind as usize;
     let cached = {
         let mut cache = CACHE.lock();
-        let room = cache.len[kind as usize] < options::get(Opt::SegmentCache);
+        let room = cache.len[kind] < options::get(Opt::SegmentCache);
         if room {
-            // SAFETY: links change under the lock; the segment is ours.
-            unsafe { (*seg).next = cache.lists[kind as usize] };
-            cache.lists[kind as usize] = seg;
-            cache.len[kind as usize] += 1;
+            s.next.set(cache.lists[kind]);
+            cache.lists[kind] = seg;
+            cache.len[kind] += 1;
         }
         room
     };
     if !cached {
-        // SAFETY: caller promise; it is on no list but `ALL`.
+        // SAFETY: the caller's promise; it is on no list but `ALL`.
         unsafe { unmap_segment(seg) };
     }
 }
@@ -382,20 +378,27 @@ pub fn evict_cached(before: u64) -> usize {
         let mut guard = CACHE.lock();
         let cache = &mut *guard;
         for kind in 0..3 {
-            let mut link: *mut *mut Segment = &mut cache.lists[kind];
-            // SAFETY: cached segments are live; links change under the lock.
-            unsafe {
-                while !(*link).is_null() {
-                    let s = *link;
-                    if (*s).cached_at <= before {
-                        *link = (*s).next;
-                        (*s).next = victims;
-                        victims = s;
-                        cache.len[kind] -= 1;
+            let mut prev: *mut Segment = ptr::null_mut();
+            let mut s = cache.lists[kind];
+            while !s.is_null() {
+                // SAFETY: cached segments are live; their links change only
+                // under the cache's lock, which we hold.
+                let seg = unsafe { &*s };
+                let next = seg.next.get();
+                if seg.cached_at.get() <= before {
+                    if prev.is_null() {
+                        cache.lists[kind] = next;
                     } else {
-                        link = &mut (*s).next;
+                        // SAFETY: `prev` is a live cached segment (as above).
+                        unsafe { (*prev).next.set(next) };
                     }
+                    seg.next.set(victims);
+                    victims = s;
+                    cache.len[kind] -= 1;
+                } else {
+                    prev = s;
                 }
+                s = next;
             }
         }
     }
@@ -404,10 +407,11 @@ pub fn evict_cached(before: u64) -> usize {
         let s = victims;
         // SAFETY: each victim left the cache above and is ours alone.
         unsafe {
-            victims = (*s).next;
+            victims = (*s).next.get();
             bytes += (*s).size;
-            unmap_segment(s);
         }
+        // SAFETY: as above: live, no block, on no list but `ALL`.
+        unsafe { unmap_segment(s) };
     }
     bytes
 }

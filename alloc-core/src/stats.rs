@@ -1,59 +1,22 @@
 //! Statistics of the allocator core, declared once.
 //!
-//! Counters change only on slow paths (mapping, purging, taking a page from
-//! the OS), never per `malloc`, so they are process-wide relaxed atomics.
+//! The counters are kept where they change: mapped, committed and purged
+//! bytes by the commit seam (`commit.rs`), heaps by `thread.rs`; they change
+//! only on slow paths, never per `malloc`.
 //! `in_use` is derived when read, by walking the segments: the sum over pages
 //! of `used × block size` plus the huge blocks, read without stopping the
 //! owners, so it is approximate while other threads allocate.
 
 use core::fmt;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
-use crate::os;
 use crate::page::state;
 use crate::segment::{Kind, ALL};
+use crate::{commit, os, size_class, thread};
 
-static MAPPED: AtomicUsize = AtomicUsize::new(0);
-static COMMITTED: AtomicUsize = AtomicUsize::new(0);
-static PURGED: AtomicUsize = AtomicUsize::new(0);
-static SEGMENTS: AtomicUsize = AtomicUsize::new(0);
-static HEAPS: AtomicUsize = AtomicUsize::new(0);
-
-// Relaxed everywhere below: each counter is an independent tally; nothing
-// is published through them.
-
-pub(crate) fn on_map(size: usize, committed: usize) {
-    MAPPED.fetch_add(size, Ordering::Relaxed);
-    COMMITTED.fetch_add(committed, Ordering::Relaxed);
-    SEGMENTS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Unmapping gives the committed part back to the OS: it counts as purged.
-pub(crate) fn on_unmap(size: usize, committed: usize) {
-    MAPPED.fetch_sub(size, Ordering::Relaxed);
-    on_purge(committed);
-    SEGMENTS.fetch_sub(1, Ordering::Relaxed);
-}
-
-pub(crate) fn on_commit(bytes: usize) {
-    COMMITTED.fetch_add(bytes, Ordering::Relaxed);
-}
-
-pub(crate) fn on_purge(bytes: usize) {
-    COMMITTED.fetch_sub(bytes, Ordering::Relaxed);
-    PURGED.fetch_add(bytes, Ordering::Relaxed);
-}
-
-pub(crate) fn on_new_heap() {
-    HEAPS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Bytes the allocator holds committed now (one relaxed load): segment
-/// headers, pages not given back to the OS, and huge blocks.
-#[inline]
-pub fn committed() -> usize {
-    COMMITTED.load(Ordering::Relaxed)
-}
+/// Bytes the allocator holds committed now (one relaxed load); kept by the
+/// commit seam (`commit.rs`).
+pub use crate::commit::committed;
 
 /// A snapshot of the allocator's statistics. All sizes are in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,12 +57,12 @@ impl Stats {
 /// ```
 pub fn stats() -> Stats {
     Stats {
-        mapped: MAPPED.load(Ordering::Relaxed),
-        committed: COMMITTED.load(Ordering::Relaxed),
+        mapped: commit::mapped(),
+        committed: commit::committed(),
         in_use: in_use(),
-        purged: PURGED.load(Ordering::Relaxed),
-        segments: SEGMENTS.load(Ordering::Relaxed),
-        heaps: HEAPS.load(Ordering::Relaxed),
+        purged: commit::purged(),
+        segments: commit::segments(),
+        heaps: thread::heaps_created(),
         resident: os::resident_bytes().unwrap_or(0),
     }
 }
@@ -109,26 +72,28 @@ fn in_use() -> usize {
     let mut total = 0;
     let mut seg = all.0;
     while !seg.is_null() {
-        // SAFETY: segments on `ALL` stay mapped while its lock is held; page
-        // fields other than the atomics are read only for pages in use,
-        // whose block size does not change while they are.
-        unsafe {
-            let s = &*seg;
-            if s.kind == Kind::Huge {
-                // Relaxed: a snapshot; huge blocks are IN_USE while live.
-                if s.pages[0].state.load(Ordering::Relaxed) == state::IN_USE {
-                    total += s.usable;
-                }
-            } else {
-                for p in &s.pages[..s.page_count] {
-                    // Relaxed: a snapshot; see the module doc.
-                    if p.state.load(Ordering::Relaxed) == state::IN_USE {
-                        total += p.used() as usize * p.block_size;
-                    }
+        // SAFETY: segments on `ALL` stay mapped while its lock is held, and
+        // a shared reference to one aliases no `&mut`: every field that
+        // changes after mapping is a `Cell` or atomic, and the ones read
+        // here are atomics.
+        let s = unsafe { &*seg };
+        if s.kind == Kind::Huge {
+            // Acquire pairs with the Release of IN_USE in `huge::alloc`.
+            if s.pages[0].shared.state.load(Ordering::Acquire) == state::IN_USE {
+                // Relaxed: a snapshot.
+                total += s.usable.load(Ordering::Relaxed);
+            }
+        } else {
+            for p in &s.pages[..s.page_count] {
+                // Acquire pairs with the Release of IN_USE in `Page::init`:
+                // the class read below is the page's (or a later one, if the
+                // page is retired and taken again meanwhile: a snapshot).
+                if p.shared.state.load(Ordering::Acquire) == state::IN_USE {
+                    total += p.used() as usize * size_class::size_of(p.class());
                 }
             }
-            seg = s.all_next;
         }
+        seg = s.all_next.get();
     }
     total
 }

@@ -6,98 +6,25 @@
 //! starts allocating adopts it with all its pages. Heaps are never unmapped,
 //! since other threads' remote frees may still follow `page.heap`.
 //!
-//! The thread-local heap pointer has no destructor and no lazy registration,
-//! so it can be read in `malloc` at any point of a thread's life (see
-//! MACHINE.md on Rust TLS in a malloc); module `slot` says how it is kept.
-//! Thread exit is seen through a pthread key destructor.
+//! The thread-local heap pointer (`heap.rs`) has no destructor and no lazy
+//! registration, so it can be read in `malloc` at any point of a thread's
+//! life: a Rust `thread_local!` whose type has `Drop`, touched inside
+//! `malloc`, aborts the process when a pthread-key destructor allocates
+//! after Rust's TLS destructors ran. Thread exit is therefore seen through
+//! a pthread key destructor of our own.
+//!
+//! This is also where the process starts: the first heap sets up the
+//! options, installs reclaim's slow paths in the commit seam, creates the
+//! thread-exit key and registers the fork handlers.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::lock::SpinLock;
+use crate::page_alloc::release_empty_pages;
 use crate::segment::{ALL, CACHE};
-use crate::{huge, options, os, stats};
-
-/// The thread's heap pointer, on x86-64 Linux in a TLS slot read with the
-/// initial-exec model: one `mov` from `%fs`, where Rust's `thread_local!`
-/// in a shared library (LD_PRELOAD) calls `__tls_get_addr` (11 instructions)
-/// on every malloc and free. The slot starts out pointing at the empty heap.
-/// Initial-exec TLS suits a library that is preloaded or linked; one that is
-/// `dlopen`ed draws on glibc's small static TLS surplus (8 bytes here).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-mod slot {
-    use super::Heap;
-    use crate::heap::EMPTY_HEAP;
-
-    core::arch::global_asm!(
-        ".section .tdata.shrinkalloc_heap,\"awT\",@progbits",
-        ".p2align 3",
-        ".globl __shrinkalloc_tls_heap",
-        ".hidden __shrinkalloc_tls_heap",
-        ".type __shrinkalloc_tls_heap, @object",
-        ".size __shrinkalloc_tls_heap, 8",
-        "__shrinkalloc_tls_heap:",
-        ".quad {empty}",
-        ".text",
-        empty = sym EMPTY_HEAP,
-    );
-
-    #[inline(always)]
-    pub fn get() -> *mut Heap {
-        let h: *mut Heap;
-        // SAFETY: reads this thread's 8-byte slot defined above, at its
-        // initial-exec offset from the thread pointer; touches nothing else.
-        unsafe {
-            core::arch::asm!(
-                "mov {h}, qword ptr [rip + __shrinkalloc_tls_heap@GOTTPOFF]",
-                "mov {h}, qword ptr fs:[{h}]",
-                h = out(reg) h,
-                options(nostack, readonly, preserves_flags),
-            );
-        }
-        h
-    }
-
-    pub fn set(heap: *mut Heap) {
-        // SAFETY: writes this thread's slot defined above and nothing else.
-        unsafe {
-            core::arch::asm!(
-                "mov {t}, qword ptr [rip + __shrinkalloc_tls_heap@GOTTPOFF]",
-                "mov qword ptr fs:[{t}], {h}",
-                t = out(reg) _,
-                h = in(reg) heap,
-                options(nostack, preserves_flags),
-            );
-        }
-    }
-}
-
-/// Elsewhere: a const-initialised `thread_local!` (no destructor, no lazy
-/// registration), readable in `malloc` at any point of a thread's life.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-mod slot {
-    use super::{empty_heap, Heap};
-
-    thread_local! {
-        static HEAP: Cell<*mut Heap> = const { Cell::new(empty_heap()) };
-    }
-
-    #[inline(always)]
-    pub fn get() -> *mut Heap {
-        HEAP.with(|h| h.get())
-    }
-
-    pub fn set(heap: *mut Heap) {
-        HEAP.with(|h| h.set(heap))
-    }
-}
-
-/// The calling thread's heap (the empty heap before its first allocation).
-#[inline(always)]
-pub fn heap() -> *mut Heap {
-    slot::get()
-}
+use crate::{huge, options, os};
 
 struct Pool {
     all: *mut Heap,
@@ -115,6 +42,14 @@ const HEAP_CHUNK: usize = 256 * 1024;
 
 static INIT: AtomicU8 = AtomicU8::new(0);
 static KEY: AtomicU32 = AtomicU32::new(0);
+/// Heaps created since start.
+static HEAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Thread heaps created since start (owned or abandoned).
+pub fn heaps_created() -> usize {
+    // Relaxed: a tally.
+    HEAPS.load(Ordering::Relaxed)
+}
 
 /// Gives the calling thread a heap (adopting an abandoned one if any) and
 /// registers it for thread exit. Null only when the OS refuses memory.
@@ -124,7 +59,7 @@ pub fn init_heap() -> *mut Heap {
     if heap.is_null() {
         return heap;
     }
-    slot::set(heap);
+    heap::set_current(heap);
     // From here on the thread allocates from its heap, so the process setup
     // below may itself allocate (pthread_atfork and pthread_key_create can).
     init_process();
@@ -137,11 +72,11 @@ fn take_heap() -> *mut Heap {
     let heap = pool.abandoned;
     if !heap.is_null() {
         // SAFETY: abandoned heaps are live and owned by no thread; the lock
-        // orders us after the abandoning thread's last writes.
-        unsafe {
-            pool.abandoned = (*heap).abandoned_next;
-            (*heap).owned = true;
-        }
+        // orders us after the abandoning thread's last writes, and the heap
+        // becomes ours here.
+        let h = unsafe { &*heap };
+        pool.abandoned = h.abandoned_next.get();
+        h.owned.set(true);
         return heap;
     }
     let size = core::mem::size_of::<Heap>().next_multiple_of(64);
@@ -155,13 +90,14 @@ fn take_heap() -> *mut Heap {
     pool.chunk_left -= size;
     // SAFETY: `heap` is fresh, suitably aligned (64-byte slots in a page-
     // aligned chunk) memory that nothing else refers to.
-    unsafe {
-        heap.write(Heap::new());
-        (*heap).owned = true;
-        (*heap).all_next = pool.all;
-    }
+    unsafe { heap.write(Heap::new()) };
+    // SAFETY: just written, and ours alone.
+    let h = unsafe { &*heap };
+    h.owned.set(true);
+    h.all_next.set(pool.all);
     pool.all = heap;
-    stats::on_new_heap();
+    // Relaxed: a tally.
+    HEAPS.fetch_add(1, Ordering::Relaxed);
     heap
 }
 
@@ -182,6 +118,8 @@ fn init_process() {
             0
         });
         KEY.store(key, Ordering::Relaxed);
+        // Miri cannot fork, nor register fork handlers.
+        #[cfg(not(miri))]
         crate::fork::install();
         INIT.store(2, Ordering::Release);
         return;
@@ -198,9 +136,9 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
         return;
     }
     // SAFETY: the key's value is the heap this thread owns.
-    unsafe { heap::release_empty_pages(heap) };
-    if slot::get() == heap {
-        slot::set(empty_heap());
+    release_empty_pages(unsafe { &*heap });
+    if heap::current() == heap {
+        heap::set_current(empty_heap());
     }
     abandon(heap);
 }
@@ -221,27 +159,26 @@ pub fn collect_abandoned() {
         // SAFETY: taken off the abandoned list, each heap is owned by no one
         // but this thread until it goes back; the POOL lock ordered us after
         // the abandoning thread's writes.
-        unsafe {
-            heap::release_empty_pages(h);
-            h = (*h).abandoned_next;
-        }
+        let heap = unsafe { &*h };
+        release_empty_pages(heap);
+        h = heap.abandoned_next.get();
     }
     if tail.is_null() {
         return;
     }
     let mut pool = POOL.lock();
     // SAFETY: the taken heaps are still ours; they go back under the lock.
-    unsafe { (*tail).abandoned_next = pool.abandoned };
+    unsafe { (*tail).abandoned_next.set(pool.abandoned) };
     pool.abandoned = head;
 }
 
 fn abandon(heap: *mut Heap) {
     let mut pool = POOL.lock();
-    // SAFETY: the heap is live; the lock publishes our writes to the adopter.
-    unsafe {
-        (*heap).owned = false;
-        (*heap).abandoned_next = pool.abandoned;
-    }
+    // SAFETY: the heap is live and still ours; the lock publishes our
+    // writes to its next adopter.
+    let h = unsafe { &*heap };
+    h.owned.set(false);
+    h.abandoned_next.set(pool.abandoned);
     pool.abandoned = heap;
 }
 
@@ -249,6 +186,7 @@ fn abandon(heap: *mut Heap) {
 // held by a thread that does not exist there. Order: POOL, ALL, CACHE, HCACHE,
 // the only order in which any two of them are ever held together.
 
+/// `fork()` is about to run: takes every allocator lock.
 pub(crate) unsafe extern "C" fn fork_prepare() {
     POOL.raw_lock();
     ALL.raw_lock();
@@ -256,6 +194,11 @@ pub(crate) unsafe extern "C" fn fork_prepare() {
     huge::HCACHE.raw_lock();
 }
 
+/// After `fork()` in the parent: releases the locks `fork_prepare` took.
+///
+/// # Safety
+///
+/// `fork_prepare` ran in this process just before.
 pub(crate) unsafe extern "C" fn fork_parent() {
     // SAFETY: `fork_prepare` took these locks in this process.
     unsafe {
@@ -266,6 +209,12 @@ pub(crate) unsafe extern "C" fn fork_parent() {
     }
 }
 
+/// After `fork()` in the child: releases the locks and abandons every heap
+/// but the forking thread's.
+///
+/// # Safety
+///
+/// `fork_prepare` ran in the parent just before the fork.
 pub(crate) unsafe extern "C" fn fork_child() {
     // SAFETY: `fork_prepare` took these locks in the parent, whose memory
     // this process is a copy of; no other thread exists here.
@@ -276,18 +225,18 @@ pub(crate) unsafe extern "C" fn fork_child() {
         POOL.raw_unlock();
     }
     // Only the forking thread survives: every other owned heap is orphaned.
-    let me = heap();
+    let me = heap::current();
     let mut pool = POOL.lock();
     let mut h = pool.all;
     while !h.is_null() {
-        // SAFETY: heaps are never unmapped; we are the only thread.
-        unsafe {
-            if h != me && (*h).owned {
-                (*h).owned = false;
-                (*h).abandoned_next = pool.abandoned;
-                pool.abandoned = h;
-            }
-            h = (*h).all_next;
+        // SAFETY: heaps are never unmapped, and we are the only thread, so
+        // no other reference to any heap is in use.
+        let heap = unsafe { &*h };
+        if h != me && heap.owned.get() {
+            heap.owned.set(false);
+            heap.abandoned_next.set(pool.abandoned);
+            pool.abandoned = h;
         }
+        h = heap.all_next.get();
     }
 }

@@ -37,11 +37,14 @@ const USAGE: &str = "\
 usage: shrinkalloc-stress demo [options]
        shrinkalloc-stress run <scenario> [--allocators a,b,..] [options]
        shrinkalloc-stress list
+       shrinkalloc-stress replay TRACE --limit SIZE
 
   demo       the `cache` scenario under a 256 MiB memory cgroup, shrinkalloc against
              the other allocators installed, 20 s; ends with a table and a chart
   run        one scenario under the given allocators, one child after another
   list       the scenarios and allocators
+  replay     a trace a traced run left (trace-<allocator>.bin) through the oracle again, at
+             the given limit: hits against the ideal LRU's, and the LRU's hits at other budgets
 
 options:
   --allocators a,b,..   shrinkalloc, shrinkalloc-noshrink, glibc, jemalloc, mimalloc
@@ -89,6 +92,15 @@ fn main() -> ExitCode {
             list();
             0
         }
+        Some("replay") => match args.get(1..) {
+            Some([path, flag, limit]) if flag == "--limit" => {
+                match shrinkalloc::options::parse_size(limit.as_bytes()) {
+                    Some(limit) if limit > 0 => replay(Path::new(path), limit),
+                    _ => usage_error(&format!("bad --limit {limit:?}")),
+                }
+            }
+            _ => usage_error("replay needs a trace and --limit SIZE"),
+        },
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             0
@@ -107,14 +119,49 @@ fn list() {
     println!("scenarios:");
     for s in scenario::ALL {
         let defaults: Vec<&str> = s.default_allocators.iter().map(|a| a.name()).collect();
-        println!("  {:<6} {}", s.name, s.about);
-        println!("         default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
+        println!("  {:<8} {}", s.name, s.about);
+        println!("           default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
     }
     println!("allocators:");
     for a in allocator::ALL {
         let state = a.available().err().map_or(String::new(), |why| format!("  (unavailable: {why})"));
         println!("  {}{state}", a.name());
     }
+}
+
+/// `replay`: the oracle's figures of a trace file at `limit`, and the
+/// exact LRU's hits at budgets around the oracle's.
+fn replay(path: &Path, limit: usize) -> i32 {
+    let records = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| trace::parse(&b)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shrinkalloc-stress: cannot read the trace {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let o = oracle::replay(&records, limit * oracle::BUDGET_PERCENT / 100);
+    println!("{}: {} records, {} gets, {} hits", path.display(), o.records, o.gets, o.hits);
+    let ratio = o.ratio().map_or("-".into(), |r| format!("{r:.3}"));
+    println!(
+        "ideal (exact LRU of {}% of {}): {} hits; hits/ideal {ratio}",
+        oracle::BUDGET_PERCENT,
+        report::mib(limit),
+        o.ideal
+    );
+    match oracle::equivalent_budget(&records, o.hits, 2 * limit, limit / 200) {
+        Some(b) => {
+            println!("the run's hits are those of an exact LRU of {:.1}% of the limit", b as f64 * 100.0 / limit as f64)
+        }
+        None => println!("the run's hits are more than an exact LRU of twice the limit gets"),
+    }
+    for percent in [40, 50, 60, 65, 70, 75, 80, 90, 100] {
+        let at = oracle::replay(&records, limit * percent / 100).ideal;
+        println!(
+            "  exact LRU of {percent:>3}% of the limit: {at:>10} hits, {:.3} of ideal",
+            at as f64 / o.ideal.max(1) as f64
+        );
+    }
+    0
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {

@@ -10,6 +10,10 @@
 //! least recent keys go until the bytes fit the budget. A lookup that misses
 //! inserts nothing: the scenario's own put that follows does.
 //!
+//! [`equivalent_budget`] answers the converse: how large an exact LRU would
+//! have got the real cache's hits, which says how much of the limit the
+//! real cache made use of, averaged over the run.
+//!
 //! Invariant of [`Lru`]: `bytes` is the sum of the sizes on its list, every
 //! key on the list is in `index` exactly once, and after each put `bytes <=
 //! budget` (a block larger than the budget is not kept).
@@ -60,6 +64,26 @@ pub fn replay(records: &[Record], budget: usize) -> Replay {
         }
     }
     r
+}
+
+/// The smallest byte budget, to within `resolution`, at which an exact
+/// LRU gets at least `hits` on `records`, searched up to `max`; `None`
+/// when not even `max` does.
+pub fn equivalent_budget(records: &[Record], hits: u64, max: usize, resolution: usize) -> Option<usize> {
+    if replay(records, max).ideal < hits {
+        return None;
+    }
+    // LRU hits grow with the budget: bisect on it.
+    let (mut lo, mut hi) = (0, max);
+    while hi - lo > resolution.max(1) {
+        let mid = lo + (hi - lo) / 2;
+        if replay(records, mid).ideal >= hits {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
 }
 
 const NIL: u32 = u32::MAX;
@@ -187,5 +211,17 @@ mod tests {
         assert_eq!(replay(&trace, 250).ideal, 0);
         assert_eq!(replay(&trace, 300).ideal, 1);
         assert_eq!(replay(&[], 1).ratio(), None);
+    }
+
+    #[test]
+    fn the_equivalent_budget_is_the_least_that_gets_as_many_hits() {
+        use Kind::*;
+        // Keys 1 and 2 of 100 bytes, then a hit on 1: a budget of 100
+        // keeps only 2 (no hit), one of 200 keeps both (one hit).
+        let trace = [rec(0, 1, 100, Put), rec(1, 2, 100, Put), rec(2, 1, 0, Hit)];
+        let found = equivalent_budget(&trace, 1, 1000, 1).unwrap();
+        assert_eq!(found, 200);
+        assert_eq!(equivalent_budget(&trace, 0, 1000, 1), Some(1));
+        assert_eq!(equivalent_budget(&trace, 2, 1000, 1), None);
     }
 }

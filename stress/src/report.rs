@@ -193,13 +193,20 @@ pub fn band(band: (usize, usize), limit: usize) -> String {
 /// its usage band after warm-up.
 fn oracle_table(plan: &Plan, results: &[RunResult]) -> String {
     let mut out = format!(
-        "{:<21} {:>10} {:>10} {:>10} {:>10} {:>9} {:>17} {:>8}\n",
-        "allocator", "gets", "hits", "ideal", "hits/ideal", "cpu", "band after warm-up", "width"
+        "{:<21} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>17} {:>8}\n",
+        "allocator", "gets", "hits", "ideal", "hits/ideal", "as LRU of", "cpu", "band after warm-up", "width"
     );
     for r in results.iter().filter(|r| r.replay.is_some()) {
         let _ = write!(out, "{:<21}", r.allocator.name());
         match (&r.replay, r.band(plan.duration)) {
-            (Some(Ok(o)), b) => {
+            (Some(Ok(m)), b) => {
+                let o = &m.replay;
+                // Only a survivor's: a run that died did not live to fill its cache.
+                let lru = match (m.equivalent, r.outcome == Outcome::Survived) {
+                    (Some(e), true) => format!("{:.0}%", e as f64 * 100.0 / plan.limit as f64),
+                    (None, true) => ">200%".into(),
+                    (_, false) => "-".into(),
+                };
                 let ratio = o.ratio().map_or("-".into(), |x| format!("{x:.2}"));
                 let cpu = r.last.get("cpu_ms").map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
                 let (b, width) = match b {
@@ -209,7 +216,10 @@ fn oracle_table(plan: &Plan, results: &[RunResult]) -> String {
                     _ => ("-".into(), "-".into()),
                 };
                 let (gets, hits, ideal) = (count(o.gets as f64), count(o.hits as f64), count(o.ideal as f64));
-                let _ = writeln!(out, " {gets:>10} {hits:>10} {ideal:>10} {ratio:>10} {cpu:>9} {b:>17} {width:>8}");
+                let _ = writeln!(
+                    out,
+                    " {gets:>10} {hits:>10} {ideal:>10} {ratio:>10} {lru:>10} {cpu:>9} {b:>17} {width:>8}"
+                );
             }
             (Some(Err(e)), _) => {
                 let _ = writeln!(out, " no trace: {e}");
@@ -219,8 +229,9 @@ fn oracle_table(plan: &Plan, results: &[RunResult]) -> String {
     }
     let _ = writeln!(
         out,
-        "(ideal: hits of an exact LRU of {} ({}% of the limit) over the same requests; band: least and most usage \
-         over the last three quarters of the duration, as % of the limit)",
+        "(ideal: hits of an exact LRU of {} ({}% of the limit) over the same requests; as LRU of: the budget, in % \
+         of the limit, of the exact LRU that gets the run's hits; band: least and most usage over the last three \
+         quarters of the duration, as % of the limit)",
         mib(plan.limit * crate::oracle::BUDGET_PERCENT / 100),
         crate::oracle::BUDGET_PERCENT
     );
@@ -288,7 +299,7 @@ pub fn write_usage_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::
 /// The header of `results.csv`.
 pub const RESULTS_HEADER: &str = "scenario,allocator,outcome,expected,as_expected,exit,wall_s,peak_bytes,limit_bytes,\
                                   oom_kills,limit_hits,ops_per_s,reclaim_passes,finished,cgroup,cgroup_removed,seed,\
-                                  gets,hits,ideal_hits,hits_over_ideal,oracle_budget_bytes,band_min_bytes,band_max_bytes,\
+                                  gets,hits,ideal_hits,hits_over_ideal,oracle_budget_bytes,equivalent_lru_bytes,band_min_bytes,band_max_bytes,\
                                   band_min_pct,band_max_pct,trace_error,final_fields,detail";
 
 /// Writes `results.csv`: one row per run, with the child's last fields.
@@ -326,6 +337,7 @@ pub fn write_results_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std
             oracle.map_or(String::new(), |o| o.ideal.to_string()),
             oracle.and_then(|o| o.ratio()).map_or(String::new(), |x| format!("{x:.4}")),
             oracle.map_or(String::new(), |o| o.budget.to_string()),
+            r.equivalent_budget().map_or(String::new(), |e| e.to_string()),
             band.map_or(String::new(), |b| b.0.to_string()),
             band.map_or(String::new(), |b| b.1.to_string()),
             band.map_or(String::new(), |b| pct(b.0)),

@@ -13,11 +13,9 @@
 //! starts, and a group or mount that cannot be removed is reported as an
 //! error of the run.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -192,6 +190,15 @@ pub struct Sample {
     pub fields: Fields,
 }
 
+/// What the oracle made of a run's trace.
+#[derive(Clone, Debug)]
+pub struct Measure {
+    /// The replay at the oracle's budget.
+    pub replay: Replay,
+    /// The least budget at which an exact LRU gets the run's hits.
+    pub equivalent: Option<usize>,
+}
+
 /// Everything known about one finished run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -223,8 +230,8 @@ pub struct RunResult {
     pub cleanup_error: Option<String>,
     /// The last lines the child wrote to stderr.
     pub stderr_tail: Vec<String>,
-    /// A traced scenario's trace replayed through the oracle, or why not.
-    pub replay: Option<Result<Replay, String>>,
+    /// A traced scenario's trace measured by the oracle, or why not.
+    pub replay: Option<Result<Measure, String>>,
 }
 
 impl RunResult {
@@ -250,7 +257,13 @@ impl RunResult {
 
     /// The oracle's replay of a run whose trace could be read.
     pub fn oracle(&self) -> Option<&Replay> {
-        self.replay.as_ref().and_then(|r| r.as_ref().ok())
+        self.replay.as_ref().and_then(|r| r.as_ref().ok()).map(|m| &m.replay)
+    }
+
+    /// The budget of the exact LRU that would have got this run's hits
+    /// (`None`: more than twice the limit, or no trace).
+    pub fn equivalent_budget(&self) -> Option<usize> {
+        self.replay.as_ref().and_then(|r| r.as_ref().ok()).and_then(|m| m.equivalent)
     }
 
     /// The usage band after warm-up: the least and the most usage sampled
@@ -459,13 +472,13 @@ fn run_one(
         Err(e) => return fail(format!("cannot open cgroup.procs: {e}")),
     };
     let trace_path = plan.out.join(format!("trace-{}.bin", allocator.name()));
-    let tracer = match plan.scenario.traced.then(|| Tracer::start(&mut cmd, &trace_path)).transpose() {
+    let tracer = match plan.scenario.traced.then(|| trace::Tracer::start(&mut cmd, &trace_path)).transpose() {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot trace to {}: {e}", trace_path.display())),
     };
     let child = cmd.spawn();
     drop(procs);
-    let tracer = tracer.map(Tracer::spawned);
+    let tracer = tracer.map(trace::Tracer::spawned);
     let mut child = match child {
         Ok(c) => ChildGuard(c),
         Err(e) => return fail(format!("cannot start the child: {e}")),
@@ -473,7 +486,7 @@ fn run_one(
     let rx = read_lines(&mut child.0);
     let (status, watch, how) = watch_child(plan, &mut child, group.as_ref(), &rx, allocator, progress);
     let mut result = finish(allocator, expect, status, watch, how, group.as_ref());
-    result.replay = tracer.map(|t| t.replay(&trace_path, plan.limit));
+    result.replay = tracer.map(|t| t.records(&trace_path).map(|records| measure(&records, plan.limit)));
     if let Some(g) = group.as_mut() {
         result.cgroup = Some(g.path().to_path_buf());
         result.cleanup_error = g.remove().err();
@@ -484,73 +497,12 @@ fn run_one(
     result
 }
 
-/// The harness's end of a traced child's trace: a pipe whose write end the
-/// child inherits (its number in [`trace::FD_ENV`]) and a thread that copies
-/// what comes out of it into the trace file, outside the child's cgroup.
-struct Tracer {
-    write: Option<OwnedFd>,
-    copier: thread::JoinHandle<std::io::Result<()>>,
-    done: Receiver<()>,
-}
-
-impl Tracer {
-    /// Makes the pipe and the file, starts the copier, and has `cmd` keep
-    /// the write end open across `exec`.
-    fn start(cmd: &mut Command, path: &Path) -> std::io::Result<Tracer> {
-        let mut fds = [-1; 2];
-        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 just returned these two fds, owned by nobody else.
-        let (read, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut file = File::create(path)?;
-        let fd = write.as_raw_fd();
-        cmd.env(trace::FD_ENV, fd.to_string());
-        // SAFETY: the closure runs in the forked child before `exec` and only
-        // calls fcntl (async-signal-safe, no allocation, no lock); `fd` is
-        // open there because `write` lives until the spawn has returned.
-        unsafe {
-            cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
-            });
-        }
-        let (tx, done) = mpsc::channel();
-        let copier = thread::spawn(move || {
-            let mut read = read;
-            let r = std::io::copy(&mut read, &mut file).map(drop);
-            let _ = tx.send(());
-            r
-        });
-        Ok(Tracer { write: Some(write), copier, done })
-    }
-
-    /// Closes the harness's copy of the write end once the child has it.
-    fn spawned(mut self) -> Tracer {
-        self.write = None;
-        self
-    }
-
-    /// Waits for the copier (the pipe ends when the child and what it
-    /// started are gone; a straggler holding it gets 5 s), then replays the
-    /// trace through the oracle at `limit`.
-    fn replay(self, path: &Path, limit: usize) -> Result<Replay, String> {
-        if self.done.recv_timeout(Duration::from_secs(5)).is_err() {
-            return Err("the trace pipe was still open 5 s after the child ended".into());
-        }
-        match self.copier.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("cannot write {}: {e}", path.display())),
-            Err(_) => return Err("the trace copier panicked".into()),
-        }
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let records = trace::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        if records.is_empty() {
-            return Err("the child traced nothing".into());
-        }
-        Ok(oracle::replay(&records, limit * oracle::BUDGET_PERCENT / 100))
-    }
+/// The oracle's figures of a run at `limit`: its replay at the oracle's
+/// budget, and the LRU budget its hits were worth (to 0.5% of the limit).
+fn measure(records: &[trace::Record], limit: usize) -> Measure {
+    let replay = oracle::replay(records, limit * oracle::BUDGET_PERCENT / 100);
+    let equivalent = oracle::equivalent_budget(records, replay.hits, 2 * limit, limit / 200);
+    Measure { replay, equivalent }
 }
 
 /// A driver child's work directory: made before the child starts; after the

@@ -10,15 +10,22 @@
 //!
 //! The child writes its records to a pipe the harness gives it (the fd in
 //! [`FD_ENV`]): the harness, outside the cgroup, stores them in
-//! `trace-<allocator>.bin` next to the results, so that the trace costs the
+//! `trace-<allocator>.bin` next to the results ([`Tracer`]), so that the trace costs the
 //! measured group no page cache. Each thread fills a buffer of at most
 //! `PIPE_BUF` bytes and writes it whole, which a pipe never interleaves with
 //! another thread's write. Invariant: a trace file holds whole records;
 //! records of one child are unique by sequence number, and sorted by it they
 //! are the cache's order.
 
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::Duration;
 
 /// The variable that tells a child which fd to write its trace to.
 pub const FD_ENV: &str = "SHRINKALLOC_STRESS_TRACE_FD";
@@ -164,6 +171,75 @@ impl TraceBuf<'_> {
 impl Drop for TraceBuf<'_> {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// The harness's end of a traced child's trace: a pipe whose write end the
+/// child inherits (its number in [`FD_ENV`]) and a thread that copies
+/// what comes out of it into the trace file, outside the child's cgroup.
+pub struct Tracer {
+    write: Option<OwnedFd>,
+    copier: thread::JoinHandle<std::io::Result<()>>,
+    done: Receiver<()>,
+}
+
+impl Tracer {
+    /// Makes the pipe and the file, starts the copier, and has `cmd` keep
+    /// the write end open across `exec`.
+    pub fn start(cmd: &mut Command, path: &Path) -> std::io::Result<Tracer> {
+        let mut fds = [-1; 2];
+        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 just returned these two fds, owned by nobody else.
+        let (read, write) = unsafe { (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut file = File::create(path)?;
+        let fd = write.as_raw_fd();
+        cmd.env(FD_ENV, fd.to_string());
+        // SAFETY: the closure runs in the forked child before `exec` and only
+        // calls fcntl (async-signal-safe, no allocation, no lock); `fd` is
+        // open there because `write` lives until the spawn has returned.
+        unsafe {
+            cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        let (tx, done) = mpsc::channel();
+        let copier = thread::spawn(move || {
+            let mut read = read;
+            let r = std::io::copy(&mut read, &mut file).map(drop);
+            let _ = tx.send(());
+            r
+        });
+        Ok(Tracer { write: Some(write), copier, done })
+    }
+
+    /// Closes the harness's copy of the write end once the child has it.
+    pub fn spawned(mut self) -> Tracer {
+        self.write = None;
+        self
+    }
+
+    /// Waits for the copier (the pipe ends when the child and what it
+    /// started are gone; a straggler holding it gets 5 s), then reads the
+    /// trace file back, in the cache's order.
+    pub fn records(self, path: &Path) -> Result<Vec<Record>, String> {
+        if self.done.recv_timeout(Duration::from_secs(5)).is_err() {
+            return Err("the trace pipe was still open 5 s after the child ended".into());
+        }
+        match self.copier.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("cannot write {}: {e}", path.display())),
+            Err(_) => return Err("the trace copier panicked".into()),
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let records = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if records.is_empty() {
+            return Err("the child traced nothing".into());
+        }
+        Ok(records)
     }
 }
 

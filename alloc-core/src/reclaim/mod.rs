@@ -279,7 +279,7 @@ impl Pass {
     /// Whether this pass calls `e` at all (a background reclaimer calls only
     /// the shrinkers of its own class).
     fn serves(&self, e: &Entry) -> bool {
-        self.only_class.map_or(true, |c| e.options.get_needs().class() == c)
+        self.only_class.is_none_or(|c| e.options.get_needs().class() == c)
     }
 }
 

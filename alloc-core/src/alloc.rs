@@ -1,0 +1,223 @@
+//! The allocation paths: the fast path and its slow path.
+//!
+//! Fast path ([`malloc`], [`alloc_class`]): one table load for the class,
+//! one TLS load for the heap, one load for the class's first page, pop its
+//! `free` list; no lock, no atomic read-modify-write, about a dozen
+//! instructions. Slow path ([`alloc_slow`]): give the thread a heap if it
+//! has none, take back pages other threads freed into, run the decay tick,
+//! and find a page with a free block (collecting its frees, carving more of
+//! it) or take a new one (`page_alloc.rs`).
+//!
+//! Invariant: the fast path touches only the owner's part of a page of the
+//! calling thread's own heap (or the static empty page, whose lists are
+//! empty); the slow path never keeps a reference into the heap's lists
+//! across a call that may run reclaim (`commit::charge`), which may re-enter
+//! the heap and retire the very page being walked.
+
+use core::ptr;
+
+use crate::heap::{self, empty_heap, Heap};
+use crate::page::Page;
+use crate::raw::MIN_ALIGN;
+use crate::segment::{self, Kind};
+use crate::size_class::{self, CLASSES, MAX_CLASS_SIZE};
+use crate::{commit, huge, os, page_alloc, purge, thread};
+
+/// The fast path serves sizes up to this from the class table.
+const FAST_MAX: usize = 1024;
+
+/// Allocates `size` bytes. Fast path: no lock, no atomic, about a dozen
+/// instructions when the class's first page has a free block.
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    if size <= FAST_MAX {
+        let class = size_class::class_of(size);
+        if let Some(b) = pop_direct(class) {
+            return b;
+        }
+    }
+    malloc_generic(size)
+}
+
+/// `malloc` with C's alignment: 16 bytes for blocks above 8 bytes (glibc's
+/// `MALLOC_ALIGNMENT`), from its own class table, so the rounding costs
+/// nothing on the fast path.
+#[inline(always)]
+pub fn malloc_c(size: usize) -> *mut u8 {
+    if size <= FAST_MAX {
+        return alloc_class(size_class::class_of_c(size));
+    }
+    // Classes above 1 KiB are multiples of 16 (above 128 bytes they all are).
+    malloc_generic(size)
+}
+
+/// Pops a block from the first page of `class` in this thread's heap.
+#[inline(always)]
+fn pop_direct(class: usize) -> Option<*mut u8> {
+    debug_assert!(class < CLASSES);
+    // SAFETY: the thread's heap is its own (or the empty heap, never
+    // written): a shared reference aliases no `&mut`.
+    let heap = unsafe { &*heap::current() };
+    // SAFETY: `class < CLASSES` (the class tables hold only valid indices).
+    let page = unsafe { heap.direct.get_unchecked(class) }.get();
+    // SAFETY: direct entries point at live pages of this heap, or at the
+    // empty page, whose free list is empty.
+    unsafe { (*page).pop_free() }.map(|b| b.cast())
+}
+
+#[inline(never)]
+fn malloc_generic(size: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE {
+        alloc_class(size_class::class_of(size))
+    } else {
+        huge::alloc(size, MIN_ALIGN, 0)
+    }
+}
+
+/// Allocates a block of `class`.
+#[inline]
+pub fn alloc_class(class: usize) -> *mut u8 {
+    match pop_direct(class) {
+        Some(b) => b,
+        None => alloc_slow(class),
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two; null if not).
+pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    if align <= MIN_ALIGN {
+        // Classes are multiples of 8, and multiples of 16 from 16 bytes up, so
+        // a size rounded to the alignment lands on an aligned class.
+        // `max` keeps a zero size off the 8-byte class.
+        return match size.checked_add(align - 1) {
+            Some(s) => malloc((s & !(align - 1)).max(align)),
+            None => ptr::null_mut(),
+        };
+    }
+    if align <= os::OS_PAGE && size <= MAX_CLASS_SIZE {
+        if let Some(class) = size_class::class_for_aligned(size, align) {
+            return alloc_class(class);
+        }
+    }
+    huge::alloc(size, align, 0)
+}
+
+/// Allocates `size` zeroed bytes aligned to `align`, skipping the memset when
+/// the memory comes fresh from the OS.
+pub fn malloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let p = malloc_aligned(size, align);
+    if p.is_null() {
+        return p;
+    }
+    let seg = segment::segment_of_block(p);
+    // SAFETY: `p` is a live block of ours, so its segment is live.
+    let s = unsafe { &*seg };
+    let zero = if s.kind == Kind::Huge {
+        s.huge_zero.get()
+    } else {
+        // SAFETY: `p` lies in the live segment `seg`; the page is this
+        // thread's own (it just allocated from it), so its owner part is ours.
+        unsafe { (*segment::page_of(seg, p)).own.is_zero.get() }
+    };
+    if zero {
+        // Only the free-list link word was written.
+        // SAFETY: the block is ours, at least a word long and aligned.
+        unsafe { p.cast::<usize>().write(0) };
+    } else {
+        // SAFETY: the block is ours, with at least `size` writable bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// The slow path: set up the thread's heap if needed, collect frees, find or
+/// make a page with a free block. Null when memory cannot be had.
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let mut heap = heap::current();
+    if heap == empty_heap() {
+        heap = thread::init_heap();
+        if heap.is_null() {
+            return ptr::null_mut();
+        }
+    }
+    // SAFETY: the thread's heap (not the empty one) is owned by this
+    // thread: the `&Heap` stays on it.
+    let heap = unsafe { &*heap };
+    page_alloc::drain_remote(heap);
+    purge::tick(heap);
+    let page = find_page(heap, class);
+    if page.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `find_page` returns a live page of this heap with a free block.
+    let block = unsafe { (*page).pop_free() };
+    debug_assert!(block.is_some());
+    block.map_or(ptr::null_mut(), |b| b.cast())
+}
+
+/// First page of `class` with a free block, after collecting frees and
+/// moving exhausted pages to the full list; a new page if none.
+fn find_page(heap: &Heap, class: usize) -> *mut Page {
+    let mut charged = false;
+    'walk: loop {
+        // Carving that would pass the limit waits: reclaim may re-enter
+        // this heap and retire the very page being walked, so it runs
+        // after the walk, and the walk starts over once.
+        let mut over_limit = 0;
+        let mut page = heap.queues[class].head();
+        while !page.is_null() {
+            // SAFETY: pages on the heap's queues are live and owned by it.
+            let p = unsafe { &*page };
+            if p.own.free.get().is_null() {
+                p.collect();
+            }
+            if p.own.free.get().is_null() {
+                let cost = p.carve_cost();
+                if cost > 0 && !commit::fits(cost) {
+                    over_limit = over_limit.max(cost);
+                    page = p.own.next.get();
+                    continue;
+                }
+            }
+            if !p.own.free.get().is_null() || p.extend() {
+                if page != heap.queues[class].head() {
+                    // SAFETY: the page is on this queue; it moves to the front.
+                    unsafe {
+                        heap.queue_remove(page);
+                        heap.queue_push(page);
+                    }
+                }
+                return page;
+            }
+            // Failing, blocks arrived from other threads: look again.
+            if p.try_mark_full() {
+                let next = p.own.next.get();
+                // SAFETY: on its class queue; moved to the full list.
+                unsafe {
+                    heap.queue_remove(page);
+                    heap.full.push_front(page);
+                }
+                page = next;
+            }
+        }
+        if over_limit > 0 && !charged && commit::charge(over_limit) {
+            charged = true;
+            continue 'walk;
+        }
+        break;
+    }
+    let page = page_alloc::new_page(heap, class);
+    if !page.is_null() {
+        // SAFETY: a new page of this heap, on no list yet.
+        unsafe {
+            (*page).extend();
+            heap.queue_push(page);
+        }
+    }
+    page
+}

@@ -1,0 +1,240 @@
+//! Page acquisition and release: how a heap takes a free page from one of
+//! its segments (a new segment when none has one) and gives empty pages
+//! back, and the heap's lists of segments with free pages.
+//!
+//! Invariant: a page moves `FREE`/`PURGED -> TAKEN` by the compare-and-swap
+//! of the heap that takes it (the purger moves `FREE -> PURGING -> PURGED`
+//! by its own, so the two never act on one page), is initialised, and only
+//! then is published `IN_USE` (`Page::init`); it goes back `IN_USE -> FREE`
+//! by a Release store of its owner when no block of it is live. A segment
+//! is on its heap's list exactly while it has a page not in use; one with
+//! no page in use goes back to the segment cache (`segment.rs`).
+//!
+//! Everything here runs on the owning thread's slow path and works through
+//! shared references: reclaim, reached through `commit::charge`, may
+//! re-enter the heap (purge → `release_empty_pages`) in the middle.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use crate::heap::Heap;
+use crate::page::{state, Page, FIRST_CARVE, PF_IN_FULL};
+use crate::segment::{self, Kind, Segment};
+use crate::size_class::{self, CLASSES, MAX_MEDIUM, MAX_SMALL};
+use crate::{commit, os};
+
+fn kind_of(block_size: usize) -> Kind {
+    if block_size <= MAX_SMALL {
+        Kind::Small
+    } else if block_size <= MAX_MEDIUM {
+        Kind::Medium
+    } else {
+        Kind::Large
+    }
+}
+
+/// Takes a free page from one of the heap's segments (a new segment if
+/// none), preferring pages still committed, and sets it up for `class`.
+/// Null when memory cannot be had.
+pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
+    let block_size = size_class::size_of(class);
+    let kind = kind_of(block_size);
+    let mut charged = false;
+    loop {
+        let seg = heap.segments[kind as usize].get();
+        if seg.is_null() {
+            let Some(seg) = segment::acquire_segment(kind) else { return ptr::null_mut() };
+            // SAFETY: an acquired segment is live and ours alone.
+            let s = unsafe { &*seg };
+            s.heap.set(heap.id());
+            s.used_pages.set(0);
+            seg_list_push(heap, s);
+            continue;
+        }
+        // SAFETY: segments on the heap's list are live and owned by it.
+        let s = unsafe { &*seg };
+        let Some((page, was)) = pick_free_page(heap, s) else { continue };
+        if was == state::PURGED && !charged {
+            // Reclaim may run here and re-enter this heap; look again
+            // after. What the page's first carving will commit is charged.
+            let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.shared.size);
+            if !commit::charge(first) {
+                return ptr::null_mut();
+            }
+            charged = true;
+            continue;
+        }
+        // Acquire pairs with the purger's Release of PURGED (its madvise
+        // is done) and the owner's Release of FREE.
+        let claimed = page.shared.state.compare_exchange(was, state::TAKEN, Ordering::Acquire, Ordering::Relaxed);
+        if claimed.is_err() {
+            continue;
+        }
+        s.used_pages.set(s.used_pages.get() + 1);
+        if s.used_pages.get() == s.page_count {
+            seg_list_remove(heap, s);
+        }
+        page.init(heap.id(), class, block_size, was == state::PURGED);
+        return ptr::from_ref(page).cast_mut();
+    }
+}
+
+/// A free page of `seg` and its state: committed ones first. Spins past a
+/// page the purger is working on. `None` (after unlisting `seg`) when the
+/// segment has none, which only a racing re-entry can cause.
+fn pick_free_page<'s>(heap: &Heap, seg: &'s Segment) -> Option<(&'s Page, u8)> {
+    loop {
+        let mut purged = None;
+        let mut purging = false;
+        for page in &seg.pages[..seg.page_count] {
+            // Relaxed: the CAS in `new_page` re-checks with Acquire.
+            match page.shared.state.load(Ordering::Relaxed) {
+                state::FREE => return Some((page, state::FREE)),
+                state::PURGED if purged.is_none() => purged = Some(page),
+                state::PURGING => purging = true,
+                _ => {}
+            }
+        }
+        if let Some(p) = purged {
+            return Some((p, state::PURGED));
+        }
+        if !purging {
+            seg_list_remove(heap, seg);
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Puts `seg`, owned by `heap` and not on its list, first on it.
+fn seg_list_push(heap: &Heap, seg: &Segment) {
+    let head = &heap.segments[seg.kind as usize];
+    seg.prev.set(ptr::null_mut());
+    seg.next.set(head.get());
+    if !head.get().is_null() {
+        // SAFETY: segments on the heap's list are live and owned by it.
+        unsafe { (*head.get()).prev.set(ptr::from_ref(seg).cast_mut()) };
+    }
+    head.set(ptr::from_ref(seg).cast_mut());
+    seg.in_heap_list.set(true);
+}
+
+/// Takes `seg`, owned by `heap`, off its list if it is there.
+fn seg_list_remove(heap: &Heap, seg: &Segment) {
+    if !seg.in_heap_list.get() {
+        return;
+    }
+    let (prev, next) = (seg.prev.get(), seg.next.get());
+    if prev.is_null() {
+        heap.segments[seg.kind as usize].set(next);
+    } else {
+        // SAFETY: a neighbour on the heap's list is live and owned by it.
+        unsafe { (*prev).next.set(next) };
+    }
+    if !next.is_null() {
+        // SAFETY: as above.
+        unsafe { (*next).prev.set(prev) };
+    }
+    seg.in_heap_list.set(false);
+}
+
+/// Called by the owner when a page's `used` reached zero. Keeps the page if it
+/// is the only one of its class (a malloc/free loop must not churn pages);
+/// otherwise gives it back to its segment.
+///
+/// # Safety
+///
+/// `page` is on `heap`'s queue for its class, and the calling thread owns `heap`.
+pub unsafe fn retire(heap: &Heap, page: *mut Page) {
+    // SAFETY: the caller promises a live page of `heap`.
+    let p = unsafe { &*page };
+    if heap.queues[p.class()].head() == page && p.own.next.get().is_null() {
+        return;
+    }
+    // SAFETY: the caller promises the page is on its class queue.
+    unsafe { heap.queue_remove(page) };
+    // SAFETY: now on no list, with no live block (`used == 0`).
+    unsafe { release_page(heap, page) };
+}
+
+/// Gives an empty page back to its segment, and the segment back to the
+/// cache when no page of it is in use.
+///
+/// # Safety
+///
+/// `page` has no live block, is owned by `heap` (which the calling thread
+/// owns), and is on none of its lists.
+pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
+    let seg = segment::segment_of(page.cast());
+    // SAFETY: the page record lives in its segment's header; a page in use
+    // keeps its segment mapped and on the heap's ownership.
+    let (p, s) = unsafe { (&*page, &*seg) };
+    debug_assert!(!p.is_queued());
+    // A free page belongs to no heap: `free` compares `page.heap` with
+    // the caller's heap before anything else, so a stale pointer into
+    // it cannot pass as the owner's.
+    p.shared.heap.store(ptr::null_mut(), Ordering::Relaxed);
+    // Relaxed: published by the Release store of FREE below.
+    p.shared.freed_at.store(os::now_ms(), Ordering::Relaxed);
+    // Release pairs with the Acquire CAS of the purger and of `new_page`.
+    p.shared.state.store(state::FREE, Ordering::Release);
+    s.used_pages.set(s.used_pages.get() - 1);
+    if s.used_pages.get() == 0 {
+        seg_list_remove(heap, s);
+        // SAFETY: no page in use, off the heap's list.
+        unsafe { segment::release_segment(seg) };
+    } else if !s.in_heap_list.get() {
+        seg_list_push(heap, s);
+    }
+}
+
+/// Takes back full pages that other threads freed into.
+pub fn drain_remote(heap: &Heap) {
+    // Relaxed peek; the swap below acquires.
+    if heap.remote_pages.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    // Acquire pairs with the pushers' Release CAS in `free::free_remote`.
+    let mut page = heap.remote_pages.swap(ptr::null_mut(), Ordering::Acquire);
+    while !page.is_null() {
+        // SAFETY: pages on the stack stay live: each carries XF_QUEUED
+        // until this drain clears it, and such pages are never retired.
+        let p = unsafe { &*page };
+        // Relaxed: ordered by the Acquire swap above.
+        let next = p.shared.remote_next.load(Ordering::Relaxed);
+        if p.own.flags.get() & PF_IN_FULL != 0 {
+            // SAFETY: a page flagged full is on its heap's full list.
+            unsafe { heap.unfull(page) };
+        }
+        p.collect_clearing_flags();
+        if p.used() == 0 {
+            // SAFETY: off the full list, so on its class queue.
+            unsafe { retire(heap, page) };
+        }
+        page = next;
+    }
+}
+
+/// Gives back every empty page the heap kept, including the last of each
+/// class. Used before abandoning a heap, on decay ticks and on `purge()`.
+/// The calling thread owns `heap` (or holds it off the abandoned list).
+pub fn release_empty_pages(heap: &Heap) {
+    drain_remote(heap);
+    for queue in &heap.queues[..CLASSES] {
+        let mut page = queue.head();
+        while !page.is_null() {
+            // SAFETY: pages on the heap's queues are live and owned by it.
+            let p = unsafe { &*page };
+            let next = p.own.next.get();
+            p.collect();
+            if p.used() == 0 && !p.is_queued() {
+                // SAFETY: on its class queue; empty and not queued remotely.
+                unsafe {
+                    heap.queue_remove(page);
+                    release_page(heap, page);
+                }
+            }
+            page = next;
+        }
+    }
+}

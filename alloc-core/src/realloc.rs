@@ -1,0 +1,125 @@
+//! The realloc policy: when a block is resized in place, and where a
+//! growing block moves.
+//!
+//! A block whose usable size still fits, and is not more than twice what is
+//! asked, stays; a huge block grows or shrinks inside its reserve. A block
+//! that grows moves: past 64 KiB to a huge block with room to grow in
+//! place; a buffer the thread grows again and again (a *streak*) to a
+//! cached huge block from 4 KiB, or to a block with half as much room again.
+//!
+//! Invariant: on failure the old block is untouched; on success it is freed
+//! exactly once, after its bytes were copied.
+
+use core::ptr;
+
+use crate::alloc::malloc_aligned;
+use crate::heap::{self, empty_heap};
+use crate::raw::MIN_ALIGN;
+use crate::segment::{self, Kind};
+use crate::size_class::MAX_CLASS_SIZE;
+use crate::{free, huge};
+
+/// Blocks that `realloc` grows past this become huge blocks with room to
+/// grow in place: copying a growing buffer through every size class costs
+/// more than one mapping.
+const REALLOC_HUGE_MIN: usize = 64 << 10;
+
+/// The same from this size for a block the thread grows twice in a row (a
+/// buffer being appended to, which glibc grows in place at its heap top),
+/// but only into a freed huge block the cache holds: never a new mapping
+/// (a program building many such buffers would make a system call each).
+const STREAK_HUGE_MIN: usize = 4 << 10;
+
+/// A buffer grown by at most half at a time gets room for half as much
+/// again from this size: below it, copies are cheap and the room would
+/// cost more.
+const ROOMY_MIN: usize = 1 << 10;
+
+/// Address space a growing block reserves: four times the size asked, and
+/// at least the rest of its segment, so that a buffer grows to about 4 MiB
+/// without a copy. Untouched reserve costs no memory.
+fn growing_reserve(size: usize) -> usize {
+    (size * 4).max(segment::SEGMENT_SIZE - segment::HEADER_RESERVE)
+}
+
+/// The block a block of `usable` bytes growing to `new_size` moves to; a
+/// `streak` is a block this thread grew last (see [`Heap::last_grown`]).
+fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool) -> *mut u8 {
+    if (STREAK_HUGE_MIN..=isize::MAX as usize / 8).contains(&new_size) {
+        let huge_align = align.max(MIN_ALIGN);
+        let q = if new_size >= REALLOC_HUGE_MIN {
+            huge::alloc(new_size, huge_align, growing_reserve(new_size))
+        } else if streak {
+            huge::alloc_cached(new_size, huge_align, growing_reserve(new_size))
+        } else {
+            ptr::null_mut()
+        };
+        if !q.is_null() {
+            return q;
+        }
+    }
+    if streak && new_size >= ROOMY_MIN && new_size - usable <= usable / 2 {
+        // Grown by at most half at a time (appended to in pieces, or an
+        // array over-allocating by 1/8 to 1/2 as CPython's do): room for
+        // half as much again, so that the next class boundaries do not each
+        // copy the whole buffer (not more: a block less than half used
+        // counts as shrunk, see `realloc`). Doubling buffers get no room:
+        // it would not hold their next step.
+        let roomy = malloc_aligned(new_size.saturating_add(new_size / 2), align);
+        if !roomy.is_null() {
+            return roomy;
+        }
+    }
+    malloc_aligned(new_size, align)
+}
+
+/// Resizes in place when the block's usable size already fits and is not
+/// more than twice what is asked, or when a huge block's reserve allows;
+/// otherwise allocates (see [`grown_block`] for a growing one), copies and
+/// frees.
+///
+/// # Safety
+///
+/// `p` is null or a live block of this allocator aligned to `align`.
+pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc_aligned(new_size, align);
+    }
+    let seg = segment::segment_of_block(p);
+    // SAFETY: the caller promises `p` is live, so its segment is.
+    let s = unsafe { &*seg };
+    let huge = s.kind == Kind::Huge;
+    let usable = if huge {
+        s.usable.load(core::sync::atomic::Ordering::Relaxed)
+    } else {
+        // SAFETY: `p` lies in the live segment `seg`.
+        unsafe { (*segment::page_of(seg, p)).block_size() }
+    };
+    if new_size <= usable && new_size >= usable / 2 {
+        return p;
+    }
+    // Growth takes the reserve; shrinking stays in place while still huge.
+    // SAFETY: `seg` is the live huge segment of the caller's block.
+    if huge && (new_size > usable || new_size > MAX_CLASS_SIZE) && unsafe { huge::resize_in_place(seg, new_size) } {
+        return p;
+    }
+    let grows = new_size > usable;
+    // SAFETY: the thread's own heap (or the empty heap, never written).
+    let streak = grows && unsafe { (*heap::current()).last_grown.get() } == p as usize;
+    let q = if grows { grown_block(new_size, usable, align, streak) } else { malloc_aligned(new_size, align) };
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: both blocks are live and distinct, and hold at least the
+    // copied length.
+    unsafe { ptr::copy_nonoverlapping(p, q, usable.min(new_size)) };
+    // SAFETY: `p` is live (caller promise) and freed once, after the copy.
+    unsafe { free::free_block(p) };
+    // The heap may have been set up by the allocation above.
+    let heap = heap::current();
+    if grows && heap != empty_heap() {
+        // SAFETY: a heap other than the empty one is this thread's own.
+        unsafe { (*heap).last_grown.set(q as usize) };
+    }
+    q
+}
