@@ -2,14 +2,17 @@
 //! it may call still hold enough, however the threads are scheduled (issue
 //! 15): the scenario of `reclaim_callbacks`'s allocating shrinker (once
 //! refused with "reclaim made room" beside a CPU-bound job) and the same
-//! cache shared by four allocating threads, each repeated, with busy loops
+//! cache shared by four allocating threads, and a shrinker slow to free
+//! what it took, each repeated, with busy loops
 //! on every CPU (twice over) competing with the allocating threads and the
 //! background reclaimers for the whole run.
 //!
 //! What made it depend on the scheduler: a direct reclaim that found the
 //! cache already emptied by a pass in flight elsewhere (whose shrinker
-//! still held its scratch allocation from the reserve) waited 50 ms for
-//! it, then refused. Now it waits for that pass to end.
+//! still held its scratch allocation from the reserve, or had not yet
+//! freed what it took) waited 50 ms for it, then refused. Now it waits for
+//! that pass to end; a shrinker whose scan takes 100 ms shows it without
+//! any load.
 
 mod reclaim_support;
 
@@ -82,6 +85,29 @@ impl Shrinker for Allocating {
     }
 }
 
+/// Takes what it is asked for off the cache at once, then holds it for
+/// 100 ms before freeing it (a cache that writes its objects back first):
+/// a pass that finds the cache emptied by this one must wait for it.
+struct SlowScan(Arc<Cache>);
+
+impl Shrinker for SlowScan {
+    fn count(&self, sc: &ShrinkControl) -> CountResult {
+        CacheShrinker(self.0.clone()).count(sc)
+    }
+
+    fn scan(&self, sc: &ShrinkControl) -> ScanResult {
+        let victims: Vec<Raw> = {
+            let mut v = self.0.lock();
+            let keep = v.len() - sc.nr_to_scan().min(v.len());
+            v.split_off(keep)
+        };
+        thread::sleep(Duration::from_millis(100));
+        let n = victims.len();
+        drop(victims);
+        ScanResult::Freed(n)
+    }
+}
+
 fn no_limits() {
     set_hard_limit(None);
     set_soft_limit(None);
@@ -105,6 +131,21 @@ fn allocations_at_the_hard_limit_succeed_while_the_shrinkers_hold_enough_under_l
         no_limits();
         drop(cache);
         assert_eq!(refused, 0, "round {round}: refused with {left} blocks still cached (limit {limit})");
+    }
+    // A slow shrinker: whichever pass (direct or background) takes the
+    // cache first, the allocation waits for it instead of being refused.
+    for round in 0..ROUNDS {
+        let cache = Cache::new(Needs::NONE);
+        let limit = limit_above_committed(48 * MIB);
+        assert!(cache.fill(16), "round {round}: the cache fits under the limit");
+        let h = register(SlowScan(cache.clone()), ShrinkerOptions::new("slow").batch(64));
+        let mine: Vec<Option<Raw>> = (0..10).map(|_| Raw::try_new(BLOCK)).collect();
+        let refused = mine.iter().filter(|b| b.is_none()).count();
+        drop(mine);
+        h.unregister();
+        no_limits();
+        drop(cache);
+        assert_eq!(refused, 0, "round {round}: refused while a slow pass held the cache (limit {limit})");
     }
     // Four threads share one cache: 32 blocks cached, 20 wanted, room for 8.
     for round in 0..ROUNDS {
