@@ -18,7 +18,8 @@
 //!
 //! Invariant: the core's commit threshold (the fast check of every charge)
 //! is the smallest of the soft limit in force, the hard limit and the wake
-//! point (`usize::MAX` without any), recomputed under `SETTER` after every
+//! point (`usize::MAX` without any), or 0 while the hard limit refuses (so
+//! that every charge reserves against it, `commit::reserve`), recomputed under `SETTER` after every
 //! change (a fork child, alone, lowers it without the lock). It stays 0
 //! (the core's initial value) until `config.rs` has read the configuration
 //! and called [`recompute`], so the first charge takes the slow path that
@@ -176,7 +177,8 @@ fn recompute_locked() {
     let limits = l.soft().unwrap_or(usize::MAX).min(l.hard().unwrap_or(usize::MAX));
     // Relaxed: a stale value only delays the wake by one charge.
     let t = limits.min(WAKE_AT.load(Ordering::Relaxed));
-    crate::commit::set_threshold(t);
+    // A hard limit that refuses is kept exactly: every charge reserves.
+    crate::commit::set_threshold(if l.refuses() { 0 } else { t });
 }
 
 /// Sets the commit threshold from the limits in force: once the

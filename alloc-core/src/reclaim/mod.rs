@@ -135,6 +135,8 @@ fn fits_slow(bytes: usize) -> bool {
     let limits = limit::current();
     if scope::raw() & RECLAIMING != 0 {
         limits.fits_reserve(want)
+    } else if let (true, Some(hard)) = (limits.refuses(), limits.hard()) {
+        crate::commit::reserve(bytes, hard)
     } else {
         limits.fits(want)
     }
@@ -168,15 +170,33 @@ fn charge_slow(bytes: usize) -> bool {
             worker::wake(class, want - limits.soft_goal(), level, Trigger::Background);
         }
     }
-    if limits.fits(want) {
-        limit::clear_floor();
-        return true;
-    }
-    let ok = if limits.refuses() { direct_reclaim(bytes, scope, true) } else { past_group_line(bytes, scope) };
+    let ok = match (limits.refuses(), limits.hard()) {
+        (true, Some(hard)) => reserve_or_reclaim(bytes, hard, scope),
+        _ => limits.fits(want) || past_group_line(bytes, scope),
+    };
     if !ok {
         bump(&stats::FAILED_CHARGES, 1);
+    } else if limits.fits(crate::stats::committed()) {
+        limit::clear_floor();
     }
     ok
+}
+
+/// Under a hard limit that refuses: reserves `bytes` against it (exact
+/// however many threads charge at once, `commit::reserve`), reclaiming
+/// directly when they do not fit; `false` once reclaim cannot make room.
+fn reserve_or_reclaim(bytes: usize, hard: usize, scope: ScopeFlags) -> bool {
+    // Direct reclaim that made room can see it taken by another thread's
+    // reservation before this one's: a few tries, each reclaiming again.
+    for _ in 0..DIRECT_PASSES {
+        if crate::commit::reserve(bytes, hard) {
+            return true;
+        }
+        if !direct_reclaim(bytes, scope, true) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Past a hard line derived from the cgroup, which refuses nothing by
@@ -199,12 +219,13 @@ fn past_group_line(bytes: usize, scope: ScopeFlags) -> bool {
 /// objects this one found gone. Whether it succeeds does not depend on how
 /// the threads are scheduled, only on what the shrinkers hold.
 fn direct_reclaim(bytes: usize, scope: ScopeFlags, may_wait: bool) -> bool {
+    // Other threads' reservations count: they are about to be committed.
     let short = || {
         let limits = limit::current();
-        let want = crate::stats::committed().saturating_add(bytes);
+        let want = crate::commit::charged().saturating_add(bytes);
         limits.hard().map_or(0, |h| want.saturating_sub(h).saturating_add(limits.hard_headroom()))
     };
-    let fits = || limit::current().fits(crate::stats::committed().saturating_add(bytes));
+    let fits = || limit::current().fits(crate::commit::charged().saturating_add(bytes));
     let class = ContextClass::of(scope);
     for _ in 0..DIRECT_PASSES {
         let target = short();
