@@ -48,8 +48,6 @@ pub(crate) fn ensure() {
 #[cold]
 #[inline(never)]
 fn ensure_slow() {
-    // Limits are about to be set: the core must call reclaim past them.
-    super::install();
     if STATE.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_err() {
         // Another thread is reading; it takes microseconds. Bounded, in case
         // it was a parent thread caught by fork().

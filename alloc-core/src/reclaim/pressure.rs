@@ -27,12 +27,13 @@
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
+use super::counters::{bump, FAILED_MAPS};
+use super::pass::{Freed, Pass};
+use super::scope::{self, ContextClass};
 use super::shrinker::Level;
 use super::sources::{self, note_event, Source, Trigger};
-use super::stats::bump;
 use super::usage::{self, Reading};
-use super::worker;
-use super::{scope, ContextClass, Pass};
+use super::worker::{self, run_pass};
 use crate::os;
 
 /// One source raises at most this often unless its level went up.
@@ -126,14 +127,10 @@ pub(crate) fn raise_event(src: Source, level: Level) {
     raise(src, level, target);
 }
 
-/// `charge`'s slow path, for an allocation that brings the committed bytes
-/// to `want`: starts the monitor when due, reads the group's usage when
-/// due, and returns the bytes a direct pass should free when the group's
-/// working set is past its hard line.
-pub(crate) fn on_charge_slow(want: usize) -> Option<usize> {
-    if super::limit::wake_due(want) {
-        super::monitor::start();
-    }
+/// `charge`'s slow path: reads the group's usage when due, and returns the
+/// bytes a direct pass should free when the group's working set is past
+/// its hard line.
+pub(crate) fn on_charge_slow() -> Option<usize> {
     let r = check_usage()?;
     (r.level == Level::Critical).then_some(r.direct_target)
 }
@@ -149,7 +146,7 @@ pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
     }
     note_event(Source::MmapFailure);
     if attempt >= MAP_RETRIES {
-        bump(&super::stats::FAILED_MAPS, 1);
+        bump(&FAILED_MAPS, 1);
         return false;
     }
     if scope::is_reclaiming() {
@@ -159,7 +156,7 @@ pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
     raise(Source::MmapFailure, Level::Critical, target);
     let scope = scope::current_scope();
     let pass = Pass { target, level: Level::Critical, trigger: Trigger::MmapFailure, scope, only_class: None };
-    if super::run_pass(pass) == super::Freed::NOTHING {
+    if run_pass(pass) == Freed::NOTHING {
         worker::wait_for_allowed(ContextClass::of(scope), MAP_WAIT);
     }
     true

@@ -25,9 +25,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::counters::ShrinkerCounters;
 use super::scope;
 use super::shrinker::{Shrinker, ShrinkerOptions};
-use super::stats::{ShrinkerCounters, ShrinkerStats};
 use crate::lock::SpinLock;
 use crate::os;
 
@@ -225,56 +225,19 @@ fn update(edit: impl Fn(&[Arc<Entry>]) -> Vec<Arc<Entry>>) {
     }
 }
 
-/// Registers `shrinker`; reclaim may call it as soon as this returns, and
-/// until the returned handle is dropped or [`ShrinkerHandle::unregister`]ed.
-/// Callable from anywhere, including from inside another shrinker, and at
-/// the hard limit: its few allocations may use the reserve above it.
-///
-/// ```
-/// use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
-/// struct Nothing;
-/// impl Shrinker for Nothing {
-///     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
-///     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
-/// }
-/// let h = register(Nothing, ShrinkerOptions::new("nothing"));
-/// assert_eq!(h.name(), "nothing");
-/// ```
-pub fn register<S: Shrinker>(shrinker: S, options: ShrinkerOptions) -> ShrinkerHandle {
-    super::with_reserve(|| register_boxed(Box::new(shrinker), options))
-}
-
-/// [`register`] for a shrinker already boxed (the C API's path).
-///
-/// ```
-/// use shrinkalloc::reclaim::{register_boxed, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
-/// struct Nothing;
-/// impl Shrinker for Nothing {
-///     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
-///     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
-/// }
-/// let h = register_boxed(Box::new(Nothing), ShrinkerOptions::new("boxed"));
-/// h.unregister();
-/// ```
-pub fn register_boxed(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> ShrinkerHandle {
-    // A few hundred bytes, from the reserve if need be: a program at its
-    // hard limit is the one that most needs to register its caches, and a
-    // failed allocation here could only abort.
-    super::install();
-    super::with_reserve(|| {
-        // Its caches should hear of pressure from outside too.
-        super::monitor::want();
-        // Relaxed: ids only need to be unique.
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(Entry::new(id, shrinker, options));
-        update(|list| {
-            let mut v = Vec::with_capacity(list.len() + 1);
-            v.extend(list.iter().cloned());
-            v.push(entry.clone());
-            v
-        });
-        ShrinkerHandle { entry }
-    })
+/// Adds `shrinker` to the list; reclaim may call it as soon as this
+/// returns (the public `register` in `mod.rs` wraps it).
+pub(crate) fn insert(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> ShrinkerHandle {
+    // Relaxed: ids only need to be unique.
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let entry = Arc::new(Entry::new(id, shrinker, options));
+    update(|list| {
+        let mut v = Vec::with_capacity(list.len() + 1);
+        v.extend(list.iter().cloned());
+        v.push(entry.clone());
+        v
+    });
+    ShrinkerHandle { entry }
 }
 
 /// Takes `entry` out of the list, waits for callbacks in flight (unless this
@@ -369,20 +332,9 @@ impl ShrinkerHandle {
         self.entry.is_disabled()
     }
 
-    /// This shrinker's statistics so far.
-    ///
-    /// ```
-    /// # use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
-    /// # struct Nothing;
-    /// # impl Shrinker for Nothing {
-    /// #     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
-    /// #     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
-    /// # }
-    /// let h = register(Nothing, ShrinkerOptions::new("n"));
-    /// assert_eq!(h.stats().scan_calls, 0);
-    /// ```
-    pub fn stats(&self) -> ShrinkerStats {
-        ShrinkerStats::of(&self.entry)
+    /// The registry entry, for the statistics (`stats.rs`).
+    pub(crate) fn entry(&self) -> &Entry {
+        &self.entry
     }
 }
 

@@ -18,8 +18,9 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::counters::{bump, BACKGROUND_WAKES, FAILED_CHARGES, FAILED_MAPS, PANICS, RESERVE_CHARGES, WORKERS_STARTED};
 use super::limit;
-use super::registry::{self, Entry};
+use super::registry::{self, Entry, ShrinkerHandle};
 use super::scope::ScopeFlags;
 use super::shrinker::{Level, Needs};
 use super::sources::{self, SourceState, Trigger};
@@ -165,25 +166,6 @@ macro_rules! records {
 }
 records!(ShrinkerStats, SourceStats, PassRecord);
 
-/// Counters one shrinker's calls bump.
-#[derive(Default)]
-pub(crate) struct ShrinkerCounters {
-    pub(crate) count_calls: AtomicU64,
-    pub(crate) scan_calls: AtomicU64,
-    pub(crate) objects_scanned: AtomicU64,
-    pub(crate) objects_freed: AtomicU64,
-    pub(crate) skipped_by_mask: AtomicU64,
-    pub(crate) stops: AtomicU64,
-    pub(crate) time_ns: AtomicU64,
-    pub(crate) panics: AtomicU64,
-}
-
-/// Adds `n` to a statistics counter (relaxed: counters order nothing).
-#[inline]
-pub(crate) fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
 declare_stats! {
     /// One shrinker's statistics, as read at one moment.
     ///
@@ -274,6 +256,24 @@ declare_stats! {
     }
 }
 
+impl ShrinkerHandle {
+    /// This shrinker's statistics so far.
+    ///
+    /// ```
+    /// # use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+    /// # struct Nothing;
+    /// # impl Shrinker for Nothing {
+    /// #     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
+    /// #     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
+    /// # }
+    /// let h = register(Nothing, ShrinkerOptions::new("n"));
+    /// assert_eq!(h.stats().scan_calls, 0);
+    /// ```
+    pub fn stats(&self) -> ShrinkerStats {
+        ShrinkerStats::of(self.entry())
+    }
+}
+
 impl SourceStats {
     fn of(source: Trigger) -> Self {
         let (events, raises) = sources::counts(source);
@@ -341,13 +341,6 @@ static BY_TRIGGER: [AtomicU64; Trigger::COUNT] = [const { AtomicU64::new(0) }; T
 static BYTES_FREED: AtomicU64 = AtomicU64::new(0);
 static PASS_NS: AtomicU64 = AtomicU64::new(0);
 static MAX_PASS_NS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FAILED_CHARGES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static RESERVE_CHARGES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static BACKGROUND_WAKES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FAILED_MAPS: AtomicU64 = AtomicU64::new(0);
-
 /// Records a finished pass in the totals and the ring of recent passes.
 pub(crate) fn record_pass(p: &PassRecord) {
     bump(&BY_LEVEL[p.level as usize], 1);
@@ -454,7 +447,6 @@ declare_stats! {
 pub fn stats() -> ReclaimStats {
     // Relaxed: counters are independent tallies, read as a snapshot.
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    super::config::ensure();
     let limits = limit::current();
     let shrinkers =
         registry::snapshot().map(|list| list.iter().map(|e| ShrinkerStats::of(e)).collect()).unwrap_or_default();

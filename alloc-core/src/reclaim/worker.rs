@@ -26,15 +26,16 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::counters::{bump, BACKGROUND_WAKES, WORKERS_STARTED};
 use super::limit;
+use super::pass::{self, Freed, Pass};
 use super::scope::{self, ContextClass, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
 use super::sources::Trigger;
-use super::stats::{self, bump};
 use crate::os;
 
 /// How long an idle reclaimer sleeps before checking again (bounded waits).
@@ -134,7 +135,7 @@ fn start(pid: u32) -> &'static Workers {
         if !spawn(w) {
             return None;
         }
-        bump(&stats::WORKERS_STARTED, 1);
+        bump(&WORKERS_STARTED, 1);
         Some(w)
     });
     let ws: &'static Workers = Box::leak(Box::new(Workers { pid, by_class }));
@@ -172,6 +173,66 @@ extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
     run(w)
 }
 
+/// Runs one pass in the calling thread ([`pass::run`]) and hands what it
+/// had to skip to the reclaimers of the skipped classes (but the pass's
+/// own), if it fell short of its target. Returns what the pass freed.
+pub(crate) fn run_pass(p: Pass) -> Freed {
+    let _f = InFlight::enter(ContextClass::of(p.scope.effective()));
+    let (freed, owed) = pass::run(&p);
+    if freed.bytes < p.target {
+        for class in ContextClass::ALL.into_iter().filter(|&c| owed.has(c) && Some(c) != p.only_class) {
+            wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
+        }
+    }
+    freed
+}
+
+/// Passes running now, by the class of the mask they run under.
+static IN_FLIGHT: [AtomicUsize; ContextClass::COUNT] = [const { AtomicUsize::new(0) }; ContextClass::COUNT];
+/// Passes that ended, for a waiter to see one end.
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a pass in flight for [`wait_for_pass_end`], for as long as it lives.
+struct InFlight(ContextClass);
+
+impl InFlight {
+    fn enter(class: ContextClass) -> Self {
+        // Relaxed: see `wait_for_pass_end`.
+        IN_FLIGHT[class.index()].fetch_add(1, Ordering::Relaxed);
+        InFlight(class)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Relaxed, then Release: see `wait_for_pass_end`.
+        IN_FLIGHT[self.0.index()].fetch_sub(1, Ordering::Relaxed);
+        ENDED.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Waits until a pass of class `class` or a more restricted one (a thread
+/// of `class` may wait on those, see the module doc), in flight now, ends,
+/// at most `limit`; `false` at once when none is. For direct reclaim that
+/// found nothing left: the pass in flight may hold the room.
+pub(crate) fn wait_for_pass_end(class: ContextClass, limit: Duration) -> bool {
+    // Relaxed: a hint polled until it changes.
+    let busy = || IN_FLIGHT[class.index()..].iter().any(|n| n.load(Ordering::Relaxed) > 0);
+    // Acquire pairs with the Release increment in `InFlight::drop`: the
+    // ended pass's frees are seen by the caller's next look at the
+    // committed bytes.
+    let ended = || ENDED.load(Ordering::Acquire);
+    let before = ended();
+    if !busy() {
+        return false;
+    }
+    let deadline = Instant::now() + limit;
+    while busy() && ended() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
 fn run(w: &'static Worker) -> ! {
     loop {
@@ -181,7 +242,7 @@ fn run(w: &'static Worker) -> ! {
             Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
             None => 0,
         };
-        let freed = super::run_pass(super::Pass {
+        let freed = run_pass(Pass {
             target: target.max(over_soft),
             level,
             trigger,
@@ -193,7 +254,7 @@ fn run(w: &'static Worker) -> ! {
         st.completed = ticket;
         drop(st);
         w.done.notify_all();
-        if freed == super::Freed::NOTHING {
+        if freed == Freed::NOTHING {
             // Nothing to take: do not spin on the wakes of every allocation
             // that stays past the soft limit.
             std::thread::sleep(EMPTY_BACKOFF);
@@ -240,7 +301,7 @@ pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Tr
     st.requested += 1;
     drop(st);
     w.wake.notify_one();
-    bump(&stats::BACKGROUND_WAKES, 1);
+    bump(&BACKGROUND_WAKES, 1);
 }
 
 /// How often a process without reclaimer threads purges in its own
@@ -264,7 +325,7 @@ pub(crate) fn purge_inline(trigger: Trigger) {
         return;
     }
     let scope = scope::current_scope();
-    super::run_pass(super::Pass { target: 0, level: Level::None, trigger, scope, only_class: None });
+    run_pass(Pass { target: 0, level: Level::None, trigger, scope, only_class: None });
 }
 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a

@@ -22,9 +22,8 @@
 use core::ffi::c_void;
 use core::fmt;
 use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::context::Context;
@@ -33,9 +32,11 @@ use crate::reclaim::ContextClass;
 
 mod fifo;
 mod stats;
+mod worker;
 
 use fifo::{new_node, Fifo, Item, Work};
 pub use stats::{ClassStats, WorkQueueStats};
+use worker::start_worker;
 
 /// The most workers a queue starts per class; larger requests are clamped.
 pub const MAX_THREADS_PER_CLASS: usize = 256;
@@ -561,88 +562,5 @@ impl Drop for WorkQueue {
 impl fmt::Debug for WorkQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkQueue").field("name", &self.inner.name).field("threads", &self.inner.threads).finish()
-    }
-}
-
-/// Starts a worker for `lane`, whose `spawned` and `starting` the caller
-/// counted; settles both, and keeps the handle. Returns whether it started.
-fn start_worker(inner: &Arc<Inner>, lane: ContextClass) -> bool {
-    let suffix = match (inner.single, lane) {
-        (true, _) | (_, ContextClass::Normal) => "",
-        (_, ContextClass::Nofs) => "-nofs",
-        (_, ContextClass::Noio) => "-noio",
-    };
-    let builder = thread::Builder::new().name(format!("{}{suffix}", inner.name));
-    let for_worker = Arc::clone(inner);
-    let started = builder.spawn(move || worker_main(&for_worker, lane));
-    let class = &inner.classes[lane.index()];
-    let mut st = class.lock();
-    st.starting -= 1;
-    let ok = match started {
-        Ok(h) => {
-            // Within the capacity reserved: `spawned <= threads`.
-            st.handles.push(h);
-            true
-        }
-        Err(_) => {
-            st.spawned -= 1;
-            false
-        }
-    };
-    drop(st);
-    class.progress.notify_all();
-    ok
-}
-
-/// A worker's life: under its class's scope, take the oldest item, run it
-/// under its context, repeat; exit once the queue is closing and drained.
-fn worker_main(inner: &Inner, lane: ContextClass) {
-    let base = if inner.single { Context::NORMAL } else { Context::from_scope(lane.scope()) };
-    // For the thread's whole life: never restored.
-    let _ = base.adopt_save();
-    let _ = CURRENT.try_with(|c| c.set((inner.id(), lane)));
-    let class = &inner.classes[lane.index()];
-    let mut st = class.lock();
-    st.workers += 1;
-    loop {
-        let Some(node) = st.queue.pop() else {
-            if st.closing {
-                break;
-            }
-            st.idle += 1;
-            st = class.more.wait(st).unwrap_or_else(PoisonError::into_inner);
-            st.idle -= 1;
-            continue;
-        };
-        let waited = u64::try_from(node.item.queued_at.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        st.max_wait_ns = st.max_wait_ns.max(waited);
-        // Within the capacity reserved: one running item per worker.
-        st.running.push(node.item.seq);
-        drop(st);
-        let seq = node.item.seq;
-        let panicked = run_item(node.item);
-        st = class.lock();
-        if let Some(i) = st.running.iter().position(|&s| s == seq) {
-            st.running.swap_remove(i);
-        }
-        st.run += 1;
-        st.panicked += u64::from(panicked);
-        class.progress.notify_all();
-    }
-    st.workers -= 1;
-    drop(st);
-    class.progress.notify_all();
-}
-
-/// Runs one item under its context; returns whether it panicked.
-fn run_item(item: Item) -> bool {
-    let _ctx = item.ctx.adopt();
-    match catch_unwind(AssertUnwindSafe(|| item.work.run())) {
-        Ok(()) => false,
-        Err(payload) => {
-            // Dropping a payload can itself panic; a small leak is safer.
-            core::mem::forget(payload);
-            true
-        }
     }
 }
