@@ -94,6 +94,7 @@ unsafe extern "C" fn child() {
         thread::fork_child();
         unlock_reclaim();
     }
+    crate::commit::after_fork_in_child();
     registry::after_fork_in_child();
     monitor::after_fork_in_child();
 }

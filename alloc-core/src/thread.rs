@@ -131,6 +131,7 @@ fn init_process() {
 
 /// pthread key destructor: the thread is exiting.
 unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    crate::commit::give_up_reservation();
     let heap = value.cast::<Heap>();
     if heap.is_null() {
         return;

@@ -11,6 +11,7 @@
 
 use core::ffi::{c_char, c_int};
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::ffi::CString;
 use std::sync::OnceLock;
 
@@ -203,16 +204,78 @@ fn write_all(fd: c_int, mut buf: &[u8]) -> c_int {
     0
 }
 
+/// The lowest descriptor number the start-up copy of stderr may take: out
+/// of the way of a program that expects its next `open` to return 3.
+const KEPT_FD_MIN: c_int = 100;
+
+/// A copy of the stderr the process started with (`-1`: none), and that
+/// file's identity (device, inode) so that a copy closed and its number
+/// reused by the program is never written to.
+static KEPT: AtomicI32 = AtomicI32::new(-1);
+static KEPT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The (device, inode) of `fd` folded into one number, or `None` when it
+/// is not open.
+fn file_id(fd: c_int) -> Option<u64> {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for one `struct stat` written by the kernel.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it wrote the whole struct.
+    let st = unsafe { st.assume_init() };
+    Some(st.st_dev.rotate_left(32) ^ st.st_ino)
+}
+
+/// At start-up, under `SHRINKALLOC_STATS=1`: keeps a copy of stderr (close
+/// on exec), so that the statistics reach it even when the program closed
+/// stderr or put another file on descriptor 2 (a daemon that detaches).
+extern "C" fn keep_stderr() {
+    if options::env_choice(Var::Stats) != 1 {
+        return;
+    }
+    let Some(id) = file_id(2) else { return };
+    // SAFETY: fcntl on a descriptor number; no memory is passed.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, KEPT_FD_MIN) };
+    // SAFETY: as above; the fallback when the limit on descriptors is low.
+    let fd = if fd < 0 { unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) } } else { fd };
+    if fd >= 0 {
+        // Relaxed: written once before `main`, read at exit by the same
+        // process (the loader orders the constructors before the finalisers).
+        KEPT_ID.store(id, Ordering::Relaxed);
+        KEPT.store(fd, Ordering::Relaxed);
+    }
+}
+
+/// Where the statistics go at exit: stderr while it is still the file it
+/// was at start-up (or there is no copy), else the copy while it is still
+/// that file, else whatever descriptor 2 is now.
+fn stats_fd() -> c_int {
+    // Relaxed: see `keep_stderr`.
+    let (kept, id) = (KEPT.load(Ordering::Relaxed), KEPT_ID.load(Ordering::Relaxed));
+    if kept < 0 || file_id(2) == Some(id) || file_id(kept) != Some(id) {
+        2
+    } else {
+        kept
+    }
+}
+
+/// Runs `keep_stderr` when the library is loaded, before `main`.
+#[used]
+#[link_section = ".init_array"]
+static KEEP_STDERR: extern "C" fn() = keep_stderr;
+
 /// `SHRINKALLOC_STATS=1`: the statistics on stderr at exit, as text or, with
-/// `SHRINKALLOC_STATS_FORMAT=json`, as JSON. Bad values are reported (once,
-/// by `shrinkalloc::options`).
+/// `SHRINKALLOC_STATS_FORMAT=json`, as JSON; on the stderr the process
+/// started with, even if it closed it since (see `keep_stderr`). Bad values
+/// are reported (once, by `shrinkalloc::options`).
 extern "C" fn print_at_exit() {
     // The choices are `0`, `1` and `text`, `json`, in that order.
     if options::env_choice(Var::Stats) != 1 {
         return;
     }
     let json = options::env_choice(Var::StatsFormat) == 1;
-    write_all(2, render(json).as_bytes());
+    write_all(stats_fd(), render(json).as_bytes());
 }
 
 /// Runs `print_at_exit` when the library is unloaded, that is at process

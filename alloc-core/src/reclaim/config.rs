@@ -13,9 +13,10 @@
 //! a bad value is reported once on stderr and ignored. The Rust setters win
 //! over the environment. Unless `SHRINKALLOC_CGROUP=off`, the process's
 //! memory cgroup is found (`cgroup.rs`); with neither limit configured,
-//! both are derived from it, and in any case its whole usage is watched
-//! (`usage.rs`). The monitor (`monitor.rs`) says whether it should start on
-//! its own; if so, past a few more MiB committed.
+//! both are derived from it (as lines that start reclaim, never refuse),
+//! and in any case its whole usage is watched (`usage.rs`). The monitor
+//! (`monitor.rs`) says whether it should start on its own
+//! (`SHRINKALLOC_MONITOR=on`); if so, past a few more MiB committed.
 //!
 //! Invariant: [`ensure`] returns only once the configuration is read (or
 //! after a bounded wait, for a thread that finds a fork's parent thread
@@ -60,9 +61,9 @@ fn ensure_slow() {
     }
     let soft = options::env_number(Var::SoftLimit).unwrap_or(0);
     let hard = options::env_number(Var::HardLimit).unwrap_or(0);
-    limit::set_initial(soft, hard);
-    let group_limit = from_cgroup(soft == 0 && hard == 0);
-    if let Some(at) = monitor::start_at_init(group_limit) {
+    limit::set_initial(soft, hard, false);
+    from_cgroup(soft == 0 && hard == 0);
+    if let Some(at) = monitor::start_at_init() {
         limit::arm_wake(at);
     }
     STATE.store(2, Ordering::Release);
@@ -71,22 +72,20 @@ fn ensure_slow() {
 
 /// Finds the process's memory cgroup (see `cgroup.rs`) unless
 /// `SHRINKALLOC_CGROUP=off`, derives the limits from it when `derive` (none
-/// is configured), and hands it to the usage watch. Returns whether the
-/// group has a limit.
-fn from_cgroup(derive: bool) -> bool {
+/// is configured), and hands it to the usage watch.
+fn from_cgroup(derive: bool) {
     // The choices are `auto` (0) and `off` (1).
     if options::env_choice(Var::Cgroup) == 1 {
         sources::set_state(Source::Cgroup, SourceState::Off);
-        return false;
+        return;
     }
     let found = cgroup::discover();
     let derived = found.as_ref().and_then(|f| f.derived_limits());
     if let (Some((soft, hard)), true) = (derived, derive) {
-        limit::set_initial(soft as usize, hard as usize);
+        limit::set_initial(soft as usize, hard as usize, true);
     }
     usage::set_group(found.as_ref());
     cgroup::remember(found);
-    derived.is_some()
 }
 
 /// Sets the soft limit on committed bytes (`None` or `Some(0)`: none, and
@@ -106,7 +105,10 @@ pub fn set_soft_limit(bytes: Option<usize>) {
 
 /// Sets the hard limit on committed bytes (`None` or `Some(0)`: none). An
 /// allocation that would cross it reclaims in its own thread, under its
-/// scope, and fails (null) if it still does not fit.
+/// scope, and fails (null) if it still does not fit. Set below what is
+/// committed, it makes reclaim free the difference; reclaim itself (and
+/// the shrinkers it calls) can still allocate, from a reserve above what
+/// was committed.
 ///
 /// ```
 /// use shrinkalloc::reclaim::{hard_limit, set_hard_limit};

@@ -7,10 +7,20 @@
 //! the hard one, so that background reclaim starts before allocations have
 //! to wait.
 //!
+//! A hard limit the program or the environment set *refuses* what does not
+//! fit after reclaim; one derived from the memory cgroup only starts direct
+//! reclaim (`Limits::refuses`): the kernel, not the allocator, decides
+//! whether the group may grow (`mod.rs`, `usage.rs`). Allocations made
+//! inside reclaim may go past a refusing limit by a reserve; when the limit
+//! is lowered below what is committed, the reserve sits above what was
+//! committed then (the *floor*), until the committed bytes are back under
+//! the limit, so that reclaim can always run (and start its threads).
+//!
 //! Invariant: the core's commit threshold (the fast check of every charge)
 //! is the smallest of the high watermark (just under the soft limit in
-//! force, [`Limits::high`]), the hard limit and the wake
-//! point (`usize::MAX` without any), recomputed under `SETTER` after every
+//! force, [`Limits::high`]), the hard limit and the wake point (`usize::MAX`
+//! without any), or 0 while the hard limit refuses (so that every charge
+//! reserves against it, `commit::reserve`), recomputed under `SETTER` after every
 //! change (a fork child, alone, lowers it without the lock). It stays 0
 //! (the core's initial value) until `config.rs` has read the configuration
 //! and called [`recompute`], so the first charge takes the slow path that
@@ -18,13 +28,18 @@
 //! above wants the slow path once more (the pressure monitor's lazy start,
 //! `monitor.rs`); `usize::MAX` when none does.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::shrinker::Level;
 use crate::lock::SpinLock;
 
 static SOFT: AtomicUsize = AtomicUsize::new(0);
 static HARD: AtomicUsize = AtomicUsize::new(0);
+/// Whether `HARD` was derived from the memory cgroup (never refuses).
+static HARD_DERIVED: AtomicBool = AtomicBool::new(false);
+/// Committed bytes when the hard limit was set below them, until they are
+/// back under it; 0 otherwise. The reserve sits above it.
+static FLOOR: AtomicUsize = AtomicUsize::new(0);
 /// Serialises limit changes so the commit threshold matches the last pair
 /// written. Lock order: `fork.rs`.
 pub(crate) static SETTER: SpinLock<()> = SpinLock::new(());
@@ -41,13 +56,25 @@ const RESERVE_MAX: usize = 256 << 20;
 pub(crate) struct Limits {
     soft: usize,
     hard: usize,
+    /// Whether the hard limit refuses (set, not derived from the cgroup).
+    refuses: bool,
+    /// See `FLOOR`.
+    floor: usize,
 }
 
 impl Limits {
-    /// Limits of `soft` and `hard` bytes (0: none), as the soft one is in
-    /// force: the group's lines in `usage.rs`.
+    /// Lines of `soft` and `hard` bytes (0: none) that start reclaim but
+    /// refuse nothing, as the soft one is in force: the group's lines in
+    /// `usage.rs`.
     pub(crate) const fn new(soft: usize, hard: usize) -> Self {
-        Self { soft, hard }
+        Self { soft, hard, refuses: false, floor: 0 }
+    }
+
+    /// Whether an allocation that does not fit under the hard limit after
+    /// reclaim is refused: the limit was set by the program or the
+    /// environment. One derived from the cgroup never refuses.
+    pub(crate) fn refuses(self) -> bool {
+        self.refuses && self.hard != 0
     }
 
     /// The soft limit in force, explicit or derived.
@@ -65,9 +92,11 @@ impl Limits {
         self.hard == 0 || bytes <= self.hard
     }
 
-    /// Whether `bytes` fits under the hard limit plus the reclaim reserve.
+    /// Whether `bytes` fits under the hard limit (or the floor, when the
+    /// limit was lowered below what was committed) plus the reclaim reserve.
     pub(crate) fn fits_reserve(self, bytes: usize) -> bool {
-        self.hard == 0 || bytes <= self.hard.saturating_add((self.hard / 16).clamp(RESERVE_MIN, RESERVE_MAX))
+        let base = self.hard.max(self.floor);
+        self.hard == 0 || bytes <= base.saturating_add((self.hard / 16).clamp(RESERVE_MIN, RESERVE_MAX))
     }
 
     /// Whether `bytes` committed in all is past the soft limit in force.
@@ -140,7 +169,18 @@ pub(crate) fn current() -> Limits {
         (s, 0) => s,
         (s, h) => s.min(h),
     };
-    Limits { soft, hard }
+    let refuses = !HARD_DERIVED.load(Ordering::Relaxed);
+    Limits { soft, hard, refuses, floor: FLOOR.load(Ordering::Relaxed) }
+}
+
+/// The committed bytes are back under the hard limit: the reserve goes
+/// back to sitting above the limit.
+pub(crate) fn clear_floor() {
+    // Relaxed: a hint; a racing setter's floor is lost only once the
+    // committed bytes are under its limit, which is when it would clear.
+    if FLOOR.load(Ordering::Relaxed) != 0 {
+        FLOOR.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The soft limit as set, not derived (`None`: none).
@@ -161,7 +201,8 @@ fn recompute_locked() {
     let limits = l.soft().map_or(usize::MAX, |_| l.high()).min(l.hard().unwrap_or(usize::MAX));
     // Relaxed: a stale value only delays the wake by one charge.
     let t = limits.min(WAKE_AT.load(Ordering::Relaxed));
-    crate::commit::set_threshold(t);
+    // A hard limit that refuses is kept exactly: every charge reserves.
+    crate::commit::set_threshold(if l.refuses() { 0 } else { t });
 }
 
 /// Sets the commit threshold from the limits in force: once the
@@ -187,15 +228,23 @@ pub(crate) fn set(which: Which, bytes: Option<usize>) {
     let _g = SETTER.lock();
     // Relaxed: see `current`; SETTER orders the setters among themselves.
     cell.store(bytes.unwrap_or(0), Ordering::Relaxed);
+    if let Which::Hard = which {
+        HARD_DERIVED.store(false, Ordering::Relaxed);
+        let committed = crate::stats::committed();
+        let below = bytes.is_some_and(|b| b != 0 && b < committed);
+        FLOOR.store(if below { committed } else { 0 }, Ordering::Relaxed);
+    }
     recompute_locked();
 }
 
 /// Sets both limits while the configuration is first read, before anyone
-/// else may (the threshold follows with [`recompute`]).
-pub(crate) fn set_initial(soft: usize, hard: usize) {
+/// else may (the threshold follows with [`recompute`]); `derived` when
+/// they come from the cgroup (the hard one then refuses nothing).
+pub(crate) fn set_initial(soft: usize, hard: usize, derived: bool) {
     // Relaxed: published by the configuration's Release store (`config.rs`).
     SOFT.store(soft, Ordering::Relaxed);
     HARD.store(hard, Ordering::Relaxed);
+    HARD_DERIVED.store(derived, Ordering::Relaxed);
 }
 
 /// Whether the committed bytes `want` are past the wake point.
@@ -238,23 +287,34 @@ mod tests {
 
     #[test]
     fn background_works_between_two_watermarks_under_the_soft_limit() {
-        let l = Limits { soft: 3200, hard: 6400 };
+        let l = Limits { soft: 3200, hard: 6400, refuses: true, floor: 0 };
         assert_eq!((l.high(), l.soft_goal()), (3100, 3000));
         assert_eq!(l.background_level(3100), Level::None);
         assert_eq!(l.background_level(3101), Level::Low, "past the high watermark, under the soft limit");
         assert_eq!(l.background_level(5000), Level::Medium);
-        assert_eq!(Limits { soft: 0, hard: 0 }.background_level(1 << 40), Level::None);
+        assert_eq!(Limits { soft: 0, hard: 0, refuses: false, floor: 0 }.background_level(1 << 40), Level::None);
     }
 
     #[test]
     fn levels_rise_from_soft_to_hard() {
-        let l = Limits { soft: 100, hard: 200 };
+        let l = Limits { soft: 100, hard: 200, refuses: true, floor: 0 };
         assert_eq!(l.level(100), Level::None);
         assert_eq!(l.level(120), Level::Low);
         assert_eq!(l.level(160), Level::Medium);
         assert_eq!(l.level(201), Level::Critical);
-        let soft_only = Limits { soft: 100, hard: 0 };
+        let soft_only = Limits { soft: 100, hard: 0, refuses: true, floor: 0 };
         assert_eq!(soft_only.level(140), Level::Low);
         assert_eq!(soft_only.level(1 << 40), Level::Medium);
+    }
+
+    #[test]
+    fn the_reserve_sits_above_the_floor_and_derived_lines_refuse_nothing() {
+        let mib = 1 << 20;
+        let lowered = Limits { soft: 140 * mib, hard: 160 * mib, refuses: true, floor: 240 * mib };
+        assert!(!lowered.fits(200 * mib));
+        assert!(lowered.fits_reserve(240 * mib + 64 * 1024), "reclaim can allocate above what was committed");
+        assert!(!lowered.fits_reserve(300 * mib));
+        assert!(lowered.refuses());
+        assert!(!Limits::new(140 * mib, 160 * mib).refuses());
     }
 }

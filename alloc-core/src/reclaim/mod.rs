@@ -6,7 +6,11 @@
 //! calls the slow paths installed here (`install`). Past the soft limit
 //! the slow path wakes the background reclaimers (`worker.rs`); past the hard limit it runs *direct reclaim* in the
 //! allocating thread, under that thread's scope mask (`scope.rs`), and
-//! refuses the allocation if it still does not fit after a bounded wait.
+//! refuses the allocation only if it still does not fit once nothing it may
+//! call has anything left and no pass it may wait on is in flight. A hard
+//! line derived from the cgroup refuses nothing (the kernel decides) unless
+//! the program registered a shrinker and the group's working set would pass
+//! its real limit (`usage.rs`).
 //!
 //! One *pass* (`pass.rs`) purges the allocator's free pages; if that is
 //! short of its target, it asks every shrinker the thread's mask allows, at
@@ -107,10 +111,12 @@ use pass::{Freed, Pass};
 use scope::RECLAIMING;
 use worker::run_pass;
 
-/// Direct reclaim passes an allocation runs before it gives up.
-const DIRECT_PASSES: usize = 3;
-/// How long a failed direct reclaim waits for a background pass in flight.
-const DIRECT_WAIT: Duration = Duration::from_millis(50);
+/// Direct reclaim passes (and waits) an allocation runs at most before it
+/// gives up; it gives up sooner when one frees nothing and none is in flight.
+const DIRECT_PASSES: usize = 16;
+/// The longest a direct reclaim waits for another pass in flight to end: a
+/// guard against a pass stuck on a lock (the wait ends when a pass does).
+const DIRECT_WAIT: Duration = Duration::from_secs(5);
 
 /// The slow paths the core calls through its commit seam (`crate::commit`)
 /// once the committed bytes pass the threshold `limit.rs` keeps there.
@@ -133,6 +139,8 @@ fn fits_slow(bytes: usize) -> bool {
     let limits = limit::current();
     if scope::raw() & RECLAIMING != 0 {
         limits.fits_reserve(want)
+    } else if let (true, Some(hard)) = (limits.refuses(), limits.hard()) {
+        crate::commit::reserve(bytes, hard)
     } else {
         limits.fits(want)
     }
@@ -147,7 +155,7 @@ fn charge_slow(bytes: usize) -> bool {
     let want = crate::stats::committed().saturating_add(bytes);
     let mask = scope::raw();
     if mask & RECLAIMING != 0 {
-        if limits.fits(want) {
+        if limits.fits(want) || !limits.refuses() {
             return true;
         }
         let ok = limits.fits_reserve(want);
@@ -170,20 +178,63 @@ fn charge_slow(bytes: usize) -> bool {
             worker::wake(class, 0, level, Trigger::Background);
         }
     }
-    if limits.fits(want) {
+    let ok = match (limits.refuses(), limits.hard()) {
+        (true, Some(hard)) => reserve_or_reclaim(bytes, hard, scope),
+        _ => limits.fits(want) || past_group_line(bytes, scope),
+    };
+    if !ok {
+        bump(&FAILED_CHARGES, 1);
+    } else if limits.fits(crate::stats::committed()) {
+        limit::clear_floor();
+    }
+    ok
+}
+
+/// Under a hard limit that refuses: reserves `bytes` against it (exact
+/// however many threads charge at once, `commit::reserve`), reclaiming
+/// directly when they do not fit; `false` once reclaim cannot make room.
+fn reserve_or_reclaim(bytes: usize, hard: usize, scope: ScopeFlags) -> bool {
+    // Direct reclaim that made room can see it taken by another thread's
+    // reservation before this one's: a few tries, each reclaiming again.
+    for _ in 0..DIRECT_PASSES {
+        if crate::commit::reserve(bytes, hard) {
+            return true;
+        }
+        if !direct_reclaim(bytes, scope, true) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Past a hard line derived from the cgroup, which refuses nothing by
+/// itself: a program without shrinkers purges (at a bounded rate) and goes
+/// on, as under glibc; one with shrinkers reclaims directly and is refused
+/// only if the group's working set would then pass its real limit.
+fn past_group_line(bytes: usize, scope: ScopeFlags) -> bool {
+    if !monitor::opted_in() {
+        worker::purge_inline(Trigger::Direct);
         return true;
     }
-    direct_reclaim(bytes, scope)
+    direct_reclaim(bytes, scope, false) || usage::fits_real_limit(bytes)
 }
 
 /// Makes room for `bytes` under the hard limit in the calling thread, or
-/// says it cannot. Bounded: a few passes and one bounded wait.
-fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
+/// says it cannot: passes while they free something; when one frees
+/// nothing, and `may_wait`, a wait for a pass in flight that this thread
+/// may wait on (its class or a more restricted one) to end, as that pass
+/// may hold room (the reserve its shrinkers allocate) or be freeing the very
+/// objects this one found gone. Whether it succeeds does not depend on how
+/// the threads are scheduled, only on what the shrinkers hold.
+fn direct_reclaim(bytes: usize, scope: ScopeFlags, may_wait: bool) -> bool {
+    // Other threads' reservations count: they are about to be committed.
     let short = || {
         let limits = limit::current();
-        let want = crate::stats::committed().saturating_add(bytes);
+        let want = crate::commit::charged().saturating_add(bytes);
         limits.hard().map_or(0, |h| want.saturating_sub(h).saturating_add(limits.hard_headroom()))
     };
+    let fits = || limit::current().fits(crate::commit::charged().saturating_add(bytes));
+    let class = ContextClass::of(scope);
     for _ in 0..DIRECT_PASSES {
         let target = short();
         if target == 0 {
@@ -192,20 +243,15 @@ fn direct_reclaim(bytes: usize, scope: ScopeFlags) -> bool {
         let pass = Pass { target, level: Level::Critical, trigger: Trigger::Direct, scope, only_class: None };
         // Judge progress by objects too: other threads' allocations can hide
         // the bytes a pass freed from the committed counter.
-        if run_pass(pass) == Freed::NOTHING {
+        let freed = run_pass(pass);
+        if fits() {
+            return true;
+        }
+        if freed == Freed::NOTHING && !(may_wait && worker::wait_for_pass_end(class, DIRECT_WAIT)) {
             break;
         }
     }
-    let fits = || limit::current().fits(crate::stats::committed().saturating_add(bytes));
-    if fits() {
-        return true;
-    }
-    worker::wait_for_allowed(ContextClass::of(scope), DIRECT_WAIT);
-    if fits() {
-        return true;
-    }
-    bump(&FAILED_CHARGES, 1);
-    false
+    fits()
 }
 
 /// Runs one reclaim pass in the calling thread, under its scope mask, and

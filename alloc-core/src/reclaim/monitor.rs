@@ -4,12 +4,17 @@
 //! reclaimers. It never runs a reclaim pass itself.
 //!
 //! It starts lazily, from `charge`'s slow path with no lock held, never
-//! while the allocator initialises: once a few MiB more than at start-up
-//! are committed when the limits' set-up found a cgroup limit or systemd's
-//! `MEMORY_PRESSURE_WATCH`; at the next slow path after a shrinker is
-//! registered. `SHRINKALLOC_MONITOR=on` starts it in any case (system-wide
-//! PSI), `off` never. It is a raw pthread whose first act is to mark itself
-//! `RECLAIMING` and background, so nothing it allocates ever reclaims.
+//! while the allocator initialises: at the next slow path after the first
+//! shrinker is registered (the program has opted in: its caches should
+//! hear of pressure), or, with `SHRINKALLOC_MONITOR=on`, once a few MiB
+//! more than at start-up are committed; `off` never. A program that
+//! registered no shrinker and did not ask gets no thread of the library's
+//! (neither this one nor the background reclaimers, [`threads_allowed`]):
+//! its allocation slow paths read the group's usage at a bounded rate
+//! themselves (`pressure.rs`), and a program that must stay single-threaded
+//! (`unshare(CLONE_NEWUSER)`, a sandbox counting threads) stays so. It is
+//! a raw pthread whose first act is to mark itself `RECLAIMING` and
+//! background, so nothing it allocates ever reclaims.
 //! It sets its sources up in its own thread, so the slow path only spawns:
 //!
 //! - cgroup v1: an eventfd on `memory.usage_in_bytes` thresholds at the
@@ -34,7 +39,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use super::cgroup::{Events, PathBuf, Version};
 use super::limit;
@@ -82,6 +87,8 @@ enum Mode {
 static MODE: AtomicU8 = AtomicU8::new(0);
 /// The pid of the process whose monitor runs (or is starting), or 0.
 static RUNNING: AtomicU32 = AtomicU32::new(0);
+/// Set when the first shrinker is registered, never cleared.
+static OPTED_IN: AtomicBool = AtomicBool::new(false);
 /// Every descriptor the monitor holds, by watch slot (-1: none). Held
 /// across `fork()` (`fork.rs`, where the lock order is).
 pub(crate) static FDS: SpinLock<[i32; MAX_WATCHES]> = SpinLock::new([-1; MAX_WATCHES]);
@@ -111,22 +118,39 @@ fn systemd_watch() -> Option<&'static [u8]> {
 }
 
 /// Called once while the limits are first read: the committed bytes past
-/// which the monitor should start, if it should start on its own.
-pub(crate) fn start_at_init(cgroup_limit: bool) -> Option<usize> {
-    let wanted = match mode() {
-        Mode::Off => {
-            sources::set_state(Source::Monitor, SourceState::Off);
-            false
-        }
-        Mode::On => true,
-        Mode::Auto => cgroup_limit || systemd_watch().is_some_and(|w| w != b"/dev/null"),
-    };
-    wanted.then(|| crate::stats::committed().saturating_add(ARM_BYTES))
+/// which the monitor should start, if it should start on its own
+/// (`SHRINKALLOC_MONITOR=on`; otherwise only a shrinker starts it).
+pub(crate) fn start_at_init() -> Option<usize> {
+    match mode() {
+        Mode::Off => sources::set_state(Source::Monitor, SourceState::Off),
+        Mode::On => return Some(crate::stats::committed().saturating_add(ARM_BYTES)),
+        Mode::Auto => {}
+    }
+    None
+}
+
+/// Whether the library may run threads of its own in this process: a
+/// shrinker was registered (they serve it) or `SHRINKALLOC_MONITOR=on`.
+/// Otherwise pressure is handled on the program's own slow paths.
+pub(crate) fn threads_allowed() -> bool {
+    // Relaxed: a flag that only ever goes up; a stale `false` handles one
+    // more pressure reading in the allocating thread.
+    OPTED_IN.load(Ordering::Relaxed) || mode() == Mode::On
+}
+
+/// Whether the program registered a shrinker (ever): it then opted in to
+/// reclaim, refusals at its group's real limit included (`mod.rs`).
+pub(crate) fn opted_in() -> bool {
+    // Relaxed: see `threads_allowed`.
+    OPTED_IN.load(Ordering::Relaxed)
 }
 
 /// A shrinker was registered: its caches should hear of pressure, so the
-/// monitor starts at the next slow path (unless it is off or running).
+/// monitor starts at the next slow path (unless it is off or running), and
+/// the background reclaimers may start.
 pub(crate) fn want() {
+    // Relaxed: see `threads_allowed`.
+    OPTED_IN.store(true, Ordering::Relaxed);
     // Relaxed: a stale pid only arms a start that `start` then declines.
     if mode() != Mode::Off && RUNNING.load(Ordering::Relaxed) != std::process::id() {
         limit::arm_wake(0);

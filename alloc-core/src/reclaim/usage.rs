@@ -8,7 +8,10 @@
 //! (the limit less max(1/8, 8 MiB)). They apply to the whole group's
 //! working set (usage less inactive file cache, which the kernel drops
 //! unaided; a group that reads files would sit at its limit otherwise),
-//! whatever limits the allocator itself was given.
+//! whatever limits the allocator itself was given. Neither refuses memory:
+//! only the group's real limit does (`memory.max` /
+//! `memory.limit_in_bytes`, [`fits_real_limit`]), and only for a program
+//! that registered a shrinker (`mod.rs`).
 //!
 //! Invariant: nothing here allocates or takes a lock. The group is written
 //! once (while the limits are first read, before `GROUP_STATE` says so)
@@ -35,6 +38,9 @@ pub(crate) struct Group {
     pub(crate) dir: PathBuf,
     /// The soft and hard lines, as limits on the working set.
     pub(crate) lines: Limits,
+    /// The group's real limit: the smallest `memory.max` /
+    /// `memory.limit_in_bytes` on the way to the root.
+    pub(crate) limit: u64,
 }
 
 impl Group {
@@ -74,7 +80,7 @@ pub(crate) fn set_group(found: Option<&Found>) {
     let group = found.and_then(|f| {
         let (soft, hard) = f.derived_limits()?;
         let lines = Limits::new(soft as usize, hard as usize);
-        Some(Group { version: f.version, dir: f.dir, lines })
+        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit? })
     });
     if let Some(f) = found {
         sources::set_path(Source::Cgroup, f.dir.as_bytes());
@@ -205,6 +211,15 @@ pub(crate) fn read_if_due() -> Option<Reading> {
     }
     LAST_READ_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).ok()?;
     read_now()
+}
+
+/// Whether `bytes` more keep the group's working set (read now) within its
+/// real limit; `true` without a group or a reading: the kernel decides.
+pub(crate) fn fits_real_limit(bytes: usize) -> bool {
+    match (group(), read_now()) {
+        (Some(g), Some(r)) => r.working_set.saturating_add(bytes as u64) <= g.limit,
+        _ => true,
+    }
 }
 
 /// The working set last read, or 0.

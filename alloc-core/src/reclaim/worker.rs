@@ -13,14 +13,20 @@
 //! ([`wait_for_allowed`]), so a `NOFS` thread never waits on work that can
 //! enter the filesystem; every wait is bounded. Reclaimers start lazily,
 //! from an allocation slow path past the soft limit or a pressure source's
-//! first raise (`pressure.rs`), never during allocator initialisation;
+//! first raise (`pressure.rs`), never during allocator initialisation, and
+//! only in a process that registered a shrinker or set
+//! `SHRINKALLOC_MONITOR=on` (`monitor::threads_allowed`): in any other, a
+//! wake runs a purge in the waking thread instead, at most every
+//! `INLINE_MS` (there is no shrinker to call, only free pages to give
+//! back). Their start allocates (the state below, the threads) on the
+//! reclaim reserve, which stays above what is committed (`limit.rs`);
 //! they belong to the process that started them (`pid`), so a `fork()`
 //! child sees none and starts its own when it first needs them.
 //! No lock here is held while allocating.
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -184,6 +190,7 @@ extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
 /// had to skip to the reclaimers of the skipped classes (but the pass's
 /// own), if it fell short of its target. Returns what the pass freed.
 pub(crate) fn run_pass(p: Pass) -> Freed {
+    let _f = InFlight::enter(ContextClass::of(p.scope.effective()));
     let (freed, owed) = pass::run(&p);
     if freed.bytes < p.target {
         for class in ContextClass::ALL.into_iter().filter(|&c| owed.has(c) && Some(c) != p.only_class) {
@@ -203,6 +210,52 @@ fn excess() -> usize {
         Some(_) => crate::stats().in_use.saturating_sub(limits.soft_goal()),
         None => 0,
     }
+}
+
+/// Passes running now, by the class of the mask they run under.
+static IN_FLIGHT: [AtomicUsize; ContextClass::COUNT] = [const { AtomicUsize::new(0) }; ContextClass::COUNT];
+/// Passes that ended, for a waiter to see one end.
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a pass in flight for [`wait_for_pass_end`], for as long as it lives.
+struct InFlight(ContextClass);
+
+impl InFlight {
+    fn enter(class: ContextClass) -> Self {
+        // Relaxed: see `wait_for_pass_end`.
+        IN_FLIGHT[class.index()].fetch_add(1, Ordering::Relaxed);
+        InFlight(class)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Relaxed, then Release: see `wait_for_pass_end`.
+        IN_FLIGHT[self.0.index()].fetch_sub(1, Ordering::Relaxed);
+        ENDED.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Waits until a pass of class `class` or a more restricted one (a thread
+/// of `class` may wait on those, see the module doc), in flight now, ends,
+/// at most `limit`; `false` at once when none is. For direct reclaim that
+/// found nothing left: the pass in flight may hold the room.
+pub(crate) fn wait_for_pass_end(class: ContextClass, limit: Duration) -> bool {
+    // Relaxed: a hint polled until it changes.
+    let busy = || IN_FLIGHT[class.index()..].iter().any(|n| n.load(Ordering::Relaxed) > 0);
+    // Acquire pairs with the Release increment in `InFlight::drop`: the
+    // ended pass's frees are seen by the caller's next look at the
+    // committed bytes.
+    let ended = || ENDED.load(Ordering::Acquire);
+    let before = ended();
+    if !busy() {
+        return false;
+    }
+    let deadline = Instant::now() + limit;
+    while busy() && ended() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
@@ -249,6 +302,9 @@ fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
 /// is already pending (the pass it runs re-reads the limits); other
 /// triggers, rare and rate-limited, merge their level and target into it.
 pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger) {
+    if !super::monitor::threads_allowed() {
+        return purge_inline(trigger);
+    }
     let Some(w) = ensure_started().and_then(|ws| ws.by_class[class.index()]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
     if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
@@ -267,6 +323,30 @@ pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Tr
     drop(st);
     w.wake.notify_one();
     bump(&BACKGROUND_WAKES, 1);
+}
+
+/// How often a process without reclaimer threads purges in its own
+/// allocating threads when woken.
+const INLINE_MS: u64 = 50;
+static LAST_INLINE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A wake in a process without reclaimer threads: the calling thread (an
+/// allocation slow path, with no lock held) purges the allocator's free
+/// pages, at most every `INLINE_MS` across the process. Never inside reclaim.
+pub(crate) fn purge_inline(trigger: Trigger) {
+    if scope::is_reclaiming() {
+        return;
+    }
+    let now = os::now_ms();
+    // Relaxed: the CAS elects one purger per period; nothing else is ordered.
+    let last = LAST_INLINE_MS.load(Ordering::Relaxed);
+    if now < last.saturating_add(INLINE_MS)
+        || LAST_INLINE_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    let scope = scope::current_scope();
+    run_pass(Pass { target: 0, level: Level::None, trigger, scope, only_class: None });
 }
 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
