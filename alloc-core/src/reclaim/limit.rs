@@ -17,9 +17,10 @@
 //! the limit, so that reclaim can always run (and start its threads).
 //!
 //! Invariant: the core's commit threshold (the fast check of every charge)
-//! is the smallest of the soft limit in force, the hard limit and the wake
-//! point (`usize::MAX` without any), or 0 while the hard limit refuses (so
-//! that every charge reserves against it, `commit::reserve`), recomputed under `SETTER` after every
+//! is the smallest of the high watermark (just under the soft limit in
+//! force, [`Limits::high`]), the hard limit and the wake point (`usize::MAX`
+//! without any), or 0 while the hard limit refuses (so that every charge
+//! reserves against it, `commit::reserve`), recomputed under `SETTER` after every
 //! change (a fork child, alone, lowers it without the lock). It stays 0
 //! (the core's initial value) until `config.rs` has read the configuration
 //! and called [`recompute`], so the first charge takes the slow path that
@@ -103,10 +104,33 @@ impl Limits {
         self.soft != 0 && bytes > self.soft
     }
 
-    /// Background reclaim's goal: 1/16 below the soft limit, so that one
-    /// wake buys room for more than one page.
+    /// Background reclaim's high watermark (kswapd's "low" free pages):
+    /// 1/32 below the soft limit. Past it, background reclaim wakes.
+    pub(crate) fn high(self) -> usize {
+        self.soft - self.soft / 32
+    }
+
+    /// Whether `bytes` is past the high watermark.
+    pub(crate) fn over_high(self, bytes: usize) -> bool {
+        self.soft != 0 && bytes > self.high()
+    }
+
+    /// Background reclaim's low watermark, what a pass aims for (kswapd's
+    /// "high" free pages): 1/16 below the soft limit. Between the two,
+    /// usage settles in a band 1/32 of the soft limit wide, and one wake
+    /// buys room for more than one page.
     pub(crate) fn soft_goal(self) -> usize {
         self.soft - self.soft / 16
+    }
+
+    /// The level of a background pass at `bytes`: `None` under the high
+    /// watermark, at least `Low` past it, [`Limits::level`] beyond.
+    pub(crate) fn background_level(self, bytes: usize) -> Level {
+        if self.over_high(bytes) {
+            self.level(bytes).max(Level::Low)
+        } else {
+            Level::None
+        }
     }
 
     /// Headroom direct reclaim frees beyond the shortfall: 1/32 of the hard limit.
@@ -174,7 +198,7 @@ pub(crate) fn hard_as_set() -> Option<usize> {
 /// Stores the commit threshold for the limits and wake point now in force.
 fn recompute_locked() {
     let l = current();
-    let limits = l.soft().unwrap_or(usize::MAX).min(l.hard().unwrap_or(usize::MAX));
+    let limits = l.soft().map_or(usize::MAX, |_| l.high()).min(l.hard().unwrap_or(usize::MAX));
     // Relaxed: a stale value only delays the wake by one charge.
     let t = limits.min(WAKE_AT.load(Ordering::Relaxed));
     // A hard limit that refuses is kept exactly: every charge reserves.
@@ -260,6 +284,16 @@ pub(crate) fn arm_wake_in_child(at: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_works_between_two_watermarks_under_the_soft_limit() {
+        let l = Limits { soft: 3200, hard: 6400, refuses: true, floor: 0 };
+        assert_eq!((l.high(), l.soft_goal()), (3100, 3000));
+        assert_eq!(l.background_level(3100), Level::None);
+        assert_eq!(l.background_level(3101), Level::Low, "past the high watermark, under the soft limit");
+        assert_eq!(l.background_level(5000), Level::Medium);
+        assert_eq!(Limits { soft: 0, hard: 0, refuses: false, floor: 0 }.background_level(1 << 40), Level::None);
+    }
 
     #[test]
     fn levels_rise_from_soft_to_hard() {

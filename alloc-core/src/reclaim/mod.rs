@@ -171,10 +171,11 @@ fn charge_slow(bytes: usize) -> bool {
     if let Some(target) = pressure::on_charge_slow() {
         run_pass(Pass { target, level: Level::Critical, trigger: Trigger::CgroupUsage, scope, only_class: None });
     }
-    if limits.over_soft(want) {
-        let level = limits.level(want).min(Level::Medium).max(pressure::level());
+    if limits.over_high(want) {
+        let level = limits.background_level(want).min(Level::Medium).max(pressure::level());
         for class in ContextClass::ALL {
-            worker::wake(class, want - limits.soft_goal(), level, Trigger::Background);
+            // The reclaimer measures the excess itself, when it runs.
+            worker::wake(class, 0, level, Trigger::Background);
         }
     }
     let ok = match (limits.refuses(), limits.hard()) {

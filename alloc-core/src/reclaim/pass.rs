@@ -46,9 +46,22 @@ impl Pass {
     fn serves(&self, e: &Entry) -> bool {
         self.only_class.is_none_or(|c| e.options.get_needs().class() == c)
     }
+
+    /// How the pass counts its progress. A pass run in an allocating thread
+    /// because a line was crossed (the hard limit, the group's hard line, a
+    /// failed `mmap`) must make room for new pages, which only pages given
+    /// back do; every other pass counts the memory that became reusable.
+    fn measure(&self) -> Measure {
+        if self.only_class.is_none() && self.trigger != Trigger::Explicit {
+            Measure::Pages
+        } else {
+            Measure::Reusable
+        }
+    }
 }
 
-/// What a pass freed: committed bytes it measured, objects shrinkers reported.
+/// What a pass freed: bytes it measured (see [`Meter`]), objects
+/// shrinkers reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Freed {
     pub(crate) bytes: usize,
@@ -70,6 +83,77 @@ impl Owed {
     }
 }
 
+/// When a pass looks at its progress ([`Meter::freed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// After every batch: the memory that became reusable covers the
+    /// target as soon as it is freed, whether or not its pages go back.
+    Reusable,
+    /// After every round, once a purge gave back the pages that emptied:
+    /// a pass that must make room for new pages under a line.
+    Pages,
+}
+
+/// What a pass has freed so far: committed bytes given back, and blocks
+/// the shrinkers freed into other threads' pages, counted when freed
+/// (`Heap::remote_freed`: they serve those threads' next allocations at
+/// once, and their pages go back when empty and collected, which the
+/// purge asks for). A freed block gives nothing back to the OS until its
+/// whole page is empty: a pass that waited for that raised its priority
+/// until the cache was gone. Cheap enough for every batch boundary: two
+/// relaxed loads, no walk, no lock.
+struct Meter {
+    measure: Measure,
+    /// Bytes credited before counting began (the pass's first purge).
+    base: usize,
+    /// Committed bytes when counting began.
+    committed0: usize,
+    /// The calling thread's `remote_freed` then.
+    remote0: usize,
+    /// What purges since then reported giving back.
+    released: usize,
+}
+
+impl Meter {
+    fn start(measure: Measure, base: usize) -> Meter {
+        Meter {
+            measure,
+            base,
+            committed0: crate::stats::committed(),
+            remote0: crate::heap::remote_freed(),
+            released: 0,
+        }
+    }
+
+    /// Bytes freed so far: what went back to the OS, or what the shrinkers
+    /// freed into other threads' pages, whichever is more (the same memory
+    /// may be both, once those pages are empty and purged).
+    fn freed(&self) -> usize {
+        let remote = crate::heap::remote_freed().wrapping_sub(self.remote0);
+        let pages = match self.measure {
+            // What this pass's purges gave back: other threads' passes and
+            // purges, running at once, lower the committed counter too.
+            Measure::Reusable => self.released,
+            // A pass that needs room counts any room made, as it always did.
+            Measure::Pages => self.committed0.saturating_sub(crate::stats::committed()).max(self.released),
+        };
+        self.base.saturating_add(pages.max(remote))
+    }
+
+    /// Purges the allocator's free pages (and asks every thread to collect
+    /// the blocks freed into its pages), counting what went back.
+    fn purge(&mut self) {
+        self.released = self.released.saturating_add(crate::purge());
+    }
+
+    /// Whether the pass may stop: `target` is covered. Checked after every
+    /// batch of a reusable pass; a pages pass purges between rounds, so
+    /// only its round boundaries see its progress whole.
+    fn covers(&self, target: usize) -> bool {
+        self.freed() >= target
+    }
+}
+
 /// One reclaim pass: purge, then shrink round by round until `target`.
 /// Returns what it freed and the classes whose shrinkers it had to skip
 /// (the caller wakes their reclaimers: `worker::run_pass`).
@@ -78,15 +162,17 @@ pub(crate) fn run(p: &Pass) -> (Freed, Owed) {
     let _r = Reclaiming::enter();
     let scope = p.scope.effective();
     let mut owed = [false; ContextClass::COUNT];
-    let mut freed = Freed { bytes: purge_measured(), objects: 0 };
+    let mut meter = Meter::start(p.measure(), purge_measured(p.measure()));
+    let mut objects = 0;
     if p.level > Level::None {
         if let Some(list) = registry::snapshot() {
-            pay_debts(&list, p, scope, &mut freed);
-            if freed.bytes < p.target {
-                shrink_rounds(&list, p, scope, &mut freed, &mut owed);
+            objects += pay_debts(&list, p, scope, &mut meter);
+            if !meter.covers(p.target) {
+                objects += shrink_rounds(&list, p, scope, &mut meter, &mut owed);
             }
         }
     }
+    let freed = Freed { bytes: meter.freed(), objects };
     stats::record_pass(&PassRecord {
         level: p.level,
         trigger: p.trigger,
@@ -98,11 +184,16 @@ pub(crate) fn run(p: &Pass) -> (Freed, Owed) {
     (freed, Owed(owed))
 }
 
-/// Committed bytes freed by purging the allocator's free pages now.
-fn purge_measured() -> usize {
+/// Committed bytes freed by purging the allocator's free pages now: what
+/// the purge reported, or for a pass that needs room, any drop of the
+/// committed counter meanwhile (as it always counted).
+fn purge_measured(measure: Measure) -> usize {
     let before = crate::stats::committed();
     let released = crate::purge();
-    released.max(before.saturating_sub(crate::stats::committed()))
+    match measure {
+        Measure::Reusable => released,
+        Measure::Pages => released.max(before.saturating_sub(crate::stats::committed())),
+    }
 }
 
 /// The priority of a pass's first round: 12 at `Low`, 10 at `Medium`, 8 at
@@ -112,75 +203,68 @@ fn start_priority(level: Level) -> u32 {
 }
 
 /// Rounds of shrinking from the pass's start priority down to 0, each
-/// followed by a purge and a measure; stops at `target`, or after a round
-/// in which no eligible shrinker had anything to free.
+/// followed by a purge: the priority rises only after a round that fell
+/// short of `target`. Within a round, every shrinker scans in `batch`-sized
+/// steps and the pass stops as soon as its progress covers the target.
+/// Stops too after a round in which no eligible shrinker had anything to
+/// free. Returns the objects freed.
 fn shrink_rounds(
     list: &[Arc<Entry>],
     p: &Pass,
     scope: ScopeFlags,
-    freed: &mut Freed,
+    meter: &mut Meter,
     owed: &mut [bool; ContextClass::COUNT],
-) {
+) -> usize {
+    let mut objects = 0;
     for priority in (0..=start_priority(p.level)).rev() {
-        let target_bytes = p.target.saturating_sub(freed.bytes);
+        let target_bytes = p.target.saturating_sub(meter.freed());
         let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority };
-        let any = measured(freed, || {
-            let mut any = None;
+        let mut any = false;
+        {
+            let enough = || p.measure() == Measure::Reusable && meter.covers(p.target);
             for e in list.iter().filter(|e| p.serves(e)) {
-                if let Some(objects) = shrink_one(e, &sc, owed) {
-                    *any.get_or_insert(0) += objects;
+                if let Some(n) = shrink_one(e, &sc, owed, &enough) {
+                    any = true;
+                    objects += n;
+                }
+                if enough() {
+                    break;
                 }
             }
-            any
-        });
-        if freed.bytes >= p.target || !any {
+        }
+        meter.purge();
+        if meter.covers(p.target) || !any {
             break;
         }
     }
+    objects
 }
 
 /// Pays what restricted passes owe the shrinkers this pass may call (see
-/// `Entry::owed_priority`), whether or not the pass's target is already
-/// met: the work was skipped when memory was short, and a cache that only
-/// restricted threads ever reclaimed from would otherwise never shrink.
-fn pay_debts(list: &[Arc<Entry>], p: &Pass, scope: ScopeFlags, freed: &mut Freed) {
+/// `Entry::owed_priority`): at least one batch of each debt, whether or not
+/// the pass's target is already met (the work was skipped when memory was
+/// short, and a cache that only restricted threads ever reclaimed from
+/// would otherwise never shrink), then on while the target is not met.
+/// What is left stays deferred. Returns the objects freed.
+fn pay_debts(list: &[Arc<Entry>], p: &Pass, scope: ScopeFlags, meter: &mut Meter) -> usize {
     let may_pay = |e: &&Arc<Entry>| p.serves(e) && e.options.get_needs().allowed_in(scope);
     // Relaxed: a hint that skips the purge when nothing is owed; the swap
     // in `pay_one` claims a debt.
     if !list.iter().filter(may_pay).any(|e| e.owed_priority.load(Ordering::Relaxed) != NOT_OWED) {
-        return;
+        return 0;
     }
-    let target_bytes = p.target.saturating_sub(freed.bytes);
+    let target_bytes = p.target.saturating_sub(meter.freed());
     // `pay_one` sets the priority of each debt.
     let sc = ShrinkControl { nr_to_scan: 0, level: p.level, scope, target_bytes, priority: 0 };
-    measured(freed, || {
-        let mut paid = None;
+    let mut objects = 0;
+    {
+        let enough = || meter.covers(p.target);
         for e in list.iter().filter(may_pay) {
-            if let Some(objects) = pay_one(e, sc) {
-                *paid.get_or_insert(0) += objects;
-            }
+            objects += pay_one(e, sc, &enough).unwrap_or(0);
         }
-        paid
-    });
-}
-
-/// Runs `shrink`, which calls shrinkers and returns the objects they freed
-/// (`None`: none had anything to free), then purges and adds to `freed`
-/// the committed bytes that really went away. Returns whether any shrinker
-/// had something to free.
-fn measured(freed: &mut Freed, shrink: impl FnOnce() -> Option<usize>) -> bool {
-    let before = crate::stats::committed();
-    let remote_before = crate::heap::remote_freed();
-    let objects = shrink();
-    let released = crate::purge();
-    // Blocks the shrinkers freed into other threads' pages leave committed
-    // memory only when those threads collect (the purge asked them to):
-    // count them now, or the pass would scan on and evict far more than
-    // its target.
-    let remote = crate::heap::remote_freed().wrapping_sub(remote_before);
-    freed.bytes += released.max(before.saturating_sub(crate::stats::committed())).max(remote);
-    freed.objects += objects.unwrap_or(0);
-    objects.is_some()
+    }
+    meter.purge();
+    objects
 }
 
 /// Objects to ask of a shrinker holding `freeable` at `priority`: the
@@ -199,11 +283,19 @@ fn share(freeable: usize, priority: u32, seeks: u32) -> usize {
 /// objects it freed, or `None` if it had nothing to free (or was skipped),
 /// so that the caller knows whether another round can help.
 ///
-/// Scans `share + deferred >> priority`, capped at twice the count (a
-/// cache is never asked for more than it could give in two rounds), in
-/// batches; work smaller than a batch waits in `deferred` until it adds up
-/// to one, unless it covers the whole count. What was not scanned is owed.
-fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; ContextClass::COUNT]) -> Option<usize> {
+/// Scans `share + deferred >> priority` in batches, until `enough` says
+/// the pass's target is covered. Like the kernel, it never lets deferred
+/// work wind up into a mass eviction: a small share scans at most half the
+/// count, however much was deferred, and no round asks for more than twice
+/// the count. Work smaller than a batch waits in `deferred` until it adds
+/// up to one, unless it covers the whole count; so does what a `Stop` left,
+/// but not what a covered target made unnecessary.
+fn shrink_one(
+    e: &Entry,
+    sc: &ShrinkControl,
+    owed: &mut [bool; ContextClass::COUNT],
+    enough: &dyn Fn() -> bool,
+) -> Option<usize> {
     if e.is_disabled() {
         return None;
     }
@@ -223,17 +315,36 @@ fn shrink_one(e: &Entry, sc: &ShrinkControl, owed: &mut [bool; ContextClass::COU
     // Relaxed throughout: `deferred` is a counter of work, shared racily by
     // concurrent reclaimers exactly like the kernel's atomic nr_deferred.
     let nr = e.deferred.swap(0, Ordering::Relaxed);
-    let total_scan = (nr >> sc.priority).saturating_add(delta).min(cap);
-    let (scanned, objects) = scan(e, &active, sc, total_scan, freeable);
-    let next = nr.saturating_add(delta).saturating_sub(scanned).min(cap);
+    let total_scan = windup_limit((nr >> sc.priority).saturating_add(delta), delta, freeable);
+    let (scanned, objects, end) = scan(e, &active, sc, total_scan, freeable, enough, false);
+    let next = match end {
+        // The rest was not needed: only the old debt stays owed.
+        ScanEnd::Enough => nr.saturating_sub(scanned),
+        ScanEnd::Done | ScanEnd::Stopped => nr.saturating_add(delta).saturating_sub(scanned),
+    };
     add_deferred(e, next, cap);
     Some(objects)
 }
 
+/// The kernel's limit on one call's scan: at most twice the count, and at
+/// most half of it when the share of this round alone is small (under a
+/// quarter of the count), so that work deferred by many skipped or stopped
+/// calls never empties a cache at once.
+fn windup_limit(total_scan: usize, delta: usize, freeable: usize) -> usize {
+    let total = total_scan.min(freeable.saturating_mul(2));
+    if delta < freeable / 4 {
+        total.min(freeable / 2)
+    } else {
+        total
+    }
+}
+
 /// Pays one shrinker's debt, if it has one: a fresh count, then a scan of
 /// what is deferred or of the share the lowest skipped priority would have
-/// asked of that count, whichever is more (at most twice the count).
-fn pay_one(e: &Entry, sc: ShrinkControl) -> Option<usize> {
+/// asked of that count, whichever is more, but never more than half the
+/// count (the kernel's windup limit). At least one batch is scanned; after that the scan stops once
+/// `enough` says the pass's target is covered, and the rest stays deferred.
+fn pay_one(e: &Entry, sc: ShrinkControl, enough: &dyn Fn() -> bool) -> Option<usize> {
     if e.is_disabled() {
         return None;
     }
@@ -250,9 +361,11 @@ fn pay_one(e: &Entry, sc: ShrinkControl) -> Option<usize> {
     }
     let cap = freeable.saturating_mul(2);
     let nr = e.deferred.swap(0, Ordering::Relaxed);
-    let debt = nr.max(share(freeable, priority, e.options.get_seeks())).min(cap);
-    let (scanned, objects) = scan(e, &active, &sc, debt, freeable);
-    add_deferred(e, debt - scanned, cap);
+    let delta = share(freeable, priority, e.options.get_seeks());
+    // Never more than half the count at once (the windup limit's half).
+    let debt = nr.max(delta).min(freeable.div_ceil(2));
+    let (scanned, objects, _) = scan(e, &active, &sc, debt, freeable, enough, true);
+    add_deferred(e, nr.max(debt).saturating_sub(scanned), cap);
     Some(objects)
 }
 
@@ -267,13 +380,36 @@ fn count(e: &Entry, active: &Active<'_>, sc: &ShrinkControl) -> usize {
     freeable
 }
 
+/// Why a scan ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScanEnd {
+    /// It scanned all it was asked (or what was left was under a batch).
+    Done,
+    /// The pass's target was covered.
+    Enough,
+    /// The shrinker answered `Stop`, or panicked.
+    Stopped,
+}
+
 /// Scans `total_scan` objects in batches (a remainder smaller than a
-/// batch only when it covers the whole count); returns the objects scanned
-/// and freed. Stops early on `Stop` or a panic.
-fn scan(e: &Entry, active: &Active<'_>, sc: &ShrinkControl, mut total_scan: usize, freeable: usize) -> (usize, usize) {
+/// batch only when it covers the whole count), checking `enough` after
+/// every batch (`first_free`: not after the first one); returns the
+/// objects scanned and freed, and why it ended.
+fn scan(
+    e: &Entry,
+    active: &Active<'_>,
+    sc: &ShrinkControl,
+    mut total_scan: usize,
+    freeable: usize,
+    enough: &dyn Fn() -> bool,
+    first_free: bool,
+) -> (usize, usize, ScanEnd) {
     let batch = e.options.get_batch();
     let (mut scanned, mut objects) = (0usize, 0usize);
     while total_scan > 0 && (total_scan >= batch || total_scan >= freeable) {
+        if (scanned > 0 || !first_free) && enough() {
+            return (scanned, objects, ScanEnd::Enough);
+        }
         let n = batch.min(total_scan);
         let one = ShrinkControl { nr_to_scan: n, ..*sc };
         match call(e, &e.counters.scan_calls, || active.shrinker().scan(&one)) {
@@ -283,15 +419,15 @@ fn scan(e: &Entry, active: &Active<'_>, sc: &ShrinkControl, mut total_scan: usiz
             }
             Some(ScanResult::Stop) => {
                 bump(&e.counters.stops, 1);
-                break;
+                return (scanned, objects, ScanEnd::Stopped);
             }
-            None => break,
+            None => return (scanned, objects, ScanEnd::Stopped),
         }
         bump(&e.counters.objects_scanned, n as u64);
         total_scan -= n;
         scanned += n;
     }
-    (scanned, objects)
+    (scanned, objects, ScanEnd::Done)
 }
 
 /// Counts a skip by mask and owes the shrinker the share it would have had:

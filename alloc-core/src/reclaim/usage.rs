@@ -127,7 +127,8 @@ pub(crate) struct Reading {
     pub(crate) working_set: u64,
     /// The level of the working set against the group's lines.
     pub(crate) level: Level,
-    /// Bytes to free to come back 1/16 under the soft line.
+    /// Bytes to free to come back to the low watermark (1/16 under the
+    /// soft line), counting the allocator's reusable memory as free.
     pub(crate) target: usize,
     /// Bytes to free to come back under the hard line with some headroom:
     /// what a direct pass asks for.
@@ -135,19 +136,38 @@ pub(crate) struct Reading {
 }
 
 /// The group's working set now; `Err(errno)` if its files cannot be read.
+///
+/// Its level and background target are those of the working set less the
+/// memory the allocator holds free for reuse (committed bytes not in live
+/// blocks): after a pass frees blocks the group's usage stays where it was
+/// until their pages empty, but the program's next allocations take those
+/// blocks instead of new memory. Judged on the raw usage, every reading
+/// would raise a pass for what the last one already freed. The hard line
+/// is judged on the raw usage: that is what the kernel counts.
 fn read_group(g: &Group) -> Result<Reading, i32> {
     let usage = cgroup::read_bytes(&g.dir, g.usage_file())?;
-    let soft = g.lines.soft().unwrap_or(usize::MAX) as u64;
-    // Only past the soft line is the stat file worth reading.
+    let high = g.lines.soft().map_or(u64::MAX, |_| g.lines.high() as u64);
+    // Only past the high watermark are the stat file and the allocator's
+    // free memory worth reading.
     let stat = || cgroup::read_key(&g.dir.file(b"memory.stat")?, g.inactive_file_key()).ok().flatten();
-    let inactive = if usage > soft { stat().unwrap_or(0) } else { 0 };
+    let inactive = if usage > high { stat().unwrap_or(0) } else { 0 };
     let working_set = usage.saturating_sub(inactive);
     let ws = usize::try_from(working_set).unwrap_or(usize::MAX);
-    let level = g.lines.level(ws);
-    let target = if level > Level::None { ws.saturating_sub(g.lines.soft_goal()) } else { 0 };
+    let held = if working_set > high { reusable() } else { 0 };
+    let unreusable = ws.saturating_sub(held);
+    let level = if g.lines.fits(ws) { g.lines.background_level(unreusable) } else { Level::Critical };
+    let target = if level > Level::None { unreusable.saturating_sub(g.lines.soft_goal()) } else { 0 };
     let hard = g.lines.hard().unwrap_or(usize::MAX);
     let direct_target = ws.saturating_sub(hard).saturating_add(g.lines.hard_headroom());
     Ok(Reading { working_set, level, target, direct_target })
+}
+
+/// Bytes the allocator holds committed but not in live blocks: free blocks
+/// and free pages not yet given back, which its next allocations reuse.
+/// Walks the segments (`crate::stats`): read only past the high watermark.
+fn reusable() -> usize {
+    let s = crate::stats();
+    s.committed.saturating_sub(s.in_use)
 }
 
 static LAST_READ_MS: AtomicU64 = AtomicU64::new(0);

@@ -42,6 +42,9 @@ use crate::os;
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a reclaimer rests after a pass that freed nothing.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
+/// How long a reclaimer rests after a pass that had nothing to shrink and
+/// only gave free pages back.
+const PURGE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The effective mask a class's reclaimer runs under.
 const fn reclaimer_scope(class: ContextClass) -> ScopeFlags {
@@ -170,6 +173,16 @@ extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
     let w: &'static Worker = unsafe { &*(arg as *const Worker) };
     scope::become_background_reclaimer(reclaimer_scope(w.class));
     os::set_thread_name(thread_name(w.class));
+    // Take a heap now. The blocks shrinkers free from this thread go back
+    // to other threads' pages, and only a thread with a heap counts them
+    // (`Heap::remote_freed`): that count is how a pass sees its progress
+    // before their pages empty. Without it every pass raised its priority
+    // to the end and emptied the caches.
+    // SAFETY: the block was just allocated here (or is null) and is not used after.
+    unsafe { crate::raw::free(crate::raw::malloc(16)) };
+    // The page that block took goes back now, not as the first pass's
+    // progress.
+    crate::purge();
     run(w)
 }
 
@@ -185,6 +198,18 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
         }
     }
     freed
+}
+
+/// What the allocator's own usage is over the low watermark: bytes in
+/// live blocks, not committed bytes. The free blocks among the committed
+/// ones serve the next allocations; a pass that aimed at committed bytes
+/// would evict again what the last one freed, until the cache was gone.
+fn excess() -> usize {
+    let limits = limit::current();
+    match limits.soft() {
+        Some(_) => crate::stats().in_use.saturating_sub(limits.soft_goal()),
+        None => 0,
+    }
 }
 
 /// Passes running now, by the class of the mask they run under.
@@ -237,18 +262,9 @@ pub(crate) fn wait_for_pass_end(class: ContextClass, limit: Duration) -> bool {
 fn run(w: &'static Worker) -> ! {
     loop {
         let (target, level, trigger, ticket) = next_request(w);
-        let limits = limit::current();
-        let over_soft = match limits.soft() {
-            Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
-            None => 0,
-        };
-        let freed = run_pass(Pass {
-            target: target.max(over_soft),
-            level,
-            trigger,
-            scope: reclaimer_scope(w.class),
-            only_class: Some(w.class),
-        });
+        let target = target.max(excess());
+        let freed =
+            run_pass(Pass { target, level, trigger, scope: reclaimer_scope(w.class), only_class: Some(w.class) });
         let mut st = w.lock();
         st.busy = false;
         st.completed = ticket;
@@ -258,6 +274,11 @@ fn run(w: &'static Worker) -> ! {
             // Nothing to take: do not spin on the wakes of every allocation
             // that stays past the soft limit.
             std::thread::sleep(EMPTY_BACKOFF);
+        } else if target == 0 {
+            // Only free pages to give back (usage is under the low
+            // watermark, its committed bytes are free blocks the next
+            // allocations reuse): once per `PURGE_BACKOFF` is enough.
+            std::thread::sleep(PURGE_BACKOFF);
         }
     }
 }
