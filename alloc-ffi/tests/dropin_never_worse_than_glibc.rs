@@ -106,16 +106,41 @@ fn a_program_fills_its_cgroup_as_far_as_under_glibc() {
 }
 
 #[test]
+fn a_program_with_a_shrinker_is_refused_at_its_cgroup_limit_not_before() {
+    // A program that registered a shrinker opted in: when its shrinkers
+    // have nothing left it is refused rather than OOM-killed, but only at
+    // the group's real limit, past the derived hard line (448 MiB here).
+    let bin = compile("dropin.c", Link::Dynamic, &[]);
+    let group = Group::new("sa-dropin-opted", 512 * MIB);
+    let o = group.run({
+        let mut c = Command::new(&bin);
+        c.args(["fill-opted", "600", "1048576"]);
+        c
+    });
+    assert_success(&o, "600 MiB wanted in a 512 MiB group with a shrinker registered");
+    let out = stdout(&o);
+    let mib: usize =
+        out.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no figure in {out:?}"));
+    assert!(out.starts_with("refused"), "{out}");
+    assert!((470..512).contains(&mib), "refused after {mib} MiB: before the group's limit, or past it: {out}");
+    assert!(group.read("memory.oom_control").contains("oom_kill 0"), "{}", group.read("memory.oom_control"));
+}
+
+#[test]
 fn a_single_threaded_program_in_a_limited_cgroup_stays_single_threaded() {
     let bin = compile("dropin.c", Link::Plain, &[]);
     let group = Group::new("sa-dropin-unshare", 256 * MIB);
-    let o = group.run({
-        let mut c = preloaded(&bin);
-        c.args(["unshare", "64"]);
-        c
-    });
-    assert_success(&o, "64 MiB then unshare(CLONE_NEWUSER) under shrinkalloc in a 256 MiB group");
-    assert!(stdout(&o).contains("threads 1"), "{}", stdout(&o));
+    // 64 MiB (the monitor once started after a few MiB) and 236 MiB (past
+    // the group's soft and derived hard lines, 192 and 224 MiB).
+    for mib in ["64", "236"] {
+        let o = group.run({
+            let mut c = preloaded(&bin);
+            c.args(["unshare", mib]);
+            c
+        });
+        assert_success(&o, &format!("{mib} MiB then unshare(CLONE_NEWUSER) under shrinkalloc in a 256 MiB group"));
+        assert!(stdout(&o).contains("threads 1"), "{}", stdout(&o));
+    }
 }
 
 #[test]

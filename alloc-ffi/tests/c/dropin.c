@@ -2,6 +2,8 @@
  *
  *   fill MIB BLOCK     allocate and touch MIB MiB in BLOCK-byte blocks;
  *                      exit 1 at the first NULL ("refused after N MiB")
+ *   fill-opted MIB B   (linked) fill, with a shrinker that never has anything
+ *                      registered first: the program opted in to reclaim
  *   unshare MIB        allocate and touch MIB MiB in 1 MiB blocks, then
  *                      unshare(CLONE_NEWUSER): the process must still have
  *                      one thread (prints "threads N")
@@ -91,6 +93,11 @@ static size_t scan_cb(void *arg, struct sa_shrink_control *sc) {
     }
     pthread_mutex_unlock(&cache_lock);
     return freed;
+}
+
+static size_t nothing_cb(void *arg, struct sa_shrink_control *sc) {
+    (void)arg, (void)sc;
+    return SA_SHRINK_EMPTY;
 }
 
 static int refused;
@@ -185,6 +192,16 @@ int main(int argc, char **argv) {
         printf("allocated %zu MiB\n", got / MIB);
         return 0;
     }
+#ifdef SA_LINKED
+    if (argc >= 4 && strcmp(argv[1], "fill-opted") == 0) {
+        struct sa_shrinker_ops ops = {.name = "nothing", .count = nothing_cb, .scan = nothing_cb};
+        CHECK(sa_shrinker_register(&ops) != NULL);
+        size_t mib = strtoul(argv[2], NULL, 10), block = strtoul(argv[3], NULL, 10);
+        size_t got = fill(mib, block);
+        printf("%s after %zu MiB\n", got < mib * MIB ? "refused" : "allocated", got / MIB);
+        return 0;
+    }
+#endif
     if (argc >= 3 && strcmp(argv[1], "unshare") == 0) {
         size_t mib = strtoul(argv[2], NULL, 10);
         CHECK(fill(mib, MIB) == mib * MIB);
