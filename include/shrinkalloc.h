@@ -468,7 +468,8 @@ void sa_workqueue_destroy(sa_workqueue *wq);
  * because of it. An allocation that would cross the hard limit reclaims in
  * its own thread, under its scope, and fails (NULL, ENOMEM) if it still does
  * not fit. With a hard limit and no soft limit, 7/8 of the hard limit acts
- * as the soft one.
+ * as the soft one. A hard limit below what is committed makes reclaim free
+ * the difference (reclaim's own allocations use a reserve above it).
  * Return: 0; -1 with errno = EINVAL if both are set and @soft_bytes >
  * @hard_bytes (nothing is changed then).
  * Context: any context.
@@ -494,12 +495,30 @@ size_t sa_reclaim(size_t target_bytes, enum sa_level level);
  * SHRINKALLOC_STATS=1 prints the same to stderr at exit
  * (SHRINKALLOC_STATS_FORMAT=json for JSON) when the shared library is used
  * (LD_PRELOAD or -lshrinkalloc); a statically linked program calls this
- * function itself. Nothing is printed if the program closed stderr first
- * (GNU coreutils do) or leaves through _exit().
+ * function itself. The statistics go to the stderr the process started
+ * with, even if the program closed it (GNU coreutils do) or put another
+ * file on descriptor 2: a copy is kept from start-up (at descriptor 100 or
+ * above, close-on-exec). Nothing is printed when the program leaves
+ * through _exit().
  * Return: 0, or -1 with errno set by write(2) (e.g. EBADF).
  * Context: any context; allocates.
  */
 int sa_stats_print(int fd, int json);
+
+/**
+ * sa_reclaim_stats() - read reclaim's statistics as numbers, the same
+ * figures sa_stats_print() writes (the text and JSON come from one
+ * declaration in the library): writes up to @n values into @values and
+ * their names into @names (either may be NULL), in a fixed order that only
+ * grows at the end. Names are the JSON keys ("committed", "failed_maps",
+ * ...); counts by name read "passes_by_level.low",
+ * "passes_by_trigger.direct" and so on. Limits that are not set read 0.
+ * The names are static strings, valid for the life of the process.
+ * Return: how many figures there are in all (call with @n = 0 to size the
+ * arrays; a caller built for fewer reads a prefix).
+ * Context: any context; allocates.
+ */
+size_t sa_reclaim_stats(uint64_t *values, const char **names, size_t n);
 
 /**
  * sa_version() - the library's version, "MAJOR.MINOR.PATCH".

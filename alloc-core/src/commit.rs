@@ -16,11 +16,20 @@
 //! `thread::init_process`) every charge succeeds and a refused mapping is
 //! not retried: there is nothing yet to reclaim.
 //!
+//! A hard limit that refuses is exact under concurrent charges: reclaim
+//! keeps the threshold at 0 then, and its slow paths [`reserve`] the bytes
+//! against the limit (the committed bytes, every thread's reservation and
+//! these must stay under it) before the core commits them; committing
+//! ([`on_commit`], [`on_map`]) settles the reservation. A thread holds one
+//! reservation at a time: its next reservation, or its exit, gives up what
+//! it reserved and did not commit (a page found after all, a failed map).
+//!
 //! This file also keeps the counters of what the core maps and commits
 //! (`on_map`, `on_commit`, `on_purge`, `on_unmap`): `committed()` is the
 //! quantity the threshold is compared with. They change on slow paths only,
 //! never per `malloc`, and are independent relaxed tallies.
 
+use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -91,7 +100,7 @@ pub(crate) fn charge(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn charge_slow(bytes: usize) -> bool {
-    installed().map_or(true, |r| (r.charge)(bytes))
+    installed().is_none_or(|r| (r.charge)(bytes))
 }
 
 /// Whether committing `bytes` more fits under the limits now, without
@@ -109,7 +118,7 @@ pub(crate) fn fits(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn fits_slow(bytes: usize) -> bool {
-    installed().map_or(true, |r| (r.fits)(bytes))
+    installed().is_none_or(|r| (r.fits)(bytes))
 }
 
 /// Called when a mapping of `bytes` failed, before retry `attempt + 1`:
@@ -117,6 +126,70 @@ fn fits_slow(bytes: usize) -> bool {
 #[cold]
 pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
     installed().is_some_and(|r| (r.on_map_failure)(bytes, attempt))
+}
+
+/// Bytes reserved by [`reserve`] and not yet committed or given up.
+static RESERVED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The calling thread's reservation, in bytes (const, destructor-free:
+    /// read and written with `try_with`, also at thread exit).
+    static PENDING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Reserves `bytes` against `line`: `true` (and the reservation is this
+/// thread's) when the committed bytes, every thread's reservations and
+/// these stay at or under it. Ends the thread's previous reservation.
+pub(crate) fn reserve(bytes: usize, line: usize) -> bool {
+    give_up_reservation();
+    // AcqRel pairs with `settle`'s Release: bytes moved from a reservation
+    // to the committed counter are seen in the latter, never in neither.
+    let reserved = RESERVED.fetch_add(bytes, Ordering::AcqRel).saturating_add(bytes);
+    if committed().saturating_add(reserved) <= line {
+        let _ = PENDING.try_with(|p| p.set(bytes));
+        return true;
+    }
+    RESERVED.fetch_sub(bytes, Ordering::Release);
+    false
+}
+
+/// The committed bytes plus every thread's reservation: what a reserving
+/// charge is measured against.
+pub(crate) fn charged() -> usize {
+    // Acquire: see `reserve`.
+    committed().saturating_add(RESERVED.load(Ordering::Acquire))
+}
+
+/// `bytes` were committed: up to that much of the thread's reservation is
+/// settled.
+fn settle(bytes: usize) {
+    let _ = PENDING.try_with(|p| {
+        let n = p.get();
+        if n != 0 {
+            let s = n.min(bytes);
+            p.set(n - s);
+            // Release: see `reserve`; the committed counter grew first.
+            RESERVED.fetch_sub(s, Ordering::Release);
+        }
+    });
+}
+
+/// Gives up what the calling thread reserved and did not commit: at its
+/// next reservation and at its exit (`thread.rs`).
+pub(crate) fn give_up_reservation() {
+    let _ = PENDING.try_with(|p| {
+        let n = p.replace(0);
+        if n != 0 {
+            // Release: see `reserve`.
+            RESERVED.fetch_sub(n, Ordering::Release);
+        }
+    });
+}
+
+/// In a `fork()` child: only the forking thread's reservation survives.
+pub(crate) fn after_fork_in_child() {
+    // Relaxed: the child has one thread.
+    RESERVED.store(PENDING.try_with(Cell::get).unwrap_or(0), Ordering::Relaxed);
 }
 
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
@@ -133,6 +206,7 @@ pub(crate) fn on_map(size: usize, committed: usize) {
     MAPPED.fetch_add(size, Ordering::Relaxed);
     COMMITTED.fetch_add(committed, Ordering::Relaxed);
     SEGMENTS.fetch_add(1, Ordering::Relaxed);
+    settle(committed);
 }
 
 /// A segment was unmapped: its committed part counts as purged.
@@ -145,6 +219,7 @@ pub(crate) fn on_unmap(size: usize, committed: usize) {
 /// `bytes` more were committed (charged before, with [`charge`]).
 pub(crate) fn on_commit(bytes: usize) {
     COMMITTED.fetch_add(bytes, Ordering::Relaxed);
+    settle(bytes);
 }
 
 /// `bytes` were given back to the OS.

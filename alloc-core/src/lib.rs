@@ -53,6 +53,8 @@
 mod alloc;
 pub mod check;
 mod commit;
+pub mod delegate;
+mod fork;
 mod free;
 mod global;
 mod heap;

@@ -120,7 +120,7 @@ fn init_process() {
         KEY.store(key, Ordering::Relaxed);
         // Miri cannot fork, nor register fork handlers.
         #[cfg(not(miri))]
-        os::at_fork(fork_prepare, fork_parent, fork_child);
+        crate::fork::install();
         INIT.store(2, Ordering::Release);
         return;
     }
@@ -131,6 +131,7 @@ fn init_process() {
 
 /// pthread key destructor: the thread is exiting.
 unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    crate::commit::give_up_reservation();
     let heap = value.cast::<Heap>();
     if heap.is_null() {
         return;

@@ -36,7 +36,14 @@ fn fork_child_gets_no_inherited_watch_and_starts_its_own_monitor() {
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let f = fifo.to_str().unwrap();
-    let env = [("MEMORY_PRESSURE_WATCH", Some(f)), (FIFO_VAR, Some(f)), ("SHRINKALLOC_CGROUP", Some("off"))];
+    // The watch alone no longer starts a monitor (issue 15: no thread a
+    // program did not ask for): `SHRINKALLOC_MONITOR=on` asks.
+    let env = [
+        ("MEMORY_PRESSURE_WATCH", Some(f)),
+        (FIFO_VAR, Some(f)),
+        ("SHRINKALLOC_CGROUP", Some("off")),
+        ("SHRINKALLOC_MONITOR", Some("on")),
+    ];
     let out = run_child(TEST, "fork", &env, None, Duration::from_secs(30));
     let _ = std::fs::remove_file(&fifo);
     eprintln!("child in {:?}:\n{}", out.elapsed, out.stdout);
@@ -71,7 +78,7 @@ fn systemd_state() -> SourceState {
 
 fn child() {
     let fifo = std::env::var(FIFO_VAR).unwrap();
-    // The watch arms the monitor at start-up: a few MiB more start it.
+    // `SHRINKALLOC_MONITOR=on` arms the monitor at start-up: a few MiB more start it.
     let warm = vec![1u8; 16 * MIB];
     assert!(wait_until(Duration::from_secs(5), || systemd_state() == SourceState::Active), "{}", reclaim::stats());
     let (parent_watches, parent_monitors) = (fds_on(&fifo), monitors());

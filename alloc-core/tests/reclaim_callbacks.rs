@@ -128,12 +128,17 @@ fn panicking_shrinker_is_disabled_and_reclaim_goes_on() {
     let good = register(CacheShrinker(cache.clone()), ShrinkerOptions::new("good").batch(1));
     let panics_before = stats().panics;
     reclaim(usize::MAX, Level::Critical);
-    assert_eq!(scans.load(Ordering::SeqCst), 1, "called once, then disabled");
+    // A background reclaimer (woken by the system's PSI, say, on a busy
+    // machine) may call `scan` at the same time as this pass, before either
+    // call has disabled the shrinker: callbacks run concurrently by contract.
+    // What must hold is that once disabled, it is never called again.
+    let called = scans.load(Ordering::SeqCst);
+    assert!(called >= 1, "the panicking shrinker was called");
     assert!(bad.is_disabled() && bad.stats().disabled);
     assert!(stats().panics > panics_before);
     assert_eq!(cache.len(), 0, "the other shrinker still ran: {:?}", good.stats());
     reclaim(usize::MAX, Level::Critical);
-    assert_eq!(scans.load(Ordering::SeqCst), 1, "a disabled shrinker is never called again");
+    assert_eq!(scans.load(Ordering::SeqCst), called, "a disabled shrinker is never called again");
     assert!(stats().to_string().contains("DISABLED"));
 }
 

@@ -4,7 +4,8 @@
 //! still calls the others. Skipped work is counted and owed.
 //!
 //! Reclaim here is explicit (`reclaim()`), so the test needs no limit; the
-//! allocation-triggered path is covered by `reclaim_scope_alloc.rs`. The
+//! allocation-triggered path (a `NOFS` thread past the hard limit) is
+//! covered by `reclaim_deadlock.rs`. The
 //! shrinkers check the calling thread's own mask on every call, so a call
 //! from any thread that should not have made it counts as a violation.
 

@@ -141,21 +141,27 @@ static void fs_destroy(void *private_data) {
 
 /* ---- metadata ---- */
 
+/* The backing file's attributes, with the size of the cached inode when there
+ * is one: dirty blocks may have grown the file past the backing one. Both are
+ * read under one hold of the cache lock. Read apart, write-back and eviction
+ * could empty the inode between the two (freeing it) and the size would be the
+ * backing file's from before its last blocks were written: short. The kernel
+ * keeps the size it is given (attr_timeout), and copy_file_range() and
+ * SEEK_HOLE stop at it, so `cp` would copy the file short. */
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
     struct daemon *d = daemon_of();
     struct inode *ino = inode_of(fi);
+    unsigned s = cache_lock(&d->cache);
     int r = ino ? fstat(ino->fd, st) : fstatat(d->backing, rel(path), st, AT_SYMLINK_NOFOLLOW);
-    if (r < 0)
-        return -errno;
-    if (S_ISREG(st->st_mode)) {
-        /* Dirty blocks may have grown the file past the backing one. */
-        unsigned s = cache_lock(&d->cache);
+    if (r < 0) {
+        r = -errno;
+    } else if (S_ISREG(st->st_mode)) {
         struct inode *cached = ino ? ino : inode_lookup(&d->cache, st->st_ino);
         if (cached)
             st->st_size = cached->size;
-        cache_unlock(&d->cache, s);
     }
-    return 0;
+    cache_unlock(&d->cache, s);
+    return r;
 }
 
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi,

@@ -1,5 +1,7 @@
 //! The SVG chart of a scenario: memory usage against time, one line per
-//! allocator, the limit drawn, axes labelled. Written by hand: a few dozen
+//! allocator, the limit drawn, axes labelled; for a survivor of a traced
+//! scenario its usage band after warm-up (two thin lines) and, in the
+//! legend, its hits against the oracle's. Written by hand: a few dozen
 //! SVG elements need no crate.
 //!
 //! Invariant: every coordinate goes through [`Frame`], which maps data
@@ -86,8 +88,9 @@ pub fn svg(plan: &Plan, results: &[RunResult], usage: &str) -> String {
     limits(&mut s, &f, plan, results);
     for r in results.iter().filter(|r| !r.samples.is_empty()) {
         line(&mut s, &f, r);
+        band(&mut s, &f, plan, r);
     }
-    legend(&mut s, results);
+    legend(&mut s, plan, results);
     s.push_str("</svg>\n");
     s
 }
@@ -169,7 +172,26 @@ fn line(s: &mut String, f: &Frame, r: &RunResult) {
     }
 }
 
-fn legend(s: &mut String, results: &[RunResult]) {
+/// A survivor's usage band after warm-up: thin dashed lines at its least
+/// and most usage over the last three quarters of its run.
+fn band(s: &mut String, f: &Frame, plan: &Plan, r: &RunResult) {
+    let Some((lo, hi)) = r.band(plan.duration) else { return };
+    if r.outcome != Outcome::Survived {
+        return;
+    }
+    let c = color(r.allocator);
+    let end = plan.duration.as_secs_f64();
+    let (x0, x1) = (f.x(end / 4.0), f.x(end));
+    for b in [lo, hi] {
+        let y = f.y(b as f64 / MIB);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}" stroke="{c}" stroke-width="1" stroke-dasharray="3 3"/>"#
+        );
+    }
+}
+
+fn legend(s: &mut String, plan: &Plan, results: &[RunResult]) {
     let x = WIDTH - RIGHT + 20.0;
     let mut y = TOP + 10.0;
     for r in results.iter().filter(|r| !r.samples.is_empty()) {
@@ -180,6 +202,13 @@ fn legend(s: &mut String, results: &[RunResult]) {
         let how = format!("{} at {:.1} s", r.outcome.label(), r.wall.as_secs_f64());
         let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#444">{}</text>"##, x + 30.0, y + 20.0, escape(&how));
         y += 44.0;
+        if let Some(ratio) = r.oracle().and_then(|o| o.ratio()) {
+            let band = r.band(plan.duration).filter(|_| r.outcome == Outcome::Survived);
+            let band = band.map_or(String::new(), |b| format!(", band {}", crate::report::band(b, plan.limit)));
+            let what = format!("hits {ratio:.2} of ideal{band}");
+            let _ = writeln!(s, r##"<text x="{}" y="{}" fill="#444">{}</text>"##, x + 30.0, y - 8.0, escape(&what));
+            y += 16.0;
+        }
     }
 }
 

@@ -15,10 +15,12 @@ mod allocator;
 mod cgroup;
 mod chart;
 mod interrupt;
+mod oracle;
 mod report;
 mod runner;
 mod scenario;
 mod status;
+mod trace;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -35,20 +37,25 @@ const USAGE: &str = "\
 usage: shrinkalloc-stress demo [options]
        shrinkalloc-stress run <scenario> [--allocators a,b,..] [options]
        shrinkalloc-stress list
+       shrinkalloc-stress replay TRACE --limit SIZE
 
   demo       the `cache` scenario under a 256 MiB memory cgroup, shrinkalloc against
              the other allocators installed, 20 s; ends with a table and a chart
   run        one scenario under the given allocators, one child after another
   list       the scenarios and allocators
+  replay     a trace a traced run left (trace-<allocator>.bin) through the oracle again, at
+             the given limit: hits against the ideal LRU's, and the LRU's hits at other budgets
 
 options:
   --allocators a,b,..   shrinkalloc, shrinkalloc-noshrink, glibc, jemalloc, mimalloc
                         (default: the scenario's own list)
   --limit SIZE          memory limit per child, e.g. 256M, 1G (default 256M)
+  --demand SIZE         what the cache scenarios would hold unconstrained
+                        (default: cache 4x the limit, cache-c 1G)
   --duration TIME       how long each child runs, e.g. 20s, 1500ms, 2m (default: per scenario)
   --seed N              seed of every random choice (default: from the clock, printed)
   --threads N           worker threads per child (default 4)
-  --out DIR             where results.csv, usage.csv and chart.svg go
+  --out DIR             where results.csv, usage.csv, chart.svg (and the traces) go
                         (default <cargo target dir>/shrinkalloc-stress/<scenario>)
   --require-cgroup      fail instead of falling back when no memory cgroup can be made
 
@@ -60,6 +67,7 @@ cgroup was left behind), 2 on bad usage or a missing cgroup with --require-cgrou
 struct Options {
     allocators: Option<Vec<Allocator>>,
     limit: usize,
+    demand: Option<usize>,
     duration: Option<Duration>,
     seed: Option<u64>,
     threads: usize,
@@ -84,6 +92,15 @@ fn main() -> ExitCode {
             list();
             0
         }
+        Some("replay") => match args.get(1..) {
+            Some([path, flag, limit]) if flag == "--limit" => {
+                match shrinkalloc::options::parse_size(limit.as_bytes()) {
+                    Some(limit) if limit > 0 => replay(Path::new(path), limit),
+                    _ => usage_error(&format!("bad --limit {limit:?}")),
+                }
+            }
+            _ => usage_error("replay needs a trace and --limit SIZE"),
+        },
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             0
@@ -102,8 +119,8 @@ fn list() {
     println!("scenarios:");
     for s in scenario::ALL {
         let defaults: Vec<&str> = s.default_allocators.iter().map(|a| a.name()).collect();
-        println!("  {:<6} {}", s.name, s.about);
-        println!("         default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
+        println!("  {:<8} {}", s.name, s.about);
+        println!("           default allocators {}, {} s", defaults.join(","), s.default_duration.as_secs());
     }
     println!("allocators:");
     for a in allocator::ALL {
@@ -112,10 +129,46 @@ fn list() {
     }
 }
 
+/// `replay`: the oracle's figures of a trace file at `limit`, and the
+/// exact LRU's hits at budgets around the oracle's.
+fn replay(path: &Path, limit: usize) -> i32 {
+    let records = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| trace::parse(&b)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shrinkalloc-stress: cannot read the trace {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let o = oracle::replay(&records, limit * oracle::BUDGET_PERCENT / 100);
+    println!("{}: {} records, {} gets, {} hits", path.display(), o.records, o.gets, o.hits);
+    let ratio = o.ratio().map_or("-".into(), |r| format!("{r:.3}"));
+    println!(
+        "ideal (exact LRU of {}% of {}): {} hits; hits/ideal {ratio}",
+        oracle::BUDGET_PERCENT,
+        report::mib(limit),
+        o.ideal
+    );
+    match oracle::equivalent_budget(&records, o.hits, 2 * limit, limit / 200) {
+        Some(b) => {
+            println!("the run's hits are those of an exact LRU of {:.1}% of the limit", b as f64 * 100.0 / limit as f64)
+        }
+        None => println!("the run's hits are more than an exact LRU of twice the limit gets"),
+    }
+    for percent in [40, 50, 60, 65, 70, 75, 80, 90, 100] {
+        let at = oracle::replay(&records, limit * percent / 100).ideal;
+        println!(
+            "  exact LRU of {percent:>3}% of the limit: {at:>10} hits, {:.3} of ideal",
+            at as f64 / o.ideal.max(1) as f64
+        );
+    }
+    0
+}
+
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         allocators: None,
         limit: 256 << 20,
+        demand: None,
         duration: None,
         seed: None,
         threads: 4,
@@ -140,6 +193,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 o.limit = shrinkalloc::options::parse_size(value.as_bytes())
                     .filter(|&l| l >= 16 << 20)
                     .ok_or_else(|| format!("bad --limit {value:?} (a size of at least 16M, e.g. 256M)"))?
+            }
+            "--demand" => {
+                o.demand = Some(
+                    shrinkalloc::options::parse_size(value.as_bytes())
+                        .filter(|&d| d >= 1 << 20)
+                        .ok_or_else(|| format!("bad --demand {value:?} (a size of at least 1M, e.g. 1G)"))?,
+                )
             }
             "--duration" => {
                 o.duration = Some(parse_duration(value).ok_or_else(|| format!("bad --duration {value:?}"))?)
@@ -216,6 +276,11 @@ fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
             return scenario::EXIT_USAGE;
         }
     }
+    let out = o.out.unwrap_or_else(|| default_out(s.name));
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("shrinkalloc-stress: ERROR: cannot make {}: {e}", out.display());
+        return 1;
+    }
     let plan = Plan {
         scenario: s,
         limit: o.limit,
@@ -223,18 +288,19 @@ fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
         seed: o.seed.unwrap_or_else(clock_seed),
         threads: o.threads,
         allocators: o.allocators.unwrap_or_else(|| s.default_allocators.to_vec()),
+        demand: o.demand,
+        out,
     };
     print_header(&plan, &limiter);
     let mut progress = report::Progress::new();
     let results = runner::run_plan(&plan, &limiter, &mut progress);
     println!("\n{}", report::table(&plan, &results));
-    let out = o.out.unwrap_or_else(|| default_out(s.name));
     let usage = match limiter {
         Limiter::Cgroup(_) => "memory usage of the child's cgroup",
         Limiter::Fallback(_) => "resident set of the child (no cgroup)",
     };
-    if let Err(e) = write_outputs(&out, &plan, &results, usage) {
-        eprintln!("shrinkalloc-stress: ERROR: cannot write to {}: {e}", out.display());
+    if let Err(e) = write_outputs(&plan.out, &plan, &results, usage) {
+        eprintln!("shrinkalloc-stress: ERROR: cannot write to {}: {e}", plan.out.display());
         return 1;
     }
     exit_code(&results)
@@ -249,6 +315,16 @@ fn print_header(plan: &Plan, limiter: &Limiter) {
     let names: Vec<&str> = plan.allocators.iter().map(|a| a.name()).collect();
     println!("scenario {}: {}", plan.scenario.name, plan.scenario.about);
     println!("limit {} per child, enforced by {}", report::mib(plan.limit), limiter.describe());
+    if let Some(d) = plan.demand {
+        println!("demand {} (the limit is {:.0}% of it)", report::mib(d), plan.limit as f64 * 100.0 / d as f64);
+    }
+    if plan.scenario.traced {
+        println!(
+            "each child's cache requests are traced and replayed through an exact LRU of {}% of the limit \
+             (hits/ideal); band: usage over the last three quarters of the duration",
+            oracle::BUDGET_PERCENT
+        );
+    }
     if plan.allocators.iter().any(|a| a.is_shrinkalloc()) {
         match limiter {
             Limiter::Cgroup(_) => println!(

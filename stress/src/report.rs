@@ -170,6 +170,10 @@ pub fn table(plan: &Plan, results: &[RunResult]) -> String {
             r.last.get("reclaim_passes").map_or("-".into(), |p| p.to_string()),
         );
     }
+    if plan.scenario.traced {
+        out.push('\n');
+        out += &oracle_table(plan, results);
+    }
     if let Some((hard, soft)) = results.iter().find_map(RunResult::limits_in_force) {
         let _ = writeln!(out, "shrinkalloc's limits in force: hard {}, soft {}", mib(hard), mib(soft));
     }
@@ -177,6 +181,61 @@ pub fn table(plan: &Plan, results: &[RunResult]) -> String {
         out.push_str("(ops/s of a run that died covers its life only; reclaim: shrinkalloc's reclaim passes)\n");
     }
     out + &driver_table(plan, results)
+}
+
+/// A band as percentages of `limit`, `62-75%`.
+pub fn band(band: (usize, usize), limit: usize) -> String {
+    let pct = |b: usize| b as f64 * 100.0 / limit.max(1) as f64;
+    format!("{:.0}-{:.0}%", pct(band.0), pct(band.1))
+}
+
+/// A traced scenario's measure: each run's hits against the oracle's, and
+/// its usage band after warm-up.
+fn oracle_table(plan: &Plan, results: &[RunResult]) -> String {
+    let mut out = format!(
+        "{:<21} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>17} {:>8}\n",
+        "allocator", "gets", "hits", "ideal", "hits/ideal", "as LRU of", "cpu", "band after warm-up", "width"
+    );
+    for r in results.iter().filter(|r| r.replay.is_some()) {
+        let _ = write!(out, "{:<21}", r.allocator.name());
+        match (&r.replay, r.band(plan.duration)) {
+            (Some(Ok(m)), b) => {
+                let o = &m.replay;
+                // Only a survivor's: a run that died did not live to fill its cache.
+                let lru = match (m.equivalent, r.outcome == Outcome::Survived) {
+                    (Some(e), true) => format!("{:.0}%", e as f64 * 100.0 / plan.limit as f64),
+                    (None, true) => ">200%".into(),
+                    (_, false) => "-".into(),
+                };
+                let ratio = o.ratio().map_or("-".into(), |x| format!("{x:.2}"));
+                let cpu = r.last.get("cpu_ms").map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+                let (b, width) = match b {
+                    Some(b) if r.outcome == Outcome::Survived => {
+                        (band(b, plan.limit), format!("{:.0}%", (b.1 - b.0) as f64 * 100.0 / plan.limit as f64))
+                    }
+                    _ => ("-".into(), "-".into()),
+                };
+                let (gets, hits, ideal) = (count(o.gets as f64), count(o.hits as f64), count(o.ideal as f64));
+                let _ = writeln!(
+                    out,
+                    " {gets:>10} {hits:>10} {ideal:>10} {ratio:>10} {lru:>10} {cpu:>9} {b:>17} {width:>8}"
+                );
+            }
+            (Some(Err(e)), _) => {
+                let _ = writeln!(out, " no trace: {e}");
+            }
+            (None, _) => {}
+        }
+    }
+    let _ = writeln!(
+        out,
+        "(ideal: hits of an exact LRU of {} ({}% of the limit) over the same requests; as LRU of: the budget, in % \
+         of the limit, of the exact LRU that gets the run's hits; band: least and most usage over the last three \
+         quarters of the duration, as % of the limit)",
+        mib(plan.limit * crate::oracle::BUDGET_PERCENT / 100),
+        crate::oracle::BUDGET_PERCENT
+    );
+    out
 }
 
 /// A driver scenario's own figures, from each run's last status line.
@@ -239,13 +298,17 @@ pub fn write_usage_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::
 
 /// The header of `results.csv`.
 pub const RESULTS_HEADER: &str = "scenario,allocator,outcome,expected,as_expected,exit,wall_s,peak_bytes,limit_bytes,\
-                                  oom_kills,limit_hits,ops_per_s,reclaim_passes,finished,cgroup,cgroup_removed,seed,final_fields,detail";
+                                  oom_kills,limit_hits,ops_per_s,reclaim_passes,finished,cgroup,cgroup_removed,seed,\
+                                  gets,hits,ideal_hits,hits_over_ideal,oracle_budget_bytes,equivalent_lru_bytes,band_min_bytes,band_max_bytes,\
+                                  band_min_pct,band_max_pct,trace_error,final_fields,detail";
 
 /// Writes `results.csv`: one row per run, with the child's last fields.
 pub fn write_results_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::io::Result<()> {
     let mut out = format!("{RESULTS_HEADER}\n");
     for r in results {
         let fields: Vec<String> = r.last.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let (oracle, band) = (r.oracle(), r.band(plan.duration));
+        let pct = |b: usize| format!("{:.2}", b as f64 * 100.0 / plan.limit.max(1) as f64);
         let detail = match &r.outcome {
             Outcome::Corrupt(m) | Outcome::Hung(m) | Outcome::Crashed(m) | Outcome::Skipped(m) => m.clone(),
             Outcome::HarnessError(m) => m.clone(),
@@ -269,6 +332,20 @@ pub fn write_results_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std
             r.cgroup.as_ref().map_or(String::new(), |p| p.display().to_string()),
             (r.cgroup.is_some() && r.cleanup_error.is_none()).to_string(),
             plan.seed.to_string(),
+            oracle.map_or(String::new(), |o| o.gets.to_string()),
+            oracle.map_or(String::new(), |o| o.hits.to_string()),
+            oracle.map_or(String::new(), |o| o.ideal.to_string()),
+            oracle.and_then(|o| o.ratio()).map_or(String::new(), |x| format!("{x:.4}")),
+            oracle.map_or(String::new(), |o| o.budget.to_string()),
+            r.equivalent_budget().map_or(String::new(), |e| e.to_string()),
+            band.map_or(String::new(), |b| b.0.to_string()),
+            band.map_or(String::new(), |b| b.1.to_string()),
+            band.map_or(String::new(), |b| pct(b.0)),
+            band.map_or(String::new(), |b| pct(b.1)),
+            match &r.replay {
+                Some(Err(e)) => e.clone(),
+                _ => String::new(),
+            },
             fields.join(" "),
             detail,
         ];

@@ -25,9 +25,11 @@ use crate::alloc_switch::{self, Backend};
 use crate::allocator::{self, Allocator};
 use crate::cgroup::{self, Cgroup, Hierarchy};
 use crate::interrupt;
+use crate::oracle::{self, Replay};
 use crate::report::Progress;
 use crate::scenario::{self, ChildConfig, Driver, Expect, Launch, Scenario};
 use crate::status::{self, Fields, Line};
+use crate::trace;
 
 /// How often the harness samples usage and redraws progress.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -100,6 +102,11 @@ pub struct Plan {
     pub threads: usize,
     /// The allocators, in order.
     pub allocators: Vec<Allocator>,
+    /// The workload's demand (`--demand`), `None` for the scenario's default.
+    pub demand: Option<usize>,
+    /// Where the results go; a traced scenario's traces are written there
+    /// while the children run.
+    pub out: PathBuf,
 }
 
 /// How a run ended.
@@ -183,6 +190,15 @@ pub struct Sample {
     pub fields: Fields,
 }
 
+/// What the oracle made of a run's trace.
+#[derive(Clone, Debug)]
+pub struct Measure {
+    /// The replay at the oracle's budget.
+    pub replay: Replay,
+    /// The least budget at which an exact LRU gets the run's hits.
+    pub equivalent: Option<usize>,
+}
+
 /// Everything known about one finished run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -214,6 +230,8 @@ pub struct RunResult {
     pub cleanup_error: Option<String>,
     /// The last lines the child wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// A traced scenario's trace measured by the oracle, or why not.
+    pub replay: Option<Result<Measure, String>>,
 }
 
 impl RunResult {
@@ -233,7 +251,28 @@ impl RunResult {
             cgroup: None,
             cleanup_error: None,
             stderr_tail: Vec::new(),
+            replay: None,
         }
+    }
+
+    /// The oracle's replay of a run whose trace could be read.
+    pub fn oracle(&self) -> Option<&Replay> {
+        self.replay.as_ref().and_then(|r| r.as_ref().ok()).map(|m| &m.replay)
+    }
+
+    /// The budget of the exact LRU that would have got this run's hits
+    /// (`None`: more than twice the limit, or no trace).
+    pub fn equivalent_budget(&self) -> Option<usize> {
+        self.replay.as_ref().and_then(|r| r.as_ref().ok()).and_then(|m| m.equivalent)
+    }
+
+    /// The usage band after warm-up: the least and the most usage sampled
+    /// over the last three quarters of the run's `duration` (what a paced
+    /// workload spans; not the checks and the freeing after it).
+    pub fn band(&self, duration: Duration) -> Option<(usize, usize)> {
+        let end = duration.as_secs_f64();
+        let after = self.samples.iter().filter(|s| s.t >= end / 4.0 && s.t <= end).map(|s| s.usage);
+        after.fold(None, |b, u| Some(b.map_or((u, u), |(lo, hi): (usize, usize)| (lo.min(u), hi.max(u)))))
     }
 
     /// Operations per second over the child's run (until it died).
@@ -361,8 +400,14 @@ fn child_command(
     in_cgroup: bool,
     env: &[(String, String)],
 ) -> std::io::Result<Command> {
-    let cfg =
-        ChildConfig { allocator, limit: plan.limit, duration: plan.duration, seed: plan.seed, threads: plan.threads };
+    let cfg = ChildConfig {
+        allocator,
+        limit: plan.limit,
+        duration: plan.duration,
+        seed: plan.seed,
+        threads: plan.threads,
+        demand: plan.demand,
+    };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("child").arg(plan.scenario.name).args(cfg.to_args());
     for var in allocator::LIMIT_VARS {
@@ -426,8 +471,14 @@ fn run_one(
         Ok(p) => p,
         Err(e) => return fail(format!("cannot open cgroup.procs: {e}")),
     };
+    let trace_path = plan.out.join(format!("trace-{}.bin", allocator.name()));
+    let tracer = match plan.scenario.traced.then(|| trace::Tracer::start(&mut cmd, &trace_path)).transpose() {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot trace to {}: {e}", trace_path.display())),
+    };
     let child = cmd.spawn();
     drop(procs);
+    let tracer = tracer.map(trace::Tracer::spawned);
     let mut child = match child {
         Ok(c) => ChildGuard(c),
         Err(e) => return fail(format!("cannot start the child: {e}")),
@@ -435,6 +486,7 @@ fn run_one(
     let rx = read_lines(&mut child.0);
     let (status, watch, how) = watch_child(plan, &mut child, group.as_ref(), &rx, allocator, progress);
     let mut result = finish(allocator, expect, status, watch, how, group.as_ref());
+    result.replay = tracer.map(|t| t.records(&trace_path).map(|records| measure(&records, plan.limit)));
     if let Some(g) = group.as_mut() {
         result.cgroup = Some(g.path().to_path_buf());
         result.cleanup_error = g.remove().err();
@@ -443,6 +495,14 @@ fn run_one(
         result.cleanup_error = Some(result.cleanup_error.map_or(e.clone(), |c| format!("{c}; {e}")));
     }
     result
+}
+
+/// The oracle's figures of a run at `limit`: its replay at the oracle's
+/// budget, and the LRU budget its hits were worth (to 0.5% of the limit).
+fn measure(records: &[trace::Record], limit: usize) -> Measure {
+    let replay = oracle::replay(records, limit * oracle::BUDGET_PERCENT / 100);
+    let equivalent = oracle::equivalent_budget(records, replay.hits, 2 * limit, limit / 200);
+    Measure { replay, equivalent }
 }
 
 /// A driver child's work directory: made before the child starts; after the
@@ -660,5 +720,6 @@ fn finish(
         cgroup: None,
         cleanup_error: None,
         stderr_tail: w.stderr_tail,
+        replay: None,
     }
 }

@@ -11,9 +11,12 @@
 
 mod common;
 
-fn sa_fused_mounts() -> Vec<String> {
+/// The mounts of sa-fused in work directories of harness `pid`: another
+/// run's (a test in another checkout, a run by hand) is none of this one's.
+fn sa_fused_mounts(pid: u32) -> Vec<String> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines().filter(|l| l.contains("fuse.sa-fused")).map(String::from).collect()
+    let ours = format!("shrinkalloc-stress.{pid}.fuse.");
+    text.lines().filter(|l| l.contains("fuse.sa-fused") && l.contains(&ours)).map(String::from).collect()
 }
 
 #[test]
@@ -35,7 +38,7 @@ fn fuse_daemon_survives_under_shrinkalloc_and_every_file_checks() {
     let g = run.row("glibc");
     assert_eq!(g.col("outcome"), "oom_killed", "glibc's sa-fused was expected to be OOM-killed: {g:#?}");
     common::assert_cgroup_removed(g);
-    assert_eq!(sa_fused_mounts(), Vec::<String>::new(), "a mount of sa-fused was left behind");
+    assert_eq!(sa_fused_mounts(run.pid), Vec::<String>::new(), "a mount of sa-fused was left behind");
     assert_eq!(run.output.status.code(), Some(0), "the harness reports a failure");
     let _ = std::fs::remove_dir_all(&run.out_dir);
 }

@@ -294,7 +294,7 @@ pub fn discover_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<Found> {
 /// mountinfo longer than this is cut at a line boundary. Static, not on the
 /// stack: discovery may run on a thread with a small stack, inside `malloc`.
 const PROC_BUF: usize = 64 * 1024;
-static BUFFERS: SpinLock<([u8; 4096], [u8; PROC_BUF])> = SpinLock::new(([0; 4096], [0; PROC_BUF]));
+pub(crate) static BUFFERS: SpinLock<([u8; 4096], [u8; PROC_BUF])> = SpinLock::new(([0; 4096], [0; PROC_BUF]));
 
 /// Runs `f` over the texts of `/proc/self/cgroup` and `/proc/self/mountinfo`
 /// (read into the static buffers, under their lock).
@@ -391,9 +391,62 @@ impl Events {
     }
 }
 
+/// The byte count in the group's control file `name` under `dir` (one
+/// value, as [`parse_value`] reads it): `Err(errno)` if it cannot be read
+/// or holds anything else (`max` included).
+pub(crate) fn read_bytes(dir: &PathBuf, name: &[u8]) -> Result<u64, i32> {
+    let path = dir.file(name).ok_or(libc::ENAMETOOLONG)?;
+    let fd = os::open(path.as_bytes(), libc::O_RDONLY)?;
+    let mut buf = [0u8; 64];
+    let r = os::read_fd(fd, &mut buf);
+    os::close(fd);
+    match parse_value(&buf[..r?]) {
+        Some(Value::Bytes(n)) => Ok(n),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+/// The value of `key` in the flat-keyed control file at `path`
+/// (NUL-terminated), read in small pieces: `memory.stat` runs to a few KiB,
+/// and this may run inside `malloc` on a thread with a small stack.
+pub(crate) fn read_key(path: &PathBuf, key: &[u8]) -> Result<Option<u64>, i32> {
+    let fd = os::open(path.as_bytes(), libc::O_RDONLY)?;
+    let mut buf = [0u8; 512];
+    // Bytes of a partial line carried over; whether a line too long for
+    // the buffer is being skipped to its end.
+    let (mut carry, mut skipping) = (0, false);
+    let r = loop {
+        let n = match os::read_fd(fd, &mut buf[carry..]) {
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        let end = carry + n;
+        let whole = if n == 0 { end } else { buf[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) };
+        let mut lines = &buf[..whole];
+        if skipping && whole > 0 {
+            lines = lines.iter().position(|&b| b == b'\n').map_or(&b""[..], |i| &lines[i + 1..]);
+            skipping = false;
+        }
+        if let Some(v) = parse_key(lines, key) {
+            break Ok(Some(v));
+        }
+        if n == 0 {
+            break Ok(None);
+        }
+        carry = end - whole;
+        if carry == buf.len() {
+            (carry, skipping) = (0, true);
+        } else {
+            buf.copy_within(whole..end, 0);
+        }
+    };
+    os::close(fd);
+    r
+}
+
 /// What discovery found at start-up, for the statistics; `None` when there
 /// was no memory cgroup, or discovery was off or not run.
-static FOUND: SpinLock<Option<Found>> = SpinLock::new(None);
+pub(crate) static FOUND: SpinLock<Option<Found>> = SpinLock::new(None);
 
 /// Records what discovery found (called once by the limits' set-up).
 pub(crate) fn remember(found: Option<Found>) {
@@ -519,6 +572,30 @@ short line\n";
         assert_eq!(found.limit, Some(512 << 20));
         assert_eq!(found.high, Some(200 << 20));
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn read_key_finds_keys_across_reads_and_skips_overlong_lines() {
+        let path = std::env::temp_dir().join(format!("shrinkalloc-stat-{}", std::process::id()));
+        // A line of two reads' length whose tail would read as a line of
+        // its own, `inactive_file 1`, were the rest of it not skipped.
+        let mut text = "y".repeat(1024);
+        text.push_str("inactive_file 1\ninactive_file 4096\n");
+        for i in 0..200 {
+            text.push_str(&format!("key_{i} {i}\n"));
+        }
+        text.push_str("total_inactive_file 8192\ngarbage \u{fffd}\nlast 7");
+        std::fs::write(&path, &text).unwrap();
+        let c = PathBuf::c_path(path.to_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(read_key(&c, b"key_0"), Ok(Some(0)));
+        assert_eq!(read_key(&c, b"key_150"), Ok(Some(150)), "a key past the first read");
+        assert_eq!(read_key(&c, b"inactive_file"), Ok(Some(4096)), "not the tail of the long line");
+        assert_eq!(read_key(&c, b"total_inactive_file"), Ok(Some(8192)));
+        assert_eq!(read_key(&c, b"last"), Ok(Some(7)), "the last line has no newline");
+        assert_eq!(read_key(&c, b"missing"), Ok(None));
+        std::fs::remove_file(&path).unwrap();
+        let gone = PathBuf::c_path(b"/nonexistent/memory.stat").unwrap();
+        assert_eq!(read_key(&gone, b"x"), Err(libc::ENOENT));
     }
 
     #[test]

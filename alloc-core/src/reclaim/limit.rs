@@ -1,44 +1,50 @@
-//! The soft and hard limits on the allocator's committed bytes.
+//! The soft and hard limits on the allocator's committed bytes, and the
+//! commit threshold they set in the core (`crate::commit`): what one
+//! reclaim decision reads ([`Limits`]), nothing about where the values come
+//! from (`config.rs`: the program, the environment, the cgroup).
 //!
-//! | setting    | environment              | default | meaning                                        |
-//! |------------|--------------------------|---------|------------------------------------------------|
-//! | soft limit | `SHRINKALLOC_SOFT_LIMIT` | none    | crossing it wakes background reclaim           |
-//! | hard limit | `SHRINKALLOC_HARD_LIMIT` | none    | an allocation past it reclaims directly, or fails |
+//! With a hard limit and no soft limit, the soft limit in force is 7/8 of
+//! the hard one, so that background reclaim starts before allocations have
+//! to wait.
 //!
-//! Values are bytes with an optional binary unit (`4096`, `64K`, `512M`,
-//! `2G`); `0` means no limit. The environment is read once, on the first
-//! allocation slow path, without allocating; a bad value is reported once on
-//! stderr and ignored. The Rust setters win over the environment. Unless
-//! `SHRINKALLOC_CGROUP=off`, the process's memory cgroup is found
-//! (`cgroup.rs`); with neither limit configured, both are derived from it,
-//! and in any case its whole usage is watched (`pressure.rs`). With a
-//! hard limit and no soft limit, the soft limit in force is 7/8 of the hard
-//! one, so that background reclaim starts before allocations have to wait.
+//! A hard limit the program or the environment set *refuses* what does not
+//! fit after reclaim; one derived from the memory cgroup only starts direct
+//! reclaim (`Limits::refuses`): the kernel, not the allocator, decides
+//! whether the group may grow (`mod.rs`, `usage.rs`). Allocations made
+//! inside reclaim may go past a refusing limit by a reserve; when the limit
+//! is lowered below what is committed, the reserve sits above what was
+//! committed then (the *floor*), until the committed bytes are back under
+//! the limit, so that reclaim can always run (and start its threads).
 //!
-//! Invariant: the core's commit threshold (`crate::commit`, the fast check
-//! of every charge) is the smallest of the soft limit in force, the
-//! hard limit and `MONITOR_AT` (`usize::MAX` without any), recomputed under
-//! `SETTER` after every change (a fork child, alone, lowers it without the
-//! lock); it is 0 until the environment has been read, so the first
-//! `charge` takes the slow path and reads it. `charge`'s fast path is one
-//! load of it and one of the committed counter. `MONITOR_AT` is the
-//! committed bytes past which the next slow path starts the pressure
-//! monitor (`monitor.rs`), `usize::MAX` once it started or when not wanted.
+//! Invariant: the core's commit threshold (the fast check of every charge)
+//! is the smallest of the high watermark (just under the soft limit in
+//! force, [`Limits::high`]), the hard limit and the wake point (`usize::MAX`
+//! without any), or 0 while the hard limit refuses (so that every charge
+//! reserves against it, `commit::reserve`), recomputed under `SETTER` after every
+//! change (a fork child, alone, lowers it without the lock). It stays 0
+//! (the core's initial value) until `config.rs` has read the configuration
+//! and called [`recompute`], so the first charge takes the slow path that
+//! reads it. The wake point is the committed bytes past which a layer
+//! above wants the slow path once more (the pressure monitor's lazy start,
+//! `monitor.rs`); `usize::MAX` when none does.
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::shrinker::Level;
 use crate::lock::SpinLock;
-use crate::options::{self, Var};
 
 static SOFT: AtomicUsize = AtomicUsize::new(0);
 static HARD: AtomicUsize = AtomicUsize::new(0);
-/// 0: environment unread; 1: being read; 2: read.
-static ENV: AtomicU8 = AtomicU8::new(0);
-/// Serialises limit changes so the commit threshold matches the last pair written.
-static SETTER: SpinLock<()> = SpinLock::new(());
-/// Committed bytes past which the pressure monitor is due to start.
-static MONITOR_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Whether `HARD` was derived from the memory cgroup (never refuses).
+static HARD_DERIVED: AtomicBool = AtomicBool::new(false);
+/// Committed bytes when the hard limit was set below them, until they are
+/// back under it; 0 otherwise. The reserve sits above it.
+static FLOOR: AtomicUsize = AtomicUsize::new(0);
+/// Serialises limit changes so the commit threshold matches the last pair
+/// written. Lock order: `fork.rs`.
+pub(crate) static SETTER: SpinLock<()> = SpinLock::new(());
+/// Committed bytes past which a layer above wants the slow path.
+static WAKE_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Reserve above the hard limit for allocations made inside reclaim:
 /// 1/16 of the limit, clamped to [`RESERVE_MIN`, `RESERVE_MAX`].
@@ -50,13 +56,25 @@ const RESERVE_MAX: usize = 256 << 20;
 pub(crate) struct Limits {
     soft: usize,
     hard: usize,
+    /// Whether the hard limit refuses (set, not derived from the cgroup).
+    refuses: bool,
+    /// See `FLOOR`.
+    floor: usize,
 }
 
 impl Limits {
-    /// Limits of `soft` and `hard` bytes (0: none), as the soft one is in
-    /// force: the group's lines in `pressure.rs`.
+    /// Lines of `soft` and `hard` bytes (0: none) that start reclaim but
+    /// refuse nothing, as the soft one is in force: the group's lines in
+    /// `usage.rs`.
     pub(crate) const fn new(soft: usize, hard: usize) -> Self {
-        Self { soft, hard }
+        Self { soft, hard, refuses: false, floor: 0 }
+    }
+
+    /// Whether an allocation that does not fit under the hard limit after
+    /// reclaim is refused: the limit was set by the program or the
+    /// environment. One derived from the cgroup never refuses.
+    pub(crate) fn refuses(self) -> bool {
+        self.refuses && self.hard != 0
     }
 
     /// The soft limit in force, explicit or derived.
@@ -74,9 +92,11 @@ impl Limits {
         self.hard == 0 || bytes <= self.hard
     }
 
-    /// Whether `bytes` fits under the hard limit plus the reclaim reserve.
+    /// Whether `bytes` fits under the hard limit (or the floor, when the
+    /// limit was lowered below what was committed) plus the reclaim reserve.
     pub(crate) fn fits_reserve(self, bytes: usize) -> bool {
-        self.hard == 0 || bytes <= self.hard.saturating_add((self.hard / 16).clamp(RESERVE_MIN, RESERVE_MAX))
+        let base = self.hard.max(self.floor);
+        self.hard == 0 || bytes <= base.saturating_add((self.hard / 16).clamp(RESERVE_MIN, RESERVE_MAX))
     }
 
     /// Whether `bytes` committed in all is past the soft limit in force.
@@ -84,10 +104,33 @@ impl Limits {
         self.soft != 0 && bytes > self.soft
     }
 
-    /// Background reclaim's goal: 1/16 below the soft limit, so that one
-    /// wake buys room for more than one page.
+    /// Background reclaim's high watermark (kswapd's "low" free pages):
+    /// 1/32 below the soft limit. Past it, background reclaim wakes.
+    pub(crate) fn high(self) -> usize {
+        self.soft - self.soft / 32
+    }
+
+    /// Whether `bytes` is past the high watermark.
+    pub(crate) fn over_high(self, bytes: usize) -> bool {
+        self.soft != 0 && bytes > self.high()
+    }
+
+    /// Background reclaim's low watermark, what a pass aims for (kswapd's
+    /// "high" free pages): 1/16 below the soft limit. Between the two,
+    /// usage settles in a band 1/32 of the soft limit wide, and one wake
+    /// buys room for more than one page.
     pub(crate) fn soft_goal(self) -> usize {
         self.soft - self.soft / 16
+    }
+
+    /// The level of a background pass at `bytes`: `None` under the high
+    /// watermark, at least `Low` past it, [`Limits::level`] beyond.
+    pub(crate) fn background_level(self, bytes: usize) -> Level {
+        if self.over_high(bytes) {
+            self.level(bytes).max(Level::Low)
+        } else {
+            Level::None
+        }
     }
 
     /// Headroom direct reclaim frees beyond the shortfall: 1/32 of the hard limit.
@@ -114,9 +157,8 @@ impl Limits {
     }
 }
 
-/// The limits in force (reads the environment first if nobody has).
+/// The limits in force.
 pub(crate) fn current() -> Limits {
-    init();
     // Relaxed: each limit is an independent value; a reader racing a setter
     // sees the old or the new one, and the commit threshold is fixed up after it.
     let soft = SOFT.load(Ordering::Relaxed);
@@ -127,175 +169,115 @@ pub(crate) fn current() -> Limits {
         (s, 0) => s,
         (s, h) => s.min(h),
     };
-    Limits { soft, hard }
+    let refuses = !HARD_DERIVED.load(Ordering::Relaxed);
+    Limits { soft, hard, refuses, floor: FLOOR.load(Ordering::Relaxed) }
 }
 
-fn recompute() {
-    let l = current();
-    let limits = l.soft().unwrap_or(usize::MAX).min(l.hard().unwrap_or(usize::MAX));
-    // Relaxed: a stale value only delays the monitor's start by one charge.
-    let t = limits.min(MONITOR_AT.load(Ordering::Relaxed));
-    crate::commit::set_threshold(t);
+/// The committed bytes are back under the hard limit: the reserve goes
+/// back to sitting above the limit.
+pub(crate) fn clear_floor() {
+    // Relaxed: a hint; a racing setter's floor is lost only once the
+    // committed bytes are under its limit, which is when it would clear.
+    if FLOOR.load(Ordering::Relaxed) != 0 {
+        FLOOR.store(0, Ordering::Relaxed);
+    }
 }
 
-fn set(which: &AtomicUsize, bytes: Option<usize>) {
-    init();
-    let _g = SETTER.lock();
-    // Relaxed: see `current`; SETTER orders the setters among themselves.
-    which.store(bytes.unwrap_or(0), Ordering::Relaxed);
-    recompute();
-}
-
-/// Sets the soft limit on committed bytes (`None` or `Some(0)`: none, and
-/// then 7/8 of the hard limit is in force). Crossing it wakes background
-/// reclaim; no allocation ever fails because of it.
-///
-/// ```
-/// use shrinkalloc::reclaim::{set_soft_limit, soft_limit};
-/// set_soft_limit(Some(512 << 20));
-/// assert_eq!(soft_limit(), Some(512 << 20));
-/// set_soft_limit(None);
-/// ```
-pub fn set_soft_limit(bytes: Option<usize>) {
-    set(&SOFT, bytes);
-}
-
-/// Sets the hard limit on committed bytes (`None` or `Some(0)`: none). An
-/// allocation that would cross it reclaims in its own thread, under its
-/// scope, and fails (null) if it still does not fit.
-///
-/// ```
-/// use shrinkalloc::reclaim::{hard_limit, set_hard_limit};
-/// set_hard_limit(Some(2 << 30));
-/// assert_eq!(hard_limit(), Some(2 << 30));
-/// set_hard_limit(None);
-/// assert_eq!(hard_limit(), None);
-/// ```
-pub fn set_hard_limit(bytes: Option<usize>) {
-    set(&HARD, bytes);
-}
-
-/// The soft limit as set (from Rust or the environment), not derived.
-///
-/// ```
-/// assert_eq!(shrinkalloc::reclaim::soft_limit(), None);
-/// ```
-pub fn soft_limit() -> Option<usize> {
-    init();
+/// The soft limit as set, not derived (`None`: none).
+pub(crate) fn soft_as_set() -> Option<usize> {
     // Relaxed: see `current`.
     Some(SOFT.load(Ordering::Relaxed)).filter(|&b| b != 0)
 }
 
-/// The hard limit as set (from Rust or the environment).
-///
-/// ```
-/// assert_eq!(shrinkalloc::reclaim::hard_limit(), None);
-/// ```
-pub fn hard_limit() -> Option<usize> {
-    init();
+/// The hard limit as set (`None`: none).
+pub(crate) fn hard_as_set() -> Option<usize> {
     // Relaxed: see `current`.
     Some(HARD.load(Ordering::Relaxed)).filter(|&b| b != 0)
 }
 
-/// Reads `SHRINKALLOC_SOFT_LIMIT` and `SHRINKALLOC_HARD_LIMIT` once.
-#[inline]
-pub(crate) fn init() {
-    // Acquire pairs with the Release store of 2 below: the values read from
-    // the environment are visible once the state says so.
-    if ENV.load(Ordering::Acquire) != 2 {
-        init_slow();
-    }
+/// Stores the commit threshold for the limits and wake point now in force.
+fn recompute_locked() {
+    let l = current();
+    let limits = l.soft().map_or(usize::MAX, |_| l.high()).min(l.hard().unwrap_or(usize::MAX));
+    // Relaxed: a stale value only delays the wake by one charge.
+    let t = limits.min(WAKE_AT.load(Ordering::Relaxed));
+    // A hard limit that refuses is kept exactly: every charge reserves.
+    crate::commit::set_threshold(if l.refuses() { 0 } else { t });
 }
 
-#[cold]
-#[inline(never)]
-fn init_slow() {
-    // Limits are about to be set: the core must call reclaim past them.
-    super::install();
-    if ENV.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_err() {
-        // Another thread is reading; it takes microseconds. Bounded, in case
-        // it was a parent thread caught by fork().
-        for _ in 0..10_000 {
-            if ENV.load(Ordering::Acquire) == 2 {
-                return;
-            }
-            std::thread::yield_now();
-        }
-        return;
-    }
-    for (var, cell) in [(Var::SoftLimit, &SOFT), (Var::HardLimit, &HARD)] {
-        if let Some(v) = options::env_number(var) {
-            // Relaxed: published by the Release store of ENV below.
-            cell.store(v, Ordering::Relaxed);
-        }
-    }
-    // Relaxed: we are the only writer until ENV says 2.
-    let configured = SOFT.load(Ordering::Relaxed) != 0 || HARD.load(Ordering::Relaxed) != 0;
-    let group_limit = from_cgroup(!configured);
-    if let Some(at) = super::monitor::start_at_init(group_limit) {
-        // Relaxed: published with the limits by the Release store of ENV.
-        MONITOR_AT.store(at, Ordering::Relaxed);
-    }
-    ENV.store(2, Ordering::Release);
+/// Sets the commit threshold from the limits in force: once the
+/// configuration is read, and after each change.
+pub(crate) fn recompute() {
     let _g = SETTER.lock();
-    recompute();
+    recompute_locked();
 }
 
-/// Finds the process's memory cgroup (see `cgroup.rs`) unless
-/// `SHRINKALLOC_CGROUP=off`, derives the limits from it when `derive` (none
-/// is configured), and hands it to the usage watch. Returns whether the
-/// group has a limit.
-fn from_cgroup(derive: bool) -> bool {
-    // The choices are `auto` (0) and `off` (1).
-    if options::env_choice(Var::Cgroup) == 1 {
-        super::pressure::set_state(super::pressure::Source::Cgroup, super::pressure::SourceState::Off);
-        return false;
-    }
-    let found = super::cgroup::discover();
-    let derived = found.as_ref().and_then(|f| f.derived_limits());
-    if let (Some((soft, hard)), true) = (derived, derive) {
-        // Relaxed: published by the Release store of ENV in `init_slow`.
-        SOFT.store(soft as usize, Ordering::Relaxed);
-        HARD.store(hard as usize, Ordering::Relaxed);
-    }
-    super::pressure::set_group(found.as_ref());
-    super::cgroup::remember(found);
-    derived.is_some()
+/// Which of the two limits [`set`] changes.
+#[derive(Clone, Copy)]
+pub(crate) enum Which {
+    Soft,
+    Hard,
 }
 
-/// Whether the pressure monitor is due to start at `want` committed bytes.
+/// Sets one limit (`None` or `Some(0)`: none) and the threshold with it.
+pub(crate) fn set(which: Which, bytes: Option<usize>) {
+    let cell = match which {
+        Which::Soft => &SOFT,
+        Which::Hard => &HARD,
+    };
+    let _g = SETTER.lock();
+    // Relaxed: see `current`; SETTER orders the setters among themselves.
+    cell.store(bytes.unwrap_or(0), Ordering::Relaxed);
+    if let Which::Hard = which {
+        HARD_DERIVED.store(false, Ordering::Relaxed);
+        let committed = crate::stats::committed();
+        let below = bytes.is_some_and(|b| b != 0 && b < committed);
+        FLOOR.store(if below { committed } else { 0 }, Ordering::Relaxed);
+    }
+    recompute_locked();
+}
+
+/// Sets both limits while the configuration is first read, before anyone
+/// else may (the threshold follows with [`recompute`]); `derived` when
+/// they come from the cgroup (the hard one then refuses nothing).
+pub(crate) fn set_initial(soft: usize, hard: usize, derived: bool) {
+    // Relaxed: published by the configuration's Release store (`config.rs`).
+    SOFT.store(soft, Ordering::Relaxed);
+    HARD.store(hard, Ordering::Relaxed);
+    HARD_DERIVED.store(derived, Ordering::Relaxed);
+}
+
+/// Whether the committed bytes `want` are past the wake point.
 #[inline]
-pub(crate) fn monitor_due(want: usize) -> bool {
-    // Relaxed: see `recompute`.
-    want > MONITOR_AT.load(Ordering::Relaxed)
+pub(crate) fn wake_due(want: usize) -> bool {
+    // Relaxed: see `recompute_locked`.
+    want > WAKE_AT.load(Ordering::Relaxed)
 }
 
-/// Makes the monitor due once the committed bytes pass `at`.
-pub(crate) fn arm_monitor(at: usize) {
-    init();
+/// Moves the wake point down to `at` (never up).
+pub(crate) fn arm_wake(at: usize) {
     let _g = SETTER.lock();
     // Relaxed: SETTER orders the recomputations.
-    MONITOR_AT.fetch_min(at, Ordering::Relaxed);
-    recompute();
+    WAKE_AT.fetch_min(at, Ordering::Relaxed);
+    recompute_locked();
 }
 
-/// Takes the monitor's start off the slow path; `true` for the one caller
-/// that found it armed, who starts it.
-pub(crate) fn disarm_monitor() -> bool {
-    // Relaxed: the swap elects one starter; SETTER orders the recomputation.
-    if MONITOR_AT.swap(usize::MAX, Ordering::Relaxed) == usize::MAX {
+/// Takes the wake point away; `true` for the one caller that found it
+/// armed.
+pub(crate) fn disarm_wake() -> bool {
+    // Relaxed: the swap elects one caller; SETTER orders the recomputation.
+    if WAKE_AT.swap(usize::MAX, Ordering::Relaxed) == usize::MAX {
         return false;
     }
-    let _g = SETTER.lock();
     recompute();
     true
 }
 
-/// [`arm_monitor`] for a fork child's atfork handler: the child has one
-/// thread, and `SETTER` may have been held by a thread that is not there.
-pub(crate) fn arm_monitor_in_child(at: usize) {
+/// [`arm_wake`] for a fork child's handler: the child has one thread, and
+/// must not wait for `SETTER` (`fork.rs` hands it over released anyway).
+pub(crate) fn arm_wake_in_child(at: usize) {
     // Relaxed: single-threaded here.
-    MONITOR_AT.store(at, Ordering::Relaxed);
+    WAKE_AT.store(at, Ordering::Relaxed);
     crate::commit::lower_threshold(at);
 }
 
@@ -304,14 +286,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn background_works_between_two_watermarks_under_the_soft_limit() {
+        let l = Limits { soft: 3200, hard: 6400, refuses: true, floor: 0 };
+        assert_eq!((l.high(), l.soft_goal()), (3100, 3000));
+        assert_eq!(l.background_level(3100), Level::None);
+        assert_eq!(l.background_level(3101), Level::Low, "past the high watermark, under the soft limit");
+        assert_eq!(l.background_level(5000), Level::Medium);
+        assert_eq!(Limits { soft: 0, hard: 0, refuses: false, floor: 0 }.background_level(1 << 40), Level::None);
+    }
+
+    #[test]
     fn levels_rise_from_soft_to_hard() {
-        let l = Limits { soft: 100, hard: 200 };
+        let l = Limits { soft: 100, hard: 200, refuses: true, floor: 0 };
         assert_eq!(l.level(100), Level::None);
         assert_eq!(l.level(120), Level::Low);
         assert_eq!(l.level(160), Level::Medium);
         assert_eq!(l.level(201), Level::Critical);
-        let soft_only = Limits { soft: 100, hard: 0 };
+        let soft_only = Limits { soft: 100, hard: 0, refuses: true, floor: 0 };
         assert_eq!(soft_only.level(140), Level::Low);
         assert_eq!(soft_only.level(1 << 40), Level::Medium);
+    }
+
+    #[test]
+    fn the_reserve_sits_above_the_floor_and_derived_lines_refuse_nothing() {
+        let mib = 1 << 20;
+        let lowered = Limits { soft: 140 * mib, hard: 160 * mib, refuses: true, floor: 240 * mib };
+        assert!(!lowered.fits(200 * mib));
+        assert!(lowered.fits_reserve(240 * mib + 64 * 1024), "reclaim can allocate above what was committed");
+        assert!(!lowered.fits_reserve(300 * mib));
+        assert!(lowered.refuses());
+        assert!(!Limits::new(140 * mib, 160 * mib).refuses());
     }
 }

@@ -4,12 +4,17 @@
 //! reclaimers. It never runs a reclaim pass itself.
 //!
 //! It starts lazily, from `charge`'s slow path with no lock held, never
-//! while the allocator initialises: once a few MiB more than at start-up
-//! are committed when the limits' set-up found a cgroup limit or systemd's
-//! `MEMORY_PRESSURE_WATCH`; at the next slow path after a shrinker is
-//! registered. `SHRINKALLOC_MONITOR=on` starts it in any case (system-wide
-//! PSI), `off` never. It is a raw pthread whose first act is to mark itself
-//! `RECLAIMING` and background, so nothing it allocates ever reclaims.
+//! while the allocator initialises: at the next slow path after the first
+//! shrinker is registered (the program has opted in: its caches should
+//! hear of pressure), or, with `SHRINKALLOC_MONITOR=on`, once a few MiB
+//! more than at start-up are committed; `off` never. A program that
+//! registered no shrinker and did not ask gets no thread of the library's
+//! (neither this one nor the background reclaimers, [`threads_allowed`]):
+//! its allocation slow paths read the group's usage at a bounded rate
+//! themselves (`pressure.rs`), and a program that must stay single-threaded
+//! (`unshare(CLONE_NEWUSER)`, a sandbox counting threads) stays so. It is
+//! a raw pthread whose first act is to mark itself `RECLAIMING` and
+//! background, so nothing it allocates ever reclaims.
 //! It sets its sources up in its own thread, so the slow path only spawns:
 //!
 //! - cgroup v1: an eventfd on `memory.usage_in_bytes` thresholds at the
@@ -28,7 +33,7 @@
 //! Invariant: the monitor belongs to the process that started it
 //! (`RUNNING` holds its pid). A `fork()` child closes the inherited
 //! descriptors in its atfork handler — `FDS` lists every descriptor the
-//! monitor holds, and `fork_prepare` holds `FDS`'s lock, which set-up holds
+//! monitor holds, and `fork.rs` holds `FDS`'s lock across the fork, which set-up holds
 //! across each open, so the list is complete — and arms a fresh start. The
 //! monitor allocates nothing while holding `FDS`, and blocks only in `poll`.
 
@@ -38,10 +43,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use super::cgroup::{Events, PathBuf, Version};
 use super::limit;
-use super::pressure::{self, Group, Source, SourceState};
+use super::pressure;
 use super::psi::{self, PsiTrigger, StallKind};
 use super::scope::{self, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
+use super::sources::{self, Source, SourceState};
+use super::usage::{self, Group};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::os::{self, FileKind};
 
@@ -80,11 +87,11 @@ enum Mode {
 static MODE: AtomicU8 = AtomicU8::new(0);
 /// The pid of the process whose monitor runs (or is starting), or 0.
 static RUNNING: AtomicU32 = AtomicU32::new(0);
-/// Every descriptor the monitor holds, by watch slot (-1: none).
-static FDS: SpinLock<[i32; MAX_WATCHES]> = SpinLock::new([-1; MAX_WATCHES]);
-/// Whether the fork handlers are registered (not a `Once`: a fork while
-/// another thread runs it would leave the child's copy running forever).
-static AT_FORK: AtomicBool = AtomicBool::new(false);
+/// Set when the first shrinker is registered, never cleared.
+static OPTED_IN: AtomicBool = AtomicBool::new(false);
+/// Every descriptor the monitor holds, by watch slot (-1: none). Held
+/// across `fork()` (`fork.rs`, where the lock order is).
+pub(crate) static FDS: SpinLock<[i32; MAX_WATCHES]> = SpinLock::new([-1; MAX_WATCHES]);
 
 fn mode() -> Mode {
     // Relaxed here and below: the mode is a pure function of the
@@ -111,32 +118,49 @@ fn systemd_watch() -> Option<&'static [u8]> {
 }
 
 /// Called once while the limits are first read: the committed bytes past
-/// which the monitor should start, if it should start on its own.
-pub(crate) fn start_at_init(cgroup_limit: bool) -> Option<usize> {
-    let wanted = match mode() {
-        Mode::Off => {
-            pressure::set_state(Source::Monitor, SourceState::Off);
-            false
-        }
-        Mode::On => true,
-        Mode::Auto => cgroup_limit || systemd_watch().is_some_and(|w| w != b"/dev/null"),
-    };
-    wanted.then(|| crate::stats::committed().saturating_add(ARM_BYTES))
+/// which the monitor should start, if it should start on its own
+/// (`SHRINKALLOC_MONITOR=on`; otherwise only a shrinker starts it).
+pub(crate) fn start_at_init() -> Option<usize> {
+    match mode() {
+        Mode::Off => sources::set_state(Source::Monitor, SourceState::Off),
+        Mode::On => return Some(crate::stats::committed().saturating_add(ARM_BYTES)),
+        Mode::Auto => {}
+    }
+    None
+}
+
+/// Whether the library may run threads of its own in this process: a
+/// shrinker was registered (they serve it) or `SHRINKALLOC_MONITOR=on`.
+/// Otherwise pressure is handled on the program's own slow paths.
+pub(crate) fn threads_allowed() -> bool {
+    // Relaxed: a flag that only ever goes up; a stale `false` handles one
+    // more pressure reading in the allocating thread.
+    OPTED_IN.load(Ordering::Relaxed) || mode() == Mode::On
+}
+
+/// Whether the program registered a shrinker (ever): it then opted in to
+/// reclaim, refusals at its group's real limit included (`mod.rs`).
+pub(crate) fn opted_in() -> bool {
+    // Relaxed: see `threads_allowed`.
+    OPTED_IN.load(Ordering::Relaxed)
 }
 
 /// A shrinker was registered: its caches should hear of pressure, so the
-/// monitor starts at the next slow path (unless it is off or running).
+/// monitor starts at the next slow path (unless it is off or running), and
+/// the background reclaimers may start.
 pub(crate) fn want() {
+    // Relaxed: see `threads_allowed`.
+    OPTED_IN.store(true, Ordering::Relaxed);
     // Relaxed: a stale pid only arms a start that `start` then declines.
     if mode() != Mode::Off && RUNNING.load(Ordering::Relaxed) != std::process::id() {
-        limit::arm_monitor(0);
+        limit::arm_wake(0);
     }
 }
 
 /// Starts the monitor of this process if it is due (called from `charge`'s
 /// slow path with no lock held, never inside reclaim).
 pub(crate) fn start() {
-    if !limit::disarm_monitor() {
+    if !limit::disarm_wake() {
         return;
     }
     let pid = std::process::id();
@@ -146,17 +170,13 @@ pub(crate) fn start() {
     if seen == pid || RUNNING.compare_exchange(seen, pid, Ordering::Relaxed, Ordering::Relaxed).is_err() {
         return;
     }
-    // Registering the fork handlers and creating a thread allocate: never
-    // let those allocations reclaim or start the monitor again.
+    // Creating a thread allocates: never let that reclaim or start the
+    // monitor again.
     let _r = Reclaiming::enter();
-    // Relaxed: the swap elects one registering thread; nothing else is ordered.
-    if !AT_FORK.swap(true, Ordering::Relaxed) {
-        os::at_fork(fork_prepare, fork_parent, fork_child);
-    }
-    pressure::set_state(Source::Monitor, SourceState::Active);
+    sources::set_state(Source::Monitor, SourceState::Active);
     // SAFETY: the thread takes no argument.
     if !unsafe { os::spawn_detached(monitor_main, ptr::null_mut()) } {
-        pressure::set_state(Source::Monitor, SourceState::Failed(libc::EAGAIN));
+        sources::set_state(Source::Monitor, SourceState::Failed(libc::EAGAIN));
     }
 }
 
@@ -168,7 +188,7 @@ extern "C" fn monitor_main(_: *mut c_void) -> *mut c_void {
     m.set_up();
     m.run();
     // Nothing (left) to watch.
-    pressure::set_state(Source::Monitor, SourceState::Missing);
+    sources::set_state(Source::Monitor, SourceState::Missing);
     ptr::null_mut()
 }
 
@@ -312,7 +332,7 @@ impl Monitor {
 
     /// Opens every source, recording what became of each.
     fn set_up(&mut self) {
-        let group = pressure::group();
+        let group = usage::group();
         let mut fds = FDS.lock();
         let (v1, v2) = match group {
             Some(&g) if g.version == Version::V1 => (Some(g), None),
@@ -326,18 +346,18 @@ impl Monitor {
             set_file_path(Source::V1PressureLevel, &g, b"memory.pressure_level");
         }
         let r = v1.map_or(missing, |g| state(self.v1_thresholds(&mut fds, &g)));
-        pressure::set_state(Source::V1Threshold, r);
+        sources::set_state(Source::V1Threshold, r);
         let r = v1.map_or(missing, |g| state(self.v1_pressure_level(&mut fds, &g)));
-        pressure::set_state(Source::V1PressureLevel, r);
+        sources::set_state(Source::V1PressureLevel, r);
         if let Some(g) = v2 {
             set_file_path(Source::V2Events, &g, b"memory.events");
         }
         let r = v2.map_or(missing, |g| state(self.v2_events(&mut fds, &g)));
-        pressure::set_state(Source::V2Events, r);
+        sources::set_state(Source::V2Events, r);
         let systemd = self.systemd(&mut fds);
-        pressure::set_state(Source::SystemdWatch, systemd);
+        sources::set_state(Source::SystemdWatch, systemd);
         let psi = if systemd == SourceState::Active { SourceState::Off } else { self.psi(&mut fds) };
-        pressure::set_state(Source::Psi, psi);
+        sources::set_state(Source::Psi, psi);
     }
 
     /// v1 usage thresholds at the group's soft line, halfway to the hard
@@ -403,7 +423,7 @@ impl Monitor {
                 None => return SourceState::Missing,
             },
         };
-        pressure::set_path(Source::Psi, path.as_bytes());
+        sources::set_path(Source::Psi, path.as_bytes());
         let mut first_error = None;
         for (trigger, level) in PSI_TRIGGERS {
             let mut text = [0u8; PsiTrigger::TEXT_MAX];
@@ -429,7 +449,7 @@ impl Monitor {
         if watch == b"/dev/null" {
             return SourceState::Off;
         }
-        pressure::set_path(Source::SystemdWatch, watch);
+        sources::set_path(Source::SystemdWatch, watch);
         let mut raw = [0u8; 256];
         let write = match os::getenv(b"MEMORY_PRESSURE_WRITE\0") {
             None => None,
@@ -466,13 +486,13 @@ impl Monitor {
     /// Waits for events and reads the usage until nothing is left to watch.
     fn run(&mut self) {
         loop {
-            let group = pressure::group();
+            let group = usage::group();
             if group.is_none() && self.count(|_| true) == 0 {
                 return;
             }
             let usage_period = match group {
                 None => -1,
-                Some(g) if pressure::last_working_set() >= g.lines.soft().unwrap_or(0) as u64 / 2 => NEAR_MS,
+                Some(g) if usage::last_working_set() >= g.lines.soft().unwrap_or(0) as u64 / 2 => NEAR_MS,
                 Some(_) => FAR_MS,
             };
             // The monitor also runs the decay's global tick, so an idle
@@ -520,8 +540,8 @@ impl Monitor {
         match w.what {
             What::Threshold => {
                 drain(w.fd);
-                pressure::note_event(Source::V1Threshold);
-                match pressure::read_now() {
+                sources::note_event(Source::V1Threshold);
+                match usage::read_now() {
                     Some(r) => {
                         pressure::raise(Source::V1Threshold, r.level, r.target);
                     }
@@ -531,27 +551,27 @@ impl Monitor {
             }
             What::PressureLevel(level) => {
                 drain(w.fd);
-                pressure::note_event(Source::V1PressureLevel);
+                sources::note_event(Source::V1PressureLevel);
                 pressure::raise_event(Source::V1PressureLevel, level);
             }
             What::Events => self.on_events(w.fd),
             What::Psi(_) if broken => {
                 self.drop_where(|x| x == w.what);
-                pressure::set_state(Source::Psi, SourceState::Failed(libc::EIO));
+                sources::set_state(Source::Psi, SourceState::Failed(libc::EIO));
             }
             What::Psi(level) => {
-                pressure::note_event(Source::Psi);
+                sources::note_event(Source::Psi);
                 pressure::raise_event(Source::Psi, level);
             }
             What::Systemd(kind) => {
                 let eof = kind != FileKind::Regular && !discard(w.fd);
                 if revents & (libc::POLLIN | libc::POLLPRI) != 0 && !broken {
-                    pressure::note_event(Source::SystemdWatch);
+                    sources::note_event(Source::SystemdWatch);
                     pressure::raise_event(Source::SystemdWatch, Level::Medium);
                 }
                 if broken || eof || revents & libc::POLLHUP != 0 {
                     self.drop_where(|x| x == w.what);
-                    pressure::set_state(Source::SystemdWatch, SourceState::Failed(libc::EPIPE));
+                    sources::set_state(Source::SystemdWatch, SourceState::Failed(libc::EPIPE));
                 }
             }
         }
@@ -570,7 +590,7 @@ impl Monitor {
             Level::None
         };
         if level > Level::None {
-            pressure::note_event(Source::V2Events);
+            sources::note_event(Source::V2Events);
             pressure::raise_event(Source::V2Events, level);
         }
     }
@@ -583,27 +603,15 @@ impl Monitor {
 
 fn set_file_path(src: Source, g: &Group, name: &[u8]) {
     if let Some(p) = g.dir.file(name) {
-        pressure::set_path(src, p.as_bytes());
+        sources::set_path(src, p.as_bytes());
     }
 }
 
-// Around fork(): the child has no monitor thread. It closes what the
-// parent's monitor held (the numbers are still ours there, before the
-// child's code can reuse them) and arms a start of its own.
-
-unsafe extern "C" fn fork_prepare() {
-    FDS.raw_lock();
-}
-
-unsafe extern "C" fn fork_parent() {
-    // SAFETY: `fork_prepare` took the lock in this process image.
-    unsafe { FDS.raw_unlock() };
-}
-
-unsafe extern "C" fn fork_child() {
-    // SAFETY: `fork_prepare` took the lock in the parent image, which this
-    // child inherited; nobody else in the child holds it.
-    unsafe { FDS.raw_unlock() };
+/// In a `fork()` child, once `fork.rs` released `FDS`: the child has no
+/// monitor thread. Closes what the parent's monitor held (the numbers are
+/// still ours here, before the child's code can reuse them) and arms a
+/// start of its own.
+pub(crate) fn after_fork_in_child() {
     let mut fds = FDS.lock();
     for fd in fds.iter_mut().filter(|fd| **fd >= 0) {
         os::close(*fd);
@@ -612,10 +620,10 @@ unsafe extern "C" fn fork_child() {
     drop(fds);
     // Relaxed: the child has one thread.
     let had = RUNNING.swap(0, Ordering::Relaxed) != 0;
-    if had && pressure::state(Source::Monitor) == SourceState::Active {
+    if had && sources::state(Source::Monitor) == SourceState::Active {
         for src in [Source::V1Threshold, Source::V1PressureLevel, Source::V2Events, Source::Psi, Source::SystemdWatch] {
-            pressure::set_state(src, SourceState::NotStarted);
+            sources::set_state(src, SourceState::NotStarted);
         }
-        limit::arm_monitor_in_child(crate::stats::committed().saturating_add(ARM_BYTES));
+        limit::arm_wake_in_child(crate::stats::committed().saturating_add(ARM_BYTES));
     }
 }

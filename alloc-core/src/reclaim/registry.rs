@@ -22,12 +22,12 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::counters::ShrinkerCounters;
 use super::scope;
 use super::shrinker::{Shrinker, ShrinkerOptions};
-use super::stats::{ShrinkerCounters, ShrinkerStats};
 use crate::lock::SpinLock;
 use crate::os;
 
@@ -183,16 +183,16 @@ impl Entry {
 /// An immutable list of the registered shrinkers, as one reclaim walks it.
 pub(crate) type Snapshot = Arc<Vec<Arc<Entry>>>;
 
-struct Registry {
+pub(crate) struct Registry {
     /// Bumped by every installed change; writers retry on a mismatch.
     version: u64,
     list: Option<Snapshot>,
 }
 
 /// Held only to clone or swap `list`: never while allocating or freeing.
-static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry { version: 0, list: None });
+/// Held across `fork()` (`fork.rs`, where the lock order is).
+pub(crate) static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry { version: 0, list: None });
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static AT_FORK: Once = Once::new();
 
 /// The current list, or `None` when no shrinker was ever registered.
 pub(crate) fn snapshot() -> Option<Snapshot> {
@@ -225,57 +225,19 @@ fn update(edit: impl Fn(&[Arc<Entry>]) -> Vec<Arc<Entry>>) {
     }
 }
 
-/// Registers `shrinker`; reclaim may call it as soon as this returns, and
-/// until the returned handle is dropped or [`ShrinkerHandle::unregister`]ed.
-/// Callable from anywhere, including from inside another shrinker, and at
-/// the hard limit: its few allocations may use the reserve above it.
-///
-/// ```
-/// use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
-/// struct Nothing;
-/// impl Shrinker for Nothing {
-///     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
-///     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
-/// }
-/// let h = register(Nothing, ShrinkerOptions::new("nothing"));
-/// assert_eq!(h.name(), "nothing");
-/// ```
-pub fn register<S: Shrinker>(shrinker: S, options: ShrinkerOptions) -> ShrinkerHandle {
-    super::with_reserve(|| register_boxed(Box::new(shrinker), options))
-}
-
-/// [`register`] for a shrinker already boxed (the C API's path).
-///
-/// ```
-/// use shrinkalloc::reclaim::{register_boxed, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
-/// struct Nothing;
-/// impl Shrinker for Nothing {
-///     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
-///     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
-/// }
-/// let h = register_boxed(Box::new(Nothing), ShrinkerOptions::new("boxed"));
-/// h.unregister();
-/// ```
-pub fn register_boxed(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> ShrinkerHandle {
-    // A few hundred bytes, from the reserve if need be: a program at its
-    // hard limit is the one that most needs to register its caches, and a
-    // failed allocation here could only abort.
-    super::install();
-    super::with_reserve(|| {
-        AT_FORK.call_once(|| os::at_fork(fork_prepare, fork_parent, fork_child));
-        // Its caches should hear of pressure from outside too.
-        super::monitor::want();
-        // Relaxed: ids only need to be unique.
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(Entry::new(id, shrinker, options));
-        update(|list| {
-            let mut v = Vec::with_capacity(list.len() + 1);
-            v.extend(list.iter().cloned());
-            v.push(entry.clone());
-            v
-        });
-        ShrinkerHandle { entry }
-    })
+/// Adds `shrinker` to the list; reclaim may call it as soon as this
+/// returns (the public `register` in `mod.rs` wraps it).
+pub(crate) fn insert(shrinker: Box<dyn Shrinker>, options: ShrinkerOptions) -> ShrinkerHandle {
+    // Relaxed: ids only need to be unique.
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let entry = Arc::new(Entry::new(id, shrinker, options));
+    update(|list| {
+        let mut v = Vec::with_capacity(list.len() + 1);
+        v.extend(list.iter().cloned());
+        v.push(entry.clone());
+        v
+    });
+    ShrinkerHandle { entry }
 }
 
 /// Takes `entry` out of the list, waits for callbacks in flight (unless this
@@ -370,20 +332,9 @@ impl ShrinkerHandle {
         self.entry.is_disabled()
     }
 
-    /// This shrinker's statistics so far.
-    ///
-    /// ```
-    /// # use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
-    /// # struct Nothing;
-    /// # impl Shrinker for Nothing {
-    /// #     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
-    /// #     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
-    /// # }
-    /// let h = register(Nothing, ShrinkerOptions::new("n"));
-    /// assert_eq!(h.stats().scan_calls, 0);
-    /// ```
-    pub fn stats(&self) -> ShrinkerStats {
-        ShrinkerStats::of(&self.entry)
+    /// The registry entry, for the statistics (`stats.rs`).
+    pub(crate) fn entry(&self) -> &Entry {
+        &self.entry
     }
 }
 
@@ -399,24 +350,11 @@ impl core::fmt::Debug for ShrinkerHandle {
     }
 }
 
-// Fork: the registry lock is held across `fork()` so the child never
-// inherits it locked by a thread that does not exist there.
-unsafe extern "C" fn fork_prepare() {
-    REGISTRY.raw_lock();
-}
-
-unsafe extern "C" fn fork_parent() {
-    // SAFETY: `fork_prepare` took the lock in this process image.
-    unsafe { REGISTRY.raw_unlock() };
-}
-
-unsafe extern "C" fn fork_child() {
-    // SAFETY: `fork_prepare` took the lock in the parent image, which this
-    // child inherited; nobody else in the child holds it.
-    unsafe { REGISTRY.raw_unlock() };
-    // The child's only thread is the one that forked: a count left by a
-    // parent thread inside a callback would make unregistration wait
-    // forever. Clear them, unless the forking thread is itself inside one.
+/// In a `fork()` child, once `fork.rs` released the registry lock: the
+/// child's only thread is the one that forked, so a count left by a parent
+/// thread inside a callback would make unregistration wait forever. Clears
+/// them, unless the forking thread is itself inside one.
+pub(crate) fn after_fork_in_child() {
     if !scope::is_reclaiming() {
         let g = REGISTRY.lock();
         for e in g.list.iter().flat_map(|l| l.iter()) {

@@ -15,6 +15,11 @@
 //! reclaim reads the mask ([`ScopeFlags::effective`]). `RECLAIMING` (the
 //! kernel's `PF_MEMALLOC`) is set while a thread runs reclaim or a shrinker;
 //! `reclaim::charge` relies on it to never recurse into reclaim.
+//!
+//! A mask sorts threads into a [`ContextClass`] (normal, `NOFS`, `NOIO`):
+//! the one type by which the background reclaimers, the shrinkers' needs,
+//! captured contexts and the work queues (`crate::delegate`) tell threads
+//! apart.
 
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -380,6 +385,114 @@ pub fn is_background_reclaimer() -> bool {
     raw() & BACKGROUND != 0
 }
 
+/// The classes of contexts, from least to most restricted: what a context
+/// forbids reclaim to enter. Work queues keep separate workers per class and
+/// the library keeps one background reclaimer per class.
+///
+/// ```
+/// use shrinkalloc::reclaim::{Context, ContextClass, ScopeFlags};
+/// assert_eq!(Context::from_scope(ScopeFlags::NOIO).class(), ContextClass::Noio);
+/// assert!(ContextClass::Normal < ContextClass::Nofs);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContextClass {
+    /// No restriction: reclaim may enter the filesystem and start I/O.
+    Normal = 0,
+    /// `NOFS`: reclaim must not enter the filesystem.
+    Nofs = 1,
+    /// `NOIO` (implying `NOFS`): reclaim must not start I/O either.
+    Noio = 2,
+}
+
+impl ContextClass {
+    /// How many classes there are.
+    pub const COUNT: usize = 3;
+
+    /// Every class, in index order.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::ContextClass;
+    /// assert_eq!(ContextClass::ALL.map(ContextClass::index), [0, 1, 2]);
+    /// ```
+    pub const ALL: [ContextClass; ContextClass::COUNT] = [ContextClass::Normal, ContextClass::Nofs, ContextClass::Noio];
+
+    /// The class's index: 0 normal, 1 `NOFS`, 2 `NOIO`.
+    ///
+    /// ```
+    /// assert_eq!(shrinkalloc::reclaim::ContextClass::Nofs.index(), 1);
+    /// ```
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The class of a thread with scope `mask`: by its effective flags
+    /// (`NOIO` implying `NOFS`), the most restricted one it is in.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::{ContextClass, ScopeFlags};
+    /// assert_eq!(ContextClass::of(ScopeFlags::NOFS | ScopeFlags::NOIO), ContextClass::Noio);
+    /// assert_eq!(ContextClass::of(ScopeFlags::NONE), ContextClass::Normal);
+    /// ```
+    pub const fn of(mask: ScopeFlags) -> Self {
+        let m = mask.effective();
+        if m.contains(ScopeFlags::NOIO) {
+            ContextClass::Noio
+        } else if m.contains(ScopeFlags::NOFS) {
+            ContextClass::Nofs
+        } else {
+            ContextClass::Normal
+        }
+    }
+
+    /// The class of index `i` (2 and above: `Noio`).
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::ContextClass;
+    /// assert_eq!(ContextClass::from_index(0), ContextClass::Normal);
+    /// ```
+    pub const fn from_index(i: usize) -> Self {
+        match i {
+            0 => ContextClass::Normal,
+            1 => ContextClass::Nofs,
+            _ => ContextClass::Noio,
+        }
+    }
+
+    /// `"normal"`, `"nofs"` or `"noio"`, as statistics print it.
+    ///
+    /// ```
+    /// assert_eq!(shrinkalloc::reclaim::ContextClass::Noio.name(), "noio");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            ContextClass::Normal => "normal",
+            ContextClass::Nofs => "nofs",
+            ContextClass::Noio => "noio",
+        }
+    }
+
+    /// The least restricted scope of the class: what its workers run under
+    /// between items.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::{ContextClass, ScopeFlags};
+    /// assert_eq!(ContextClass::Nofs.scope(), ScopeFlags::NOFS);
+    /// ```
+    pub const fn scope(self) -> ScopeFlags {
+        match self {
+            ContextClass::Normal => ScopeFlags::NONE,
+            ContextClass::Nofs => ScopeFlags::NOFS,
+            ContextClass::Noio => ScopeFlags::NOIO,
+        }
+    }
+}
+
+impl core::fmt::Display for ContextClass {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +509,17 @@ mod tests {
         assert_eq!(current_scope(), ScopeFlags::NOIO);
         noio_restore(io);
         assert_eq!(current_scope(), ScopeFlags::NONE);
+    }
+
+    #[test]
+    fn classes_follow_the_effective_mask() {
+        assert_eq!(ContextClass::of(ScopeFlags::NONE), ContextClass::Normal);
+        assert_eq!(ContextClass::of(ScopeFlags::NOFS), ContextClass::Nofs);
+        assert_eq!(ContextClass::of(ScopeFlags::NOIO), ContextClass::Noio);
+        assert_eq!(ContextClass::of(ScopeFlags::NOIO | ScopeFlags::NOFS), ContextClass::Noio);
+        for c in ContextClass::ALL {
+            assert_eq!(ContextClass::of(c.scope()), c);
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@
 use core::fmt;
 use core::ops::BitOr;
 
-use super::scope::ScopeFlags;
+use super::scope::{ContextClass, ScopeFlags};
 
 /// How hard reclaim is pushing: `None < Low < Medium < Critical`.
 ///
@@ -83,11 +83,20 @@ impl fmt::Display for Level {
     }
 }
 
-/// What [`Shrinker::count`] reports.
+/// What [`Shrinker::count`] reports. A shrinker that counts nothing is
+/// never asked to scan.
 ///
 /// ```
-/// use shrinkalloc::reclaim::CountResult;
-/// assert_ne!(CountResult::Count(0), CountResult::Empty);
+/// use shrinkalloc::reclaim::{reclaim, register, CountResult, Level, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+/// struct Empty;
+/// impl Shrinker for Empty {
+///     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
+///     fn scan(&self, _: &ShrinkControl) -> ScanResult { unreachable!("nothing was counted") }
+/// }
+/// let h = register(Empty, ShrinkerOptions::new("empty"));
+/// reclaim(usize::MAX, Level::Critical);
+/// assert!(h.stats().count_calls > 0);
+/// assert_eq!(h.stats().scan_calls, 0);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CountResult {
@@ -97,11 +106,21 @@ pub enum CountResult {
     Empty,
 }
 
-/// What [`Shrinker::scan`] reports.
+/// What [`Shrinker::scan`] reports. After `Stop` the shrinker is asked no
+/// more in that round; what was not scanned is owed to it.
 ///
 /// ```
-/// use shrinkalloc::reclaim::ScanResult;
-/// assert_eq!(ScanResult::Freed(3), ScanResult::Freed(3));
+/// use shrinkalloc::reclaim::{reclaim, register, CountResult, Level, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+/// struct Busy;
+/// impl Shrinker for Busy {
+///     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Count(1000) }
+///     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
+/// }
+/// let h = register(Busy, ShrinkerOptions::new("busy").batch(10));
+/// reclaim(usize::MAX, Level::Critical);
+/// let s = h.stats();
+/// assert_eq!(s.stops, s.scan_calls, "one scan per round, each stopped");
+/// assert!(s.stops > 0 && s.objects_freed == 0 && s.deferred > 0);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanResult {
@@ -244,16 +263,15 @@ impl Needs {
             || self.0 & Self::IO.0 != 0 && scope.contains(ScopeFlags::NOIO))
     }
 
-    /// The least restricted scope that still allows these needs' shrinkers,
-    /// as an index: 0 unrestricted, 1 `NOFS`, 2 `NOIO`. A shrinker's
-    /// background reclaimer is the one of that class.
-    pub(crate) const fn class(self) -> usize {
+    /// The most restricted class whose scope still allows these needs'
+    /// shrinkers: a shrinker's background reclaimer is the one of that class.
+    pub(crate) const fn class(self) -> ContextClass {
         if self.0 & Self::FS.0 != 0 {
-            0
+            ContextClass::Normal
         } else if self.0 & Self::IO.0 != 0 {
-            1
+            ContextClass::Nofs
         } else {
-            2
+            ContextClass::Noio
         }
     }
 
@@ -427,8 +445,8 @@ impl ShrinkerOptions {
 /// }
 ///
 /// let handle = register(Cache(Mutex::new(vec![vec![0; 4096].into(); 8])), ShrinkerOptions::new("blocks"));
-/// assert!(shrinkalloc::reclaim::reclaim(usize::MAX, shrinkalloc::reclaim::Level::Critical) < usize::MAX);
-/// assert!(handle.stats().objects_freed > 0);
+/// shrinkalloc::reclaim::reclaim(usize::MAX, shrinkalloc::reclaim::Level::Critical);
+/// assert_eq!(handle.stats().objects_freed, 8, "an unbounded pass empties the cache");
 /// ```
 pub trait Shrinker: Send + Sync + 'static {
     /// How many objects could be freed now, or [`CountResult::Empty`]. Must be

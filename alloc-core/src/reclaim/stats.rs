@@ -1,174 +1,210 @@
-//! Reclaim statistics: per shrinker, per pass (with the trigger or pressure
-//! source that raised it), for the limits, and the pressure sources' own
-//! table (`pressure.rs`), printed one line per source.
+//! Reclaim statistics, declared once: per shrinker, per pass (with what
+//! raised it), for the limits, and the pressure sources' own records
+//! (`sources.rs`).
+//!
+//! Each statistics struct is written once, in a [`declare_stats!`] table
+//! whose every line gives a field's doc, name, type, text label and how it
+//! renders. The table generates the struct and its [`fields`](ReclaimStats::fields)
+//! list; the text (`Display`), the JSON and the C view (`alloc-ffi`'s
+//! `stats.rs`) all walk that list, so a field added to the table shows up
+//! everywhere or nowhere.
 //!
 //! Invariant: every counter is a relaxed atomic bumped on a reclaim path
 //! (never on the allocation fast path) and never allocates; the recent
 //! passes sit in a fixed ring whose slots are written under a per-slot
 //! sequence number, so a reader skips a slot caught mid-write instead of
-//! waiting. [`stats`] gathers everything into plain values (allocating) for
-//! Rust callers and prints as text through `Display`.
+//! waiting. [`stats`] gathers everything into plain values (allocating).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::counters::{bump, BACKGROUND_WAKES, FAILED_CHARGES, FAILED_MAPS, PANICS, RESERVE_CHARGES, WORKERS_STARTED};
 use super::limit;
-use super::pressure::{SourceState, SourceStats};
-use super::registry::{self, Entry};
+use super::registry::{self, Entry, ShrinkerHandle};
 use super::scope::ScopeFlags;
 use super::shrinker::{Level, Needs};
+use super::sources::{self, SourceState, Trigger};
 
-/// What started a reclaim pass: the allocator's own limits, an explicit
-/// call, or a pressure source from outside (`Source`). Passes raised by a
-/// source run in the background reclaimers, except `MmapFailure` and a
-/// `CgroupUsage` pass at the group's hard line, which run in the
-/// allocating thread.
-///
-/// ```
-/// use shrinkalloc::reclaim::Trigger;
-/// assert_eq!(Trigger::Direct.name(), "direct");
-/// assert_eq!(Trigger::ALL[Trigger::Psi as usize], Trigger::Psi);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Trigger {
-    /// An allocation that would cross the hard limit, in its own thread.
-    Direct,
-    /// A library reclaimer woken by the soft limit or by owed work.
-    Background,
-    /// A call to `reclaim()`.
-    Explicit,
-    /// The memory cgroup's whole usage near its limit.
-    CgroupUsage,
-    /// A v1 `memory.usage_in_bytes` threshold crossed.
-    V1Threshold,
-    /// A v1 `memory.pressure_level` notification.
-    V1PressureLevel,
-    /// A v2 `memory.events` counter grew (`high`, `max`, `oom`).
-    V2Events,
-    /// A PSI trigger fired.
-    Psi,
-    /// systemd's `MEMORY_PRESSURE_WATCH` reported pressure.
-    SystemdWatch,
-    /// `mmap` failed with `ENOMEM`.
-    MmapFailure,
-}
-
-impl Trigger {
-    /// How many triggers there are.
-    pub const COUNT: usize = 10;
-
-    /// Every trigger, indexed by its value (as `passes_by_trigger` is).
-    pub const ALL: [Trigger; Trigger::COUNT] = [
-        Trigger::Direct,
-        Trigger::Background,
-        Trigger::Explicit,
-        Trigger::CgroupUsage,
-        Trigger::V1Threshold,
-        Trigger::V1PressureLevel,
-        Trigger::V2Events,
-        Trigger::Psi,
-        Trigger::SystemdWatch,
-        Trigger::MmapFailure,
-    ];
-
-    /// The trigger's lower-case name.
-    ///
-    /// ```
-    /// assert_eq!(shrinkalloc::reclaim::Trigger::Background.name(), "background");
-    /// assert_eq!(shrinkalloc::reclaim::Trigger::MmapFailure.name(), "mmap-failure");
-    /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            Trigger::Direct => "direct",
-            Trigger::Background => "background",
-            Trigger::Explicit => "explicit",
-            Trigger::CgroupUsage => "cgroup-usage",
-            Trigger::V1Threshold => "v1-threshold",
-            Trigger::V1PressureLevel => "v1-pressure-level",
-            Trigger::V2Events => "v2-events",
-            Trigger::Psi => "psi",
-            Trigger::SystemdWatch => "systemd",
-            Trigger::MmapFailure => "mmap-failure",
-        }
-    }
-
-    const fn from_index(i: usize) -> Self {
-        if i < Trigger::COUNT {
-            Trigger::ALL[i]
-        } else {
-            Trigger::Explicit
-        }
-    }
-
-    /// The trigger of the background pass that pays what a pass of this
-    /// trigger owes: a source stays named; the allocator's own passes are
-    /// paid as `Background`.
-    pub(crate) const fn owed(self) -> Self {
-        match self {
-            Trigger::Direct | Trigger::Explicit => Trigger::Background,
-            t => t,
-        }
-    }
-}
-
-/// Counters one shrinker's calls bump.
-#[derive(Default)]
-pub(crate) struct ShrinkerCounters {
-    pub(crate) count_calls: AtomicU64,
-    pub(crate) scan_calls: AtomicU64,
-    pub(crate) objects_scanned: AtomicU64,
-    pub(crate) objects_freed: AtomicU64,
-    pub(crate) skipped_by_mask: AtomicU64,
-    pub(crate) stops: AtomicU64,
-    pub(crate) time_ns: AtomicU64,
-    pub(crate) panics: AtomicU64,
-}
-
-/// Adds `n` to a statistics counter (relaxed: counters order nothing).
-#[inline]
-pub(crate) fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
-/// One shrinker's statistics, as read at one moment.
-///
-/// ```
-/// let s = shrinkalloc::reclaim::stats();
-/// for sh in &s.shrinkers {
-///     println!("{}: freed {} in {} scans", sh.name, sh.objects_freed, sh.scan_calls);
-/// }
-/// ```
+/// How one field renders: a number, bytes, time, a flag, a name, counts by
+/// name, or a list of records with fields of their own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ShrinkerStats {
-    /// The name given at registration.
-    pub name: String,
-    /// Its declared needs.
-    pub needs: Needs,
-    /// Its rebuild cost.
-    pub seeks: u32,
-    /// Its batch size.
-    pub batch: usize,
-    /// Calls of `count`.
-    pub count_calls: u64,
-    /// Calls of `scan`.
-    pub scan_calls: u64,
-    /// Objects asked for across all `scan` calls.
-    pub objects_scanned: u64,
-    /// Objects `scan` reported freed.
-    pub objects_freed: u64,
-    /// Times reclaim skipped it because the thread's scope forbade its needs.
-    pub skipped_by_mask: u64,
-    /// Times `scan` answered `Stop`.
-    pub stops: u64,
-    /// Objects owed to it by skipped or cut-short work (`nr_deferred`).
-    pub deferred: u64,
-    /// What `count` last reported.
-    pub last_count: u64,
-    /// Nanoseconds spent in its callbacks.
-    pub time_ns: u64,
-    /// Whether a panic disabled it.
-    pub disabled: bool,
+pub enum Value {
+    /// A count.
+    Count(u64),
+    /// Bytes, or none (`none` in text, `null` in JSON, 0 in the C view).
+    Bytes(Option<u64>),
+    /// Nanoseconds (microseconds in text).
+    Nanos(u64),
+    /// Yes or no (the text shows the label in capitals when set).
+    Flag(bool),
+    /// A name or a state (left out of the C view); none is left out of
+    /// the text and is `null` in JSON.
+    Text(Option<String>),
+    /// Counts by name, in a fixed order (passes by level, by trigger).
+    Counts(Vec<(&'static str, u64)>),
+    /// Records, each with its own fields; the text shows the last `shown`.
+    Records {
+        /// The records, oldest first.
+        items: Vec<Vec<Field>>,
+        /// How many of the last ones the text shows.
+        shown: usize,
+    },
+}
+
+/// One field of a statistics struct: its name (the Rust field, the JSON
+/// key), its label in the text (empty: the value alone), its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// The Rust field name, also the JSON key.
+    pub key: &'static str,
+    /// The label the text puts before the value (empty: none).
+    pub label: &'static str,
+    /// The value.
+    pub value: Value,
+}
+
+/// Declares a statistics struct from one table. Each line:
+/// `/// doc` `name: Type = "text label" => render,` where `render` turns a
+/// `&Type` into a [`Value`]. Generates the struct (`#[non_exhaustive]`,
+/// public fields in table order) and `fn fields(&self) -> Vec<Field>`.
+macro_rules! declare_stats {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $label:literal => $render:path, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Every field, in declaration order: what the text, the JSON
+            /// and the C view are made of.
+            pub fn fields(&self) -> Vec<Field> {
+                vec![$( Field { key: stringify!($field), label: $label, value: $render(&self.$field) }, )*]
+            }
+        }
+    };
+}
+
+fn count(v: &u64) -> Value {
+    Value::Count(*v)
+}
+
+fn count_usize(v: &usize) -> Value {
+    Value::Count(*v as u64)
+}
+
+fn count_u32(v: &u32) -> Value {
+    Value::Count(u64::from(*v))
+}
+
+fn bytes(v: &usize) -> Value {
+    Value::Bytes(Some(*v as u64))
+}
+
+fn bytes_u64(v: &u64) -> Value {
+    Value::Bytes(Some(*v))
+}
+
+fn limit_bytes(v: &Option<usize>) -> Value {
+    Value::Bytes(v.map(|b| b as u64))
+}
+
+fn nanos(v: &u64) -> Value {
+    Value::Nanos(*v)
+}
+
+fn flag(v: &bool) -> Value {
+    Value::Flag(*v)
+}
+
+fn text<T: fmt::Display>(v: &T) -> Value {
+    Value::Text(Some(v.to_string()))
+}
+
+fn opt_text(v: &Option<String>) -> Value {
+    Value::Text(v.clone())
+}
+
+fn needs(v: &Needs) -> Value {
+    Value::Text(Some(v.name().to_owned()))
+}
+
+fn scope_bits(v: &ScopeFlags) -> Value {
+    Value::Count(u64::from(v.bits()))
+}
+
+fn by_level(v: &[u64; 4]) -> Value {
+    Value::Counts((0..4).map(|i| (Level::from_index(i).name(), v[i])).collect())
+}
+
+fn by_trigger(v: &[u64; Trigger::COUNT]) -> Value {
+    Value::Counts(Trigger::ALL.iter().map(|&t| (t.name(), v[t as usize])).collect())
+}
+
+fn all_records<T: Records>(v: &[T]) -> Value {
+    Value::Records { items: v.iter().map(Records::fields_of).collect(), shown: usize::MAX }
+}
+
+fn last_record<T: Records>(v: &[T]) -> Value {
+    Value::Records { items: v.iter().map(Records::fields_of).collect(), shown: 1 }
+}
+
+/// A statistics struct that is an element of a list of records.
+trait Records {
+    fn fields_of(&self) -> Vec<Field>;
+}
+
+macro_rules! records {
+    ($($t:ty),*) => { $(impl Records for $t { fn fields_of(&self) -> Vec<Field> { self.fields() } })* };
+}
+records!(ShrinkerStats, SourceStats, PassRecord);
+
+declare_stats! {
+    /// One shrinker's statistics, as read at one moment.
+    ///
+    /// ```
+    /// let s = shrinkalloc::reclaim::stats();
+    /// for sh in &s.shrinkers {
+    ///     println!("{}: freed {} in {} scans", sh.name, sh.objects_freed, sh.scan_calls);
+    /// }
+    /// ```
+    pub struct ShrinkerStats {
+        /// The name given at registration.
+        name: String = "" => text,
+        /// Its declared needs.
+        needs: Needs = "needs" => needs,
+        /// Its rebuild cost.
+        seeks: u32 = "seeks" => count_u32,
+        /// Its batch size.
+        batch: usize = "batch" => count_usize,
+        /// Calls of `count`.
+        count_calls: u64 = "count" => count,
+        /// Calls of `scan`.
+        scan_calls: u64 = "scan" => count,
+        /// Objects asked for across all `scan` calls.
+        objects_scanned: u64 = "scanned" => count,
+        /// Objects `scan` reported freed.
+        objects_freed: u64 = "freed" => count,
+        /// Times reclaim skipped it because the thread's scope forbade its needs.
+        skipped_by_mask: u64 = "skipped" => count,
+        /// Times `scan` answered `Stop`.
+        stops: u64 = "stops" => count,
+        /// Objects owed to it by skipped or cut-short work (`nr_deferred`).
+        deferred: u64 = "deferred" => count,
+        /// What `count` last reported.
+        last_count: u64 = "last count" => count,
+        /// Nanoseconds spent in its callbacks.
+        time_ns: u64 = "time" => nanos,
+        /// Whether a panic disabled it.
+        disabled: bool = "disabled" => flag,
+    }
 }
 
 impl ShrinkerStats {
@@ -195,30 +231,89 @@ impl ShrinkerStats {
     }
 }
 
-/// One finished reclaim pass.
-///
-/// ```
-/// use shrinkalloc::reclaim::{reclaim, stats, Level};
-/// reclaim(1 << 20, Level::Low);
-/// let last = stats().recent.last().copied().unwrap();
-/// assert_eq!(last.level, Level::Low);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PassRecord {
-    /// The level it ran at.
-    pub level: Level,
-    /// What started it.
-    pub trigger: Trigger,
-    /// The effective scope mask it ran under.
-    pub scope: ScopeFlags,
-    /// Bytes it set out to free.
-    pub target_bytes: usize,
-    /// Bytes of committed memory it measured freed.
-    pub freed_bytes: usize,
-    /// How long it took.
-    pub duration_ns: u64,
+declare_stats! {
+    /// One source's statistics, as read at one moment.
+    ///
+    /// ```
+    /// for s in &shrinkalloc::reclaim::stats().sources {
+    ///     println!("{}: {} ({} events, {} raises)", s.source.name(), s.state, s.events, s.raises);
+    /// }
+    /// ```
+    pub struct SourceStats {
+        /// Which source.
+        source: Trigger = "" => text,
+        /// What became of it.
+        state: SourceState = "" => text,
+        /// The file or directory it watches, if any.
+        path: Option<String> = "" => opt_text,
+        /// Notifications it delivered (for usage: reads that found the group
+        /// past its soft line; for `mmap`: failures seen).
+        events: u64 = "events" => count,
+        /// Reclaim requests it made.
+        raises: u64 = "raises" => count,
+        /// The level of its last request.
+        last_level: Level = "last" => text,
+    }
 }
+
+impl ShrinkerHandle {
+    /// This shrinker's statistics so far.
+    ///
+    /// ```
+    /// # use shrinkalloc::reclaim::{register, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+    /// # struct Nothing;
+    /// # impl Shrinker for Nothing {
+    /// #     fn count(&self, _: &ShrinkControl) -> CountResult { CountResult::Empty }
+    /// #     fn scan(&self, _: &ShrinkControl) -> ScanResult { ScanResult::Stop }
+    /// # }
+    /// let h = register(Nothing, ShrinkerOptions::new("n"));
+    /// assert_eq!(h.stats().scan_calls, 0);
+    /// ```
+    pub fn stats(&self) -> ShrinkerStats {
+        ShrinkerStats::of(self.entry())
+    }
+}
+
+impl SourceStats {
+    fn of(source: Trigger) -> Self {
+        let (events, raises) = sources::counts(source);
+        Self {
+            source,
+            state: sources::state(source),
+            path: sources::path_of(source),
+            events,
+            raises,
+            last_level: sources::last_raise(source).0,
+        }
+    }
+}
+
+declare_stats! {
+    /// One finished reclaim pass.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::{reclaim, stats, Level};
+    /// reclaim(1 << 20, Level::Low);
+    /// let last = stats().recent.last().cloned().unwrap();
+    /// assert_eq!(last.level, Level::Low);
+    /// ```
+    pub struct PassRecord {
+        /// What started it.
+        trigger: Trigger = "" => text,
+        /// The level it ran at.
+        level: Level = "" => text,
+        /// The effective scope mask it ran under.
+        scope: ScopeFlags = "scope" => scope_bits,
+        /// Bytes it set out to free.
+        target_bytes: usize = "target" => bytes,
+        /// Bytes of committed memory it measured freed.
+        freed_bytes: usize = "freed" => bytes,
+        /// How long it took.
+        duration_ns: u64 = "in" => nanos,
+    }
+}
+
+impl Copy for PassRecord {}
 
 const RING: usize = 32;
 
@@ -246,13 +341,6 @@ static BY_TRIGGER: [AtomicU64; Trigger::COUNT] = [const { AtomicU64::new(0) }; T
 static BYTES_FREED: AtomicU64 = AtomicU64::new(0);
 static PASS_NS: AtomicU64 = AtomicU64::new(0);
 static MAX_PASS_NS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FAILED_CHARGES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static RESERVE_CHARGES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static BACKGROUND_WAKES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FAILED_MAPS: AtomicU64 = AtomicU64::new(0);
-
 /// Records a finished pass in the totals and the ring of recent passes.
 pub(crate) fn record_pass(p: &PassRecord) {
     bump(&BY_LEVEL[p.level as usize], 1);
@@ -304,50 +392,50 @@ fn recent() -> Vec<PassRecord> {
         .collect()
 }
 
-/// Everything reclaim counts, read at one moment. Prints as text.
-///
-/// ```
-/// let s = shrinkalloc::reclaim::stats();
-/// assert_eq!(s.passes_by_level.iter().sum::<u64>(), s.passes_by_trigger.iter().sum::<u64>());
-/// println!("{s}");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReclaimStats {
-    /// The soft limit in force (explicit, or derived from the hard limit).
-    pub soft_limit: Option<usize>,
-    /// The hard limit in force.
-    pub hard_limit: Option<usize>,
-    /// Bytes the allocator had committed when read.
-    pub committed: usize,
-    /// Passes run, by level (`none`, `low`, `medium`, `critical`).
-    pub passes_by_level: [u64; 4],
-    /// Passes run, by trigger, indexed as [`Trigger::ALL`].
-    pub passes_by_trigger: [u64; Trigger::COUNT],
-    /// Committed bytes all passes measured freed.
-    pub bytes_freed: u64,
-    /// Nanoseconds spent in passes.
-    pub pass_time_ns: u64,
-    /// The longest pass, in nanoseconds.
-    pub max_pass_ns: u64,
-    /// Allocations refused at the hard limit after reclaim.
-    pub failed_charges: u64,
-    /// Allocations made inside reclaim that used the reserve above the hard limit.
-    pub reserve_charges: u64,
-    /// Requests made to the background reclaimers.
-    pub background_wakes: u64,
-    /// Background reclaimer threads started (fork children start their own).
-    pub workers_started: u64,
-    /// Shrinker callbacks that panicked.
-    pub panics: u64,
-    /// Mappings that still failed after reclaim and retries.
-    pub failed_maps: u64,
-    /// Every pressure source: what became of it, what it delivered.
-    pub sources: Vec<SourceStats>,
-    /// The last passes, oldest first.
-    pub recent: Vec<PassRecord>,
-    /// Every registered shrinker, in registration order.
-    pub shrinkers: Vec<ShrinkerStats>,
+declare_stats! {
+    /// Everything reclaim counts, read at one moment. Prints as text.
+    ///
+    /// ```
+    /// let s = shrinkalloc::reclaim::stats();
+    /// assert_eq!(s.passes_by_level.iter().sum::<u64>(), s.passes_by_trigger.iter().sum::<u64>());
+    /// println!("{s}");
+    /// ```
+    pub struct ReclaimStats {
+        /// Bytes the allocator had committed when read.
+        committed: usize = "committed" => bytes,
+        /// The soft limit in force (explicit, or derived from the hard limit).
+        soft_limit: Option<usize> = "soft limit" => limit_bytes,
+        /// The hard limit in force.
+        hard_limit: Option<usize> = "hard limit" => limit_bytes,
+        /// Passes run, by level (`none`, `low`, `medium`, `critical`).
+        passes_by_level: [u64; 4] = "passes by level" => by_level,
+        /// Passes run, by trigger, indexed as [`Trigger::ALL`].
+        passes_by_trigger: [u64; Trigger::COUNT] = "passes by trigger" => by_trigger,
+        /// Committed bytes all passes measured freed.
+        bytes_freed: u64 = "freed" => bytes_u64,
+        /// Nanoseconds spent in passes.
+        pass_time_ns: u64 = "pass time" => nanos,
+        /// The longest pass, in nanoseconds.
+        max_pass_ns: u64 = "longest pass" => nanos,
+        /// Allocations refused at the hard limit after reclaim.
+        failed_charges: u64 = "charges failed" => count,
+        /// Allocations made inside reclaim that used the reserve above the hard limit.
+        reserve_charges: u64 = "reserve used" => count,
+        /// Requests made to the background reclaimers.
+        background_wakes: u64 = "background wakes" => count,
+        /// Background reclaimer threads started (fork children start their own).
+        workers_started: u64 = "reclaimers started" => count,
+        /// Shrinker callbacks that panicked.
+        panics: u64 = "panics" => count,
+        /// Mappings that still failed after reclaim and retries.
+        failed_maps: u64 = "mmaps failed" => count,
+        /// Every pressure source: what became of it, what it delivered.
+        sources: Vec<SourceStats> = "source" => all_records,
+        /// Every registered shrinker, in registration order.
+        shrinkers: Vec<ShrinkerStats> = "shrinker" => all_records,
+        /// The last passes, oldest first (the text shows the last one).
+        recent: Vec<PassRecord> = "last pass" => last_record,
+    }
 }
 
 /// Reads all reclaim statistics.
@@ -377,26 +465,92 @@ pub fn stats() -> ReclaimStats {
         workers_started: get(&WORKERS_STARTED),
         panics: get(&PANICS),
         failed_maps: get(&FAILED_MAPS),
-        sources: super::pressure::sources(),
+        sources: Trigger::SOURCES.iter().map(|&s| SourceStats::of(s)).collect(),
         recent: recent(),
         shrinkers,
     }
 }
 
-/// One line per source that is anything but "not started", each saying
-/// once what it watches, or why it is missing.
-fn write_sources(f: &mut fmt::Formatter<'_>, sources: &[SourceStats]) -> fmt::Result {
-    for s in sources.iter().filter(|s| s.state != SourceState::NotStarted || s.events > 0) {
-        write!(f, "  source {}: {}", s.source.name(), s.state)?;
-        if let Some(p) = &s.path {
-            write!(f, " {p}")?;
+/// How a value reads in the text.
+struct Shown<'a>(&'a Value);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Count(n) => write!(f, "{n}"),
+            Value::Bytes(b) => write!(f, "{}", Bytes(b.map(|b| b as usize))),
+            Value::Nanos(ns) => write!(f, "{} us", ns / 1000),
+            Value::Flag(b) => f.write_str(if *b { "yes" } else { "no" }),
+            Value::Text(t) => f.write_str(t.as_deref().unwrap_or("none")),
+            Value::Counts(c) => {
+                for (i, (name, n)) in c.iter().enumerate() {
+                    write!(f, "{}{name} {n}", if i == 0 { "" } else { ", " })?;
+                }
+                Ok(())
+            }
+            Value::Records { items, .. } => write!(f, "{} records", items.len()),
         }
-        if s.events > 0 || s.raises > 0 {
-            write!(f, ", events {}, raises {}, last {}", s.events, s.raises, s.last_level)?;
+    }
+}
+
+/// Writes `fields` as `label value` pairs joined by `, ` (a value alone
+/// where the label is empty; a text that is none left out; a flag as its
+/// label in capitals when set, left out when not).
+fn write_pairs(f: &mut fmt::Formatter<'_>, fields: &[Field]) -> fmt::Result {
+    let shown = fields.iter().filter(|x| !matches!(x.value, Value::Text(None) | Value::Flag(false)));
+    for (i, x) in shown.enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        match (x.label, &x.value) {
+            (label, Value::Flag(_)) => write!(f, "{sep}{}", label.to_uppercase())?,
+            ("", v) => write!(f, "{sep}{}", Shown(v))?,
+            (label, v) => write!(f, "{sep}{label} {}", Shown(v))?,
         }
-        writeln!(f)?;
     }
     Ok(())
+}
+
+/// Writes the scalar fields gathered in `run` as one line after `prefix`,
+/// which becomes the indent of the lines that follow.
+fn flush(f: &mut fmt::Formatter<'_>, run: &mut Vec<Field>, prefix: &mut &str) -> fmt::Result {
+    if !run.is_empty() {
+        f.write_str(prefix)?;
+        write_pairs(f, run)?;
+        writeln!(f)?;
+        run.clear();
+    }
+    *prefix = "  ";
+    Ok(())
+}
+
+/// The text of a statistics struct: the scalar fields as `label value`
+/// pairs on lines of their own, broken by each list: counts by name on one
+/// line (`  label: a 1, b 2`), records one a line (`  label FIRST: rest`).
+fn write_text(f: &mut fmt::Formatter<'_>, first: &str, fields: &[Field]) -> fmt::Result {
+    let mut run: Vec<Field> = Vec::new();
+    let mut prefix = first;
+    for x in fields {
+        match &x.value {
+            Value::Counts(_) => {
+                flush(f, &mut run, &mut prefix)?;
+                writeln!(f, "  {}: {}", x.label, Shown(&x.value))?;
+            }
+            Value::Records { items, shown } => {
+                flush(f, &mut run, &mut prefix)?;
+                for rec in &items[items.len().saturating_sub(*shown)..] {
+                    let (head, rest) = rec.split_first().map_or((None, &rec[..]), |(h, r)| (Some(h), r));
+                    write!(f, "  {}", x.label)?;
+                    if let Some(h) = head {
+                        write!(f, " {}", Shown(&h.value))?;
+                    }
+                    f.write_str(": ")?;
+                    write_pairs(f, rest)?;
+                    writeln!(f)?;
+                }
+            }
+            _ => run.push(x.clone()),
+        }
+    }
+    flush(f, &mut run, &mut prefix)
 }
 
 struct Bytes(Option<usize>);
@@ -413,75 +567,6 @@ impl fmt::Display for Bytes {
 
 impl fmt::Display for ReclaimStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "reclaim: committed {}, soft limit {}, hard limit {}",
-            Bytes(Some(self.committed)),
-            Bytes(self.soft_limit),
-            Bytes(self.hard_limit)
-        )?;
-        write!(f, "  passes:")?;
-        for (i, n) in self.passes_by_level.iter().enumerate() {
-            write!(f, " {} {n},", Level::from_index(i))?;
-        }
-        for (i, n) in self.passes_by_trigger.iter().enumerate() {
-            // The allocator's own triggers always; sources when they raised.
-            if i < 3 || *n > 0 {
-                write!(f, " {} {n},", Trigger::from_index(i).name())?;
-            }
-        }
-        writeln!(
-            f,
-            " freed {}, {} us total, {} us max",
-            Bytes(Some(self.bytes_freed as usize)),
-            self.pass_time_ns / 1000,
-            self.max_pass_ns / 1000
-        )?;
-        writeln!(
-            f,
-            "  charges failed {}, reserve used {}, background wakes {}, reclaimers started {}, panics {}, \
-             mmaps failed {}",
-            self.failed_charges,
-            self.reserve_charges,
-            self.background_wakes,
-            self.workers_started,
-            self.panics,
-            self.failed_maps
-        )?;
-        write_sources(f, &self.sources)?;
-        for s in &self.shrinkers {
-            writeln!(
-                f,
-                "  shrinker {:?} needs {} seeks {} batch {}: count {} scan {} scanned {} freed {} \
-                 skipped {} stops {} deferred {} last count {} {} us{}",
-                s.name,
-                s.needs.name(),
-                s.seeks,
-                s.batch,
-                s.count_calls,
-                s.scan_calls,
-                s.objects_scanned,
-                s.objects_freed,
-                s.skipped_by_mask,
-                s.stops,
-                s.deferred,
-                s.last_count,
-                s.time_ns / 1000,
-                if s.disabled { " DISABLED" } else { "" }
-            )?;
-        }
-        if let Some(p) = self.recent.last() {
-            writeln!(
-                f,
-                "  last pass: {} {} scope {} target {} freed {} in {} us",
-                p.trigger.name(),
-                p.level,
-                p.scope.bits(),
-                Bytes(Some(p.target_bytes)),
-                Bytes(Some(p.freed_bytes)),
-                p.duration_ns / 1000
-            )?;
-        }
-        Ok(())
+        write_text(f, "reclaim: ", &self.fields())
     }
 }

@@ -1,8 +1,9 @@
 //! Background reclaimers: one library thread per context class.
 //!
-//! Class 0 runs unrestricted and calls the shrinkers that need the
-//! filesystem; class 1 runs under `NOFS` and calls those that need only I/O;
-//! class 2 runs under `NOIO` and calls those that need neither. Each also
+//! The [`ContextClass::Normal`] reclaimer runs unrestricted and calls the
+//! shrinkers that need the filesystem; the `Nofs` one runs under `NOFS` and
+//! calls those that need only I/O; the `Noio` one runs under `NOIO` and
+//! calls those that need neither. Each also
 //! purges the allocator's free pages. A shrinker is thus called in the
 //! background by exactly one reclaimer, the least restricted one allowed to,
 //! and a reclaimer stuck on a filesystem lock holds up no other class.
@@ -12,48 +13,42 @@
 //! ([`wait_for_allowed`]), so a `NOFS` thread never waits on work that can
 //! enter the filesystem; every wait is bounded. Reclaimers start lazily,
 //! from an allocation slow path past the soft limit or a pressure source's
-//! first raise (`pressure.rs`), never during allocator initialisation;
+//! first raise (`pressure.rs`), never during allocator initialisation, and
+//! only in a process that registered a shrinker or set
+//! `SHRINKALLOC_MONITOR=on` (`monitor::threads_allowed`): in any other, a
+//! wake runs a purge in the waking thread instead, at most every
+//! `INLINE_MS` (there is no shrinker to call, only free pages to give
+//! back). Their start allocates (the state below, the threads) on the
+//! reclaim reserve, which stays above what is committed (`limit.rs`);
 //! they belong to the process that started them (`pid`), so a `fork()`
 //! child sees none and starts its own when it first needs them.
 //! No lock here is held while allocating.
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::counters::{bump, BACKGROUND_WAKES, WORKERS_STARTED};
 use super::limit;
-use super::scope::{self, Reclaiming, ScopeFlags};
+use super::pass::{self, Freed, Pass};
+use super::scope::{self, ContextClass, Reclaiming, ScopeFlags};
 use super::shrinker::Level;
-use super::stats::{self, bump, Trigger};
+use super::sources::Trigger;
 use crate::os;
-
-/// The number of context classes: unrestricted, `NOFS`, `NOIO`.
-pub(crate) const CLASSES: usize = 3;
-
-/// The effective mask each class's reclaimer runs under.
-const CLASS_SCOPE: [ScopeFlags; CLASSES] = [
-    ScopeFlags::NONE,
-    ScopeFlags::NOFS,
-    ScopeFlags::from_bits_truncate(ScopeFlags::NOFS.bits() | ScopeFlags::NOIO.bits()),
-];
 
 /// How long an idle reclaimer sleeps before checking again (bounded waits).
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a reclaimer rests after a pass that freed nothing.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
+/// How long a reclaimer rests after a pass that had nothing to shrink and
+/// only gave free pages back.
+const PURGE_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The class of a thread with scope `mask`: 0, 1 (`NOFS`) or 2 (`NOIO`).
-pub(crate) fn class_of(mask: ScopeFlags) -> usize {
-    let m = mask.effective();
-    if m.contains(ScopeFlags::NOIO) {
-        2
-    } else if m.contains(ScopeFlags::NOFS) {
-        1
-    } else {
-        0
-    }
+/// The effective mask a class's reclaimer runs under.
+const fn reclaimer_scope(class: ContextClass) -> ScopeFlags {
+    class.scope().effective()
 }
 
 #[derive(Default)]
@@ -72,7 +67,7 @@ struct Request {
 }
 
 struct Worker {
-    class: usize,
+    class: ContextClass,
     /// Held for a few field updates only, never while allocating.
     state: Mutex<Request>,
     wake: Condvar,
@@ -89,7 +84,7 @@ impl Worker {
 
 struct Workers {
     pid: u32,
-    by_class: [Option<&'static Worker>; CLASSES],
+    by_class: [Option<&'static Worker>; ContextClass::COUNT],
 }
 
 /// The reclaimers of the process that started them; leaked on purpose (a
@@ -132,7 +127,7 @@ fn start(pid: u32) -> &'static Workers {
     // Creating threads allocates: mark the thread so those allocations
     // never recurse into reclaim or into starting reclaimers again.
     let _r = Reclaiming::enter();
-    let by_class = core::array::from_fn(|class| {
+    let by_class = ContextClass::ALL.map(|class| {
         let w: &'static Worker = Box::leak(Box::new(Worker {
             class,
             state: Mutex::new(Request::default()),
@@ -143,7 +138,7 @@ fn start(pid: u32) -> &'static Workers {
         if !spawn(w) {
             return None;
         }
-        bump(&stats::WORKERS_STARTED, 1);
+        bump(&WORKERS_STARTED, 1);
         Some(w)
     });
     let ws: &'static Workers = Box::leak(Box::new(Workers { pid, by_class }));
@@ -163,43 +158,127 @@ fn spawn(w: &'static Worker) -> bool {
     unsafe { os::spawn_detached(reclaimer_main, w as *const Worker as *mut c_void) }
 }
 
-/// Thread names as `top -H` and `/proc/*/task/*/comm` show them (at most
-/// 15 bytes).
-const NAMES: [&core::ffi::CStr; CLASSES] = [c"sa-reclaim", c"sa-reclaim-nofs", c"sa-reclaim-noio"];
+/// A reclaimer's thread name, as `top -H` and `/proc/*/task/*/comm` show
+/// it (at most 15 bytes).
+const fn thread_name(class: ContextClass) -> &'static core::ffi::CStr {
+    match class {
+        ContextClass::Normal => c"sa-reclaim",
+        ContextClass::Nofs => c"sa-reclaim-nofs",
+        ContextClass::Noio => c"sa-reclaim-noio",
+    }
+}
 
 extern "C" fn reclaimer_main(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `spawn` passes a leaked, never freed `&'static Worker`.
     let w: &'static Worker = unsafe { &*(arg as *const Worker) };
-    scope::become_background_reclaimer(CLASS_SCOPE[w.class]);
-    os::set_thread_name(NAMES[w.class]);
+    scope::become_background_reclaimer(reclaimer_scope(w.class));
+    os::set_thread_name(thread_name(w.class));
+    // Take a heap now. The blocks shrinkers free from this thread go back
+    // to other threads' pages, and only a thread with a heap counts them
+    // (`Heap::remote_freed`): that count is how a pass sees its progress
+    // before their pages empty. Without it every pass raised its priority
+    // to the end and emptied the caches.
+    // SAFETY: the block was just allocated here (or is null) and is not used after.
+    unsafe { crate::raw::free(crate::raw::malloc(16)) };
+    // The page that block took goes back now, not as the first pass's
+    // progress.
+    crate::purge();
     run(w)
+}
+
+/// Runs one pass in the calling thread ([`pass::run`]) and hands what it
+/// had to skip to the reclaimers of the skipped classes (but the pass's
+/// own), if it fell short of its target. Returns what the pass freed.
+pub(crate) fn run_pass(p: Pass) -> Freed {
+    let _f = InFlight::enter(ContextClass::of(p.scope.effective()));
+    let (freed, owed) = pass::run(&p);
+    if freed.bytes < p.target {
+        for class in ContextClass::ALL.into_iter().filter(|&c| owed.has(c) && Some(c) != p.only_class) {
+            wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
+        }
+    }
+    freed
+}
+
+/// What the allocator's own usage is over the low watermark: bytes in
+/// live blocks, not committed bytes. The free blocks among the committed
+/// ones serve the next allocations; a pass that aimed at committed bytes
+/// would evict again what the last one freed, until the cache was gone.
+fn excess() -> usize {
+    let limits = limit::current();
+    match limits.soft() {
+        Some(_) => crate::stats().in_use.saturating_sub(limits.soft_goal()),
+        None => 0,
+    }
+}
+
+/// Passes running now, by the class of the mask they run under.
+static IN_FLIGHT: [AtomicUsize; ContextClass::COUNT] = [const { AtomicUsize::new(0) }; ContextClass::COUNT];
+/// Passes that ended, for a waiter to see one end.
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a pass in flight for [`wait_for_pass_end`], for as long as it lives.
+struct InFlight(ContextClass);
+
+impl InFlight {
+    fn enter(class: ContextClass) -> Self {
+        // Relaxed: see `wait_for_pass_end`.
+        IN_FLIGHT[class.index()].fetch_add(1, Ordering::Relaxed);
+        InFlight(class)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Relaxed, then Release: see `wait_for_pass_end`.
+        IN_FLIGHT[self.0.index()].fetch_sub(1, Ordering::Relaxed);
+        ENDED.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Waits until a pass of class `class` or a more restricted one (a thread
+/// of `class` may wait on those, see the module doc), in flight now, ends,
+/// at most `limit`; `false` at once when none is. For direct reclaim that
+/// found nothing left: the pass in flight may hold the room.
+pub(crate) fn wait_for_pass_end(class: ContextClass, limit: Duration) -> bool {
+    // Relaxed: a hint polled until it changes.
+    let busy = || IN_FLIGHT[class.index()..].iter().any(|n| n.load(Ordering::Relaxed) > 0);
+    // Acquire pairs with the Release increment in `InFlight::drop`: the
+    // ended pass's frees are seen by the caller's next look at the
+    // committed bytes.
+    let ended = || ENDED.load(Ordering::Acquire);
+    let before = ended();
+    if !busy() {
+        return false;
+    }
+    let deadline = Instant::now() + limit;
+    while busy() && ended() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
 fn run(w: &'static Worker) -> ! {
     loop {
         let (target, level, trigger, ticket) = next_request(w);
-        let limits = limit::current();
-        let over_soft = match limits.soft() {
-            Some(_) => crate::stats::committed().saturating_sub(limits.soft_goal()),
-            None => 0,
-        };
-        let freed = super::run_pass(super::Pass {
-            target: target.max(over_soft),
-            level,
-            trigger,
-            scope: CLASS_SCOPE[w.class],
-            only_class: Some(w.class),
-        });
+        let target = target.max(excess());
+        let freed =
+            run_pass(Pass { target, level, trigger, scope: reclaimer_scope(w.class), only_class: Some(w.class) });
         let mut st = w.lock();
         st.busy = false;
         st.completed = ticket;
         drop(st);
         w.done.notify_all();
-        if freed == super::Freed::NOTHING {
+        if freed == Freed::NOTHING {
             // Nothing to take: do not spin on the wakes of every allocation
             // that stays past the soft limit.
             std::thread::sleep(EMPTY_BACKOFF);
+        } else if target == 0 {
+            // Only free pages to give back (usage is under the low
+            // watermark, its committed bytes are free blocks the next
+            // allocations reuse): once per `PURGE_BACKOFF` is enough.
+            std::thread::sleep(PURGE_BACKOFF);
         }
     }
 }
@@ -222,8 +301,11 @@ fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
 /// reclaimers if need be. A soft-limit wake skips the lock when a request
 /// is already pending (the pass it runs re-reads the limits); other
 /// triggers, rare and rate-limited, merge their level and target into it.
-pub(crate) fn wake(class: usize, target: usize, level: Level, trigger: Trigger) {
-    let Some(w) = ensure_started().and_then(|ws| ws.by_class[class]) else { return };
+pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger) {
+    if !super::monitor::threads_allowed() {
+        return purge_inline(trigger);
+    }
+    let Some(w) = ensure_started().and_then(|ws| ws.by_class[class.index()]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
     if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
         return;
@@ -240,16 +322,40 @@ pub(crate) fn wake(class: usize, target: usize, level: Level, trigger: Trigger) 
     st.requested += 1;
     drop(st);
     w.wake.notify_one();
-    bump(&stats::BACKGROUND_WAKES, 1);
+    bump(&BACKGROUND_WAKES, 1);
+}
+
+/// How often a process without reclaimer threads purges in its own
+/// allocating threads when woken.
+const INLINE_MS: u64 = 50;
+static LAST_INLINE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A wake in a process without reclaimer threads: the calling thread (an
+/// allocation slow path, with no lock held) purges the allocator's free
+/// pages, at most every `INLINE_MS` across the process. Never inside reclaim.
+pub(crate) fn purge_inline(trigger: Trigger) {
+    if scope::is_reclaiming() {
+        return;
+    }
+    let now = os::now_ms();
+    // Relaxed: the CAS elects one purger per period; nothing else is ordered.
+    let last = LAST_INLINE_MS.load(Ordering::Relaxed);
+    if now < last.saturating_add(INLINE_MS)
+        || LAST_INLINE_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    let scope = scope::current_scope();
+    run_pass(Pass { target: 0, level: Level::None, trigger, scope, only_class: None });
 }
 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
 /// thread of class `class` may wait on (its own class or a more restricted
 /// one). Returns at once when none is busy. Never starts reclaimers.
-pub(crate) fn wait_for_allowed(class: usize, timeout: Duration) {
+pub(crate) fn wait_for_allowed(class: ContextClass, timeout: Duration) {
     let Some(ws) = workers() else { return };
     let deadline = Instant::now() + timeout;
-    for w in ws.by_class[class..].iter().flatten() {
+    for w in ws.by_class[class.index()..].iter().flatten() {
         let mut st = w.lock();
         if !st.busy {
             continue;
@@ -262,18 +368,5 @@ pub(crate) fn wait_for_allowed(class: usize, timeout: Duration) {
             }
             st = w.done.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classes_follow_the_effective_mask() {
-        assert_eq!(class_of(ScopeFlags::NONE), 0);
-        assert_eq!(class_of(ScopeFlags::NOFS), 1);
-        assert_eq!(class_of(ScopeFlags::NOIO), 2);
-        assert_eq!(class_of(ScopeFlags::NOIO | ScopeFlags::NOFS), 2);
     }
 }

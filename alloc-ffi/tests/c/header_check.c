@@ -41,7 +41,7 @@ static const struct {
     FN(posix_memalign), FN(aligned_alloc), FN(memalign), FN(valloc), FN(pvalloc), FN(malloc_usable_size),
     FN(malloc_trim), FN(sa_memalloc_nofs_save), FN(sa_memalloc_nofs_restore), FN(sa_memalloc_noio_save),
     FN(sa_memalloc_noio_restore), FN(sa_scope_current), FN(sa_shrinker_register), FN(sa_shrinker_unregister),
-    FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_version), FN(sa_context_capture),
+    FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_reclaim_stats), FN(sa_version), FN(sa_context_capture),
     FN(sa_context_adopt), FN(sa_context_restore), FN(sa_set_io_flusher), FN(sa_workqueue_create),
     FN(sa_workqueue_submit), FN(sa_workqueue_flush), FN(sa_workqueue_destroy),
 };
@@ -105,6 +105,10 @@ int main(void) {
     if (sa_stats_print(devnull, 0) != 0 || sa_stats_print(devnull, 1) != 0)
         return 8;
     if (strlen(sa_version()) == 0)
+        return 9;
+    uint64_t values[4];
+    const char *names[4];
+    if (sa_reclaim_stats(values, names, 4) < 4 || strcmp(names[0], "committed") != 0)
         return 9;
     unsigned outer = sa_memalloc_nofs_save();
     sa_context_t nofs = sa_context_capture();

@@ -1,13 +1,16 @@
 //! `cache`: a key-value cache daemon whose cache outgrows its memory limit.
 //!
 //! Request threads serve a paced stream of puts (new keys, never reused, so
-//! the key space grows without bound; values 512 B..16 KiB) and, between
-//! them, as many gets as they can (recent keys, the value copied out as a
-//! response and its content checked). Puts are paced so that, unevicted, the
-//! cache would hold [`GROWTH`] times the limit at the end of the run: only
-//! eviction keeps it alive. Under `shrinkalloc` the cache is behind a
-//! shrinker whose `scan` evicts the oldest entries of each shard it can lock
-//! without waiting; nothing else ever evicts.
+//! the key space grows without bound; values 512 B..16 KiB) and, after each
+//! put, [`GETS_PER_PUT`] gets (recent keys, the value copied out as a
+//! response and its content checked). The work is fixed: puts whose values
+//! add up to the run's demand (`--demand`, by default [`GROWTH`] times the
+//! limit), spread evenly over the duration, so that unevicted the cache
+//! would hold the whole demand at the end; the child ends when the last get
+//! is served. Only eviction keeps it under a smaller limit. Under
+//! `shrinkalloc` the cache is behind a shrinker whose `scan` evicts the
+//! oldest entries of each shard it can lock without waiting; nothing else
+//! ever evicts. Every put and get is traced (`trace.rs`) for the oracle.
 //!
 //! Invariant: a value's length and content are functions of the seed and its
 //! key, so any value read back is checked without remembering it; a key is
@@ -15,7 +18,8 @@
 //! and `bytes` count what the maps hold.
 //!
 //! Status fields: `puts`, `gets`, `hits`, `entries`, `cache_bytes`,
-//! `evicted`; the final line adds `verified` (entries checked at the end).
+//! `evicted`, `demand` (bytes), `cpu_ms` (the child's CPU time); the final
+//! line adds `verified` (entries checked at the end).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,8 +29,9 @@ use std::time::Duration;
 
 use shrinkalloc::reclaim::{self, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
 
-use super::{corrupt, due, ChildConfig, Expect, Launch, Run, Scenario};
+use super::{corrupt, cpu_ms, due, ChildConfig, Expect, Launch, Run, Scenario};
 use crate::allocator::{Allocator, ALL};
+use crate::trace::{Kind, Record, Trace, TraceBuf};
 use crate::verify::{self, mix, Rng};
 
 /// The `cache` scenario.
@@ -38,6 +43,7 @@ pub static SCENARIO: Scenario = Scenario {
     default_allocators: &ALL,
     default_duration: Duration::from_secs(20),
     expect,
+    traced: true,
 };
 
 fn expect(a: Allocator) -> Expect {
@@ -48,8 +54,11 @@ fn expect(a: Allocator) -> Expect {
     }
 }
 
-/// Unevicted, the cache would hold this many times the limit at the end.
+/// Unevicted, the cache would hold this many times the limit at the end
+/// (the demand, unless `--demand` says otherwise).
 pub const GROWTH: f64 = 4.0;
+/// Gets served after each put.
+pub const GETS_PER_PUT: u64 = 8;
 const MIN_VALUE: usize = 512;
 const MAX_VALUE: usize = 16 << 10;
 const SHARDS: usize = 64;
@@ -73,6 +82,7 @@ pub struct Cache {
     evicted: AtomicU64,
     /// Where the next `evict` starts, so that shards take turns.
     cursor: AtomicUsize,
+    trace: Trace,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,8 +90,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cache {
-    /// An empty cache whose values derive from `seed`.
+    /// An empty cache whose values derive from `seed`, not traced.
     pub fn new(seed: u64) -> Self {
+        Self::traced(seed, Trace::off())
+    }
+
+    /// An empty cache whose values derive from `seed`, its requests traced
+    /// to `trace`.
+    pub fn traced(seed: u64, trace: Trace) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard { map: HashMap::new(), fifo: VecDeque::new() })).collect();
         Cache {
             shards,
@@ -91,7 +107,13 @@ impl Cache {
             bytes: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
+            trace,
         }
+    }
+
+    /// A buffer for one request thread's trace records.
+    pub fn trace_buffer(&self) -> TraceBuf<'_> {
+        self.trace.buffer()
     }
 
     /// The mean value length, for pacing.
@@ -110,7 +132,7 @@ impl Cache {
     }
 
     /// Inserts the value of a new key; returns the key.
-    pub fn put_new(&self) -> u64 {
+    pub fn put_new(&self, tb: &mut TraceBuf<'_>) -> u64 {
         // Relaxed: keys only need to be unique.
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let len = self.value_len(key);
@@ -119,6 +141,9 @@ impl Cache {
         let mut shard = lock(self.shard(key));
         shard.map.insert(key, value);
         shard.fifo.push_back(key);
+        let seq = self.trace.next_seq();
+        drop(shard);
+        tb.push(Record { seq, key: key as u32, size: len as u32, kind: Kind::Put });
         // Relaxed: statistics and `count`'s estimate; the shard lock orders
         // the data itself.
         self.entries.fetch_add(1, Ordering::Relaxed);
@@ -128,13 +153,18 @@ impl Cache {
 
     /// A get of one of the recent keys: copies the value out as a response
     /// and checks it; `true` on a hit.
-    pub fn get_recent(&self, rng: &mut Rng) -> bool {
+    pub fn get_recent(&self, rng: &mut Rng, tb: &mut TraceBuf<'_>) -> bool {
         let newest = self.next_key.load(Ordering::Relaxed);
         if newest == 0 {
             return false;
         }
         let key = newest - 1 - rng.below(newest.min(HOT_KEYS));
-        let response = lock(self.shard(key)).map.get(&key).map(|v| v.to_vec());
+        let shard = lock(self.shard(key));
+        let response = shard.map.get(&key).map(|v| v.to_vec());
+        let seq = self.trace.next_seq();
+        drop(shard);
+        let kind = if response.is_some() { Kind::Hit } else { Kind::Miss };
+        tb.push(Record { seq, key: key as u32, size: self.value_len(key) as u32, kind });
         let Some(response) = response else { return false };
         if let Err(m) = verify::check_len(&response, self.tag(key), self.value_len(key)) {
             corrupt(format_args!("cache key {key}: {m}"));
@@ -239,20 +269,23 @@ struct Counters {
     hits: AtomicU64,
 }
 
-/// Puts per second for the whole cache to reach `GROWTH` times the limit.
-fn put_rate(cfg: &ChildConfig) -> f64 {
-    GROWTH * cfg.limit as f64 / cfg.duration.as_secs_f64().max(0.1) / Cache::MEAN_VALUE as f64
+/// The run's work: puts per thread, and their rate per thread.
+fn work(cfg: &ChildConfig) -> (u64, f64) {
+    let demand = cfg.demand.unwrap_or((GROWTH * cfg.limit as f64) as usize);
+    let per_thread = (demand / Cache::MEAN_VALUE).div_ceil(cfg.threads).max(1) as u64;
+    (per_thread, per_thread as f64 / cfg.duration.as_secs_f64().max(0.1))
 }
 
 fn main(cfg: &ChildConfig) -> i32 {
-    let cache = Arc::new(Cache::new(cfg.seed));
+    let cache = Arc::new(Cache::traced(cfg.seed, Trace::from_env()));
     let handle = cfg
         .allocator
         .registers_shrinkers()
         .then(|| reclaim::register(CacheShrinker(cache.clone()), ShrinkerOptions::new("kv-cache")));
     let counters = Counters::default();
     let run = Run::new(cfg);
-    let per_thread = put_rate(cfg) / cfg.threads as f64;
+    let (quota, per_sec) = work(cfg);
+    let demand = quota * cfg.threads as u64 * Cache::MEAN_VALUE as u64;
     let fields = || {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
@@ -262,13 +295,15 @@ fn main(cfg: &ChildConfig) -> i32 {
             ("entries", cache.entries() as u64),
             ("cache_bytes", cache.bytes() as u64),
             ("evicted", cache.evicted()),
+            ("demand", demand),
+            ("cpu_ms", cpu_ms()),
         ]
     };
     run.supervise(&fields, || {
         thread::scope(|s| {
             for t in 0..cfg.threads {
                 let (cache, counters, run) = (&cache, &counters, &run);
-                s.spawn(move || serve(cache, counters, run, Rng::new(cfg.seed, t as u64), per_thread));
+                s.spawn(move || serve(cache, counters, run, Rng::new(cfg.seed, t as u64), quota, per_sec));
             }
         });
     });
@@ -280,22 +315,32 @@ fn main(cfg: &ChildConfig) -> i32 {
     0
 }
 
-/// One request thread: a paced put when one is due, else a get.
-fn serve(cache: &Cache, counters: &Counters, run: &Run, mut rng: Rng, puts_per_sec: f64) {
+/// One request thread: `quota` puts paced at `puts_per_sec`, each followed
+/// by [`GETS_PER_PUT`] gets; sleeps while nothing is due.
+fn serve(cache: &Cache, counters: &Counters, run: &Run, mut rng: Rng, quota: u64, puts_per_sec: f64) {
     const FLUSH: u64 = 64;
-    let (mut puts, mut gets, mut hits, mut ops) = (0u64, 0u64, 0u64, 0u64);
-    while !run.done() {
-        if puts < due(run.elapsed(), puts_per_sec) {
-            cache.put_new();
+    let mut tb = cache.trace_buffer();
+    let (mut puts, mut gets_due, mut gets, mut hits, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    while puts < quota || gets_due > 0 {
+        if gets_due > 0 {
+            gets_due -= 1;
+            gets += 1;
+            hits += u64::from(cache.get_recent(&mut rng, &mut tb));
+        } else if puts < due(run.elapsed(), puts_per_sec) {
+            cache.put_new(&mut tb);
             puts += 1;
+            gets_due = GETS_PER_PUT;
+            // Relaxed: statistics.
             counters.puts.fetch_add(1, Ordering::Relaxed);
         } else {
-            gets += 1;
-            hits += u64::from(cache.get_recent(&mut rng));
+            let next = Duration::from_secs_f64((puts + 1) as f64 / puts_per_sec);
+            // At least 1 ms, so that requests come in bursts, not a sleep each.
+            let nap = next.saturating_sub(run.elapsed());
+            thread::sleep(nap.clamp(Duration::from_millis(1), Duration::from_millis(2)));
+            continue;
         }
         ops += 1;
         if ops % FLUSH == 0 {
-            // Relaxed: statistics.
             counters.gets.fetch_add(gets, Ordering::Relaxed);
             counters.hits.fetch_add(hits, Ordering::Relaxed);
             run.count(FLUSH);

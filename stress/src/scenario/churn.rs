@@ -33,6 +33,7 @@ pub static SCENARIO: Scenario = Scenario {
     default_allocators: &[Allocator::ShrinkAlloc, Allocator::Glibc, Allocator::Jemalloc, Allocator::Mimalloc],
     default_duration: Duration::from_secs(10),
     expect: |_| Expect::Survives,
+    traced: false,
 };
 
 /// The live set the threads aim at, as a share of the limit.

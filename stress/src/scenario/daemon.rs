@@ -252,3 +252,91 @@ impl Figures {
         self.names.iter().zip(&self.values).map(|(n, v)| (*n, v.load(Ordering::Relaxed))).collect()
     }
 }
+
+/// The figures of shrinkalloc's statistics a C daemon's `sa {...}` line
+/// (`sa_stats_print()` as JSON) gives, as [`take_sa_stats`] names them.
+pub const SA_FIELDS: [&str; 8] = [
+    "in_use",
+    "committed",
+    "reclaim_passes",
+    "direct_passes",
+    "failed_charges",
+    "hard_limit",
+    "soft_limit",
+    "fs_skipped",
+];
+
+/// Sets the [`SA_FIELDS`] from `sa_stats_print()`'s JSON.
+pub fn take_sa_stats(json: &str, f: &Figures) {
+    let num = |key: &str| -> Option<u64> {
+        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let digits: String = json[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok().or(json[at..].starts_with("null").then_some(0))
+    };
+    for (field, key) in [
+        ("in_use", "in_use"),
+        ("committed", "committed"),
+        ("direct_passes", "direct"),
+        ("failed_charges", "failed_charges"),
+        ("hard_limit", "hard_limit"),
+        ("soft_limit", "soft_limit"),
+        ("fs_skipped", "skipped_by_mask"),
+    ] {
+        if let Some(v) = num(key) {
+            f.set(field, v);
+        }
+    }
+    let levels = ["none", "low", "medium", "critical"].map(num);
+    if levels.iter().all(Option::is_some) {
+        f.set("reclaim_passes", levels.iter().flatten().sum());
+    }
+}
+
+/// Compiles a C daemon from `sources` (name, text; built into this binary;
+/// the `.c` ones compiled) with `cc -Wall -Wextra -Werror`, `cflags` and
+/// `libs`, linked against `lib` with an rpath, into `<lib's dir>/<name>.build/<name>`,
+/// unless that binary is newer than its sources and the library.
+pub fn build(
+    lib: &Path,
+    name: &str,
+    sources: &[(&str, &str)],
+    cflags: &[String],
+    libs: &[String],
+) -> Result<PathBuf, String> {
+    let lib_dir = lib.parent().ok_or("the library has no directory")?;
+    let dir = lib_dir.join(format!("{name}.build"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    for (file, text) in sources {
+        let path = dir.join(file);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(*text) {
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    let exe = dir.join(name);
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_input =
+        sources.iter().map(|(n, _)| dir.join(n)).chain([lib.to_path_buf()]).filter_map(|p| mtime(&p)).max();
+    if mtime(&exe).zip(newest_input).is_some_and(|(built, input)| built > input) {
+        return Ok(exe);
+    }
+    let tmp = dir.join(format!("{name}.{}", std::process::id()));
+    let out = Command::new("cc")
+        .args(["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"])
+        .args(cflags)
+        .arg("-I")
+        .arg(&dir)
+        .args(sources.iter().filter(|(n, _)| n.ends_with(".c")).map(|(n, _)| dir.join(n)))
+        .arg("-o")
+        .arg(&tmp)
+        .arg(lib)
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .args(libs)
+        .output()
+        .map_err(|e| format!("cannot run cc: {e}"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cc {name} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    std::fs::rename(&tmp, &exe).map_err(|e| format!("cannot move {name} into place: {e}"))?;
+    Ok(exe)
+}

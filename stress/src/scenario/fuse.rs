@@ -64,6 +64,7 @@ pub static SCENARIO: Scenario = Scenario {
     default_allocators: &allocator::ALL,
     default_duration: Duration::from_secs(15),
     expect: |a| if a.registers_shrinkers() { Expect::Survives } else { Expect::DiesAtLimit },
+    traced: false,
 };
 
 static DRIVER: Driver = Driver {
@@ -120,16 +121,6 @@ const CACHE_FIELDS: [&str; 19] = [
     "scans_nofs",
     "scans_in_lock_holder",
 ];
-const SA_FIELDS: [&str; 8] = [
-    "in_use",
-    "committed",
-    "reclaim_passes",
-    "direct_passes",
-    "failed_charges",
-    "hard_limit",
-    "soft_limit",
-    "fs_skipped",
-];
 
 // ---- the harness side: build, clean up ----
 
@@ -161,46 +152,10 @@ fn pkg_config(what: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// Compiles the daemon next to `lib` (linked against it, found by rpath),
-/// unless the binary is newer than its sources and the library.
+/// Compiles the daemon next to `lib` (see [`daemon::build`]).
 fn build_daemon(lib: &Path) -> Result<PathBuf, String> {
-    let lib_dir = lib.parent().ok_or("the library has no directory")?;
-    let dir = lib_dir.join("sa-fused.build");
-    fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-    for (name, text) in SOURCES {
-        let path = dir.join(name);
-        if fs::read_to_string(&path).ok().as_deref() != Some(text) {
-            fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-    }
-    let exe = dir.join("sa-fused");
-    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_input =
-        SOURCES.iter().map(|(n, _)| dir.join(n)).chain([lib.to_path_buf()]).filter_map(|p| mtime(&p)).max();
-    if mtime(&exe).zip(newest_input).is_some_and(|(built, input)| built > input) {
-        return Ok(exe);
-    }
     let (cflags, libs) = (pkg_config("--cflags")?, pkg_config("--libs")?);
-    let tmp = dir.join(format!("sa-fused.{}", std::process::id()));
-    let out = Command::new("cc")
-        .args(["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"])
-        .args(&cflags)
-        .arg("-I")
-        .arg(&dir)
-        .args([dir.join("sa_fused.c"), dir.join("cache.c")])
-        .arg("-o")
-        .arg(&tmp)
-        .arg(lib)
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .args(&libs)
-        .output()
-        .map_err(|e| format!("cannot run cc: {e}"))?;
-    if !out.status.success() {
-        let _ = fs::remove_file(&tmp);
-        return Err(format!("cc sa-fused failed:\n{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    fs::rename(&tmp, &exe).map_err(|e| format!("cannot move the daemon into place: {e}"))?;
-    Ok(exe)
+    daemon::build(lib, "sa-fused", &SOURCES, &cflags, &libs)
 }
 
 /// The mount points under `dir`, deepest first, from `/proc/self/mountinfo`.
@@ -273,7 +228,7 @@ fn main(cfg: &ChildConfig) -> i32 {
     names.extend(CACHE_FIELDS);
     names.push("cache_peak");
     if cfg.allocator.is_shrinkalloc() {
-        names.extend(SA_FIELDS);
+        names.extend(daemon::SA_FIELDS);
     }
     let figures = Arc::new(Figures::new(names));
     let state = Arc::new(DaemonState::default());
@@ -374,34 +329,8 @@ fn daemon_line(line: &str, f: &Figures, state: &DaemonState) {
             }
             f.raise("cache_peak", f.get("cached_bytes"));
         }
-        ("sa", json) => take_sa_stats(json, f),
+        ("sa", json) => daemon::take_sa_stats(json, f),
         _ => eprintln!("sa-fused: {line}"),
-    }
-}
-
-/// The figures of `sa_stats_print()`'s JSON the table and tests use.
-fn take_sa_stats(json: &str, f: &Figures) {
-    let num = |key: &str| -> Option<u64> {
-        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-        let digits: String = json[at..].chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok().or(json[at..].starts_with("null").then_some(0))
-    };
-    for (field, key) in [
-        ("in_use", "in_use"),
-        ("committed", "committed"),
-        ("direct_passes", "direct"),
-        ("failed_charges", "failed_charges"),
-        ("hard_limit", "hard_limit"),
-        ("soft_limit", "soft_limit"),
-        ("fs_skipped", "skipped_by_mask"),
-    ] {
-        if let Some(v) = num(key) {
-            f.set(field, v);
-        }
-    }
-    let levels = ["none", "low", "medium", "critical"].map(num);
-    if levels.iter().all(Option::is_some) {
-        f.set("reclaim_passes", levels.iter().flatten().sum());
     }
 }
 

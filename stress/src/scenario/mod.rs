@@ -6,7 +6,8 @@
 //! workload itself ([`Launch::InProcess`]), or a driver that starts a C
 //! daemon and drives a workload at it ([`Launch::Driver`]: `preload`, an
 //! unmodified `redis-server` under `LD_PRELOAD`; `fuse`, a FUSE filesystem
-//! linked against the C library; see `daemon.rs`).
+//! linked against the C library; `cache-c`, a block-cache daemon linked
+//! against it; see `daemon.rs`).
 //!
 //! Invariant, for every child: it reports on stdout in the [`status`]
 //! protocol, about every [`STATUS_EVERY`]; it exits 0 only after checking
@@ -16,6 +17,7 @@
 //! whose daemon died ends as the daemon did (`daemon::end_like`).
 
 pub mod cache;
+pub mod cache_c;
 pub mod churn;
 pub mod daemon;
 pub mod fuse;
@@ -123,11 +125,14 @@ pub struct Scenario {
     pub default_duration: Duration,
     /// What each allocator is expected to do.
     pub expect: fn(Allocator) -> Expect,
+    /// Whether the child traces its cache's requests (`trace.rs`), which
+    /// the harness replays through the oracle (`oracle.rs`).
+    pub traced: bool,
 }
 
 /// Every scenario, in help-text order.
-pub static ALL: [&Scenario; 5] =
-    [&cache::SCENARIO, &churn::SCENARIO, &nofs::SCENARIO, &preload::SCENARIO, &fuse::SCENARIO];
+pub static ALL: [&Scenario; 6] =
+    [&cache::SCENARIO, &cache_c::SCENARIO, &churn::SCENARIO, &nofs::SCENARIO, &preload::SCENARIO, &fuse::SCENARIO];
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -147,6 +152,9 @@ pub struct ChildConfig {
     pub seed: u64,
     /// Worker threads.
     pub threads: usize,
+    /// The bytes the workload would hold unconstrained (`--demand`), for
+    /// the scenarios that take it; `None`: the scenario's default.
+    pub demand: Option<usize>,
 }
 
 impl ChildConfig {
@@ -163,13 +171,21 @@ impl ChildConfig {
             self.seed.to_string(),
             "--threads".into(),
             self.threads.to_string(),
+            "--demand".into(),
+            self.demand.unwrap_or(0).to_string(),
         ]
     }
 
     /// Parses what [`to_args`](Self::to_args) wrote.
     pub fn parse(args: &[String]) -> Result<Self, String> {
-        let mut cfg =
-            ChildConfig { allocator: Allocator::ShrinkAlloc, limit: 0, duration: Duration::ZERO, seed: 0, threads: 4 };
+        let mut cfg = ChildConfig {
+            allocator: Allocator::ShrinkAlloc,
+            limit: 0,
+            duration: Duration::ZERO,
+            seed: 0,
+            threads: 4,
+            demand: None,
+        };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -182,6 +198,7 @@ impl ChildConfig {
                 "--duration-ms" => cfg.duration = Duration::from_millis(number()?),
                 "--seed" => cfg.seed = number()?,
                 "--threads" => cfg.threads = (number()? as usize).max(1),
+                "--demand" => cfg.demand = Some(number()? as usize).filter(|&d| d > 0),
                 _ => return Err(format!("unknown child option {flag:?}")),
             }
         }
@@ -323,6 +340,18 @@ pub fn resident_bytes() -> u64 {
     pages * page
 }
 
+/// This process's CPU time (user and system, all threads), in milliseconds.
+pub fn cpu_ms() -> u64 {
+    // SAFETY: an all-zero `rusage` is a valid value for the kernel to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
+}
+
 /// How many of something paced at `per_sec` are due after `elapsed`.
 pub fn due(elapsed: Duration, per_sec: f64) -> u64 {
     (elapsed.as_secs_f64() * per_sec) as u64
@@ -340,6 +369,7 @@ mod tests {
             duration: Duration::from_millis(2500),
             seed: 99,
             threads: 3,
+            demand: Some(1 << 30),
         };
         assert_eq!(ChildConfig::parse(&cfg.to_args()), Ok(cfg));
         assert!(ChildConfig::parse(&["--limit".into()]).is_err());

@@ -51,6 +51,7 @@ pub static SCENARIO: Scenario = Scenario {
     default_allocators: &[Allocator::ShrinkAlloc],
     default_duration: Duration::from_secs(10),
     expect: |a| if a.registers_shrinkers() { Expect::Survives } else { Expect::DiesAtLimit },
+    traced: false,
 };
 
 const MIN_INODE: usize = 256;
@@ -302,14 +303,15 @@ fn write(fs: &Fs, run: &Run, holds_per_sec: f64, journal_len: usize) {
 /// A reader: paced block-cache fills, and inode lookups in between.
 fn read(fs: &Fs, blocks: &Cache, run: &Run, mut rng: Rng, puts_per_sec: f64) {
     let mut puts = 0;
+    let mut tb = blocks.trace_buffer();
     while !run.done() {
         if puts < due(run.elapsed(), puts_per_sec) {
-            blocks.put_new();
+            blocks.put_new(&mut tb);
             puts += 1;
         } else if rng.percent(50) {
             fs.stat(&mut rng);
         } else {
-            blocks.get_recent(&mut rng);
+            blocks.get_recent(&mut rng, &mut tb);
         }
         run.count(1);
     }

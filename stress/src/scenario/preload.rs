@@ -58,6 +58,7 @@ pub static SCENARIO: Scenario = Scenario {
     default_allocators: &[Allocator::ShrinkAlloc, Allocator::Glibc, Allocator::Jemalloc, Allocator::Mimalloc],
     default_duration: Duration::from_secs(20),
     expect: |_| Expect::DiesAtLimit,
+    traced: false,
 };
 
 static DRIVER: Driver = Driver {

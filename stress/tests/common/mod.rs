@@ -76,6 +76,9 @@ impl Row {
 /// What one harness run printed and wrote.
 pub struct Run {
     pub output: Output,
+    /// The harness's process id: its cgroups and work directories are
+    /// named after it (`shrinkalloc-stress.<pid>.<scenario>.<allocator>`).
+    pub pid: u32,
     pub rows: Vec<Row>,
     pub out_dir: PathBuf,
 }
@@ -104,7 +107,9 @@ pub fn run(test: &str, scenario: &str, allocators: &str, extra: &[&str]) -> Run 
     if !cgroup_optional() {
         cmd.arg("--require-cgroup");
     }
-    let output = cmd.output().expect("cannot start the harness");
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the harness");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("cannot read the harness's output");
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert_ne!(
@@ -115,7 +120,7 @@ pub fn run(test: &str, scenario: &str, allocators: &str, extra: &[&str]) -> Run 
     );
     let text = std::fs::read_to_string(out_dir.join("results.csv")).expect("the harness wrote no results.csv");
     let rows = parse_results(&text);
-    Run { output, rows, out_dir }
+    Run { output, pid, rows, out_dir }
 }
 
 fn parse_results(text: &str) -> Vec<Row> {

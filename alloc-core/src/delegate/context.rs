@@ -12,9 +12,10 @@
 //! becomes the union of its own and the context's, because a thread that
 //! holds a filesystem lock stays unable to reclaim through the filesystem
 //! whatever work it picks up; the guard (or [`Context::restore`]) then puts
-//! back exactly the flags the thread had. A context's class
-//! ([`ContextClass`]) follows the same rule as the background reclaimers'
-//! (`worker.rs`), so both sort threads alike.
+//! back exactly the flags the thread had. A context's class is the
+//! [`ContextClass`] of its scope (`reclaim/scope.rs`), the one type the
+//! background reclaimers, the shrinkers' needs and the work queues sort
+//! threads by.
 //!
 //! The flusher mode ([`set_io_flusher`]) is the daemon-wide form: the
 //! calling thread, and every thread it starts through the library
@@ -27,8 +28,7 @@ use core::marker::PhantomData;
 use std::io;
 use std::thread::{self, JoinHandle};
 
-use super::scope::{current_scope, nofs_restore, nofs_save, noio_restore, noio_save, ScopeFlags};
-use super::worker;
+use crate::reclaim::{current_scope, nofs_restore, nofs_save, noio_restore, noio_save, ContextClass, ScopeFlags};
 
 /// `to_bits` layout: the scope flags in the low bits, as [`ScopeFlags::bits`].
 const SCOPE_MASK: u64 = (ScopeFlags::NOFS.bits() | ScopeFlags::NOIO.bits()) as u64;
@@ -47,92 +47,6 @@ fn flusher_state() -> Option<ScopeFlags> {
 
 fn set_flusher_state(state: Option<ScopeFlags>) {
     let _ = FLUSHER.try_with(|f| f.set(state));
-}
-
-/// The classes of contexts, from least to most restricted: what a context
-/// forbids reclaim to enter. Work queues keep separate workers per class and
-/// the library keeps one background reclaimer per class.
-///
-/// ```
-/// use shrinkalloc::reclaim::{Context, ContextClass, ScopeFlags};
-/// assert_eq!(Context::from_scope(ScopeFlags::NOIO).class(), ContextClass::Noio);
-/// assert!(ContextClass::Normal < ContextClass::Nofs);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ContextClass {
-    /// No restriction: reclaim may enter the filesystem and start I/O.
-    Normal = 0,
-    /// `NOFS`: reclaim must not enter the filesystem.
-    Nofs = 1,
-    /// `NOIO` (implying `NOFS`): reclaim must not start I/O either.
-    Noio = 2,
-}
-
-impl ContextClass {
-    /// Every class, in index order.
-    ///
-    /// ```
-    /// use shrinkalloc::reclaim::ContextClass;
-    /// assert_eq!(ContextClass::ALL.map(ContextClass::index), [0, 1, 2]);
-    /// ```
-    pub const ALL: [ContextClass; 3] = [ContextClass::Normal, ContextClass::Nofs, ContextClass::Noio];
-
-    /// The class's index: 0 normal, 1 `NOFS`, 2 `NOIO`.
-    ///
-    /// ```
-    /// assert_eq!(shrinkalloc::reclaim::ContextClass::Nofs.index(), 1);
-    /// ```
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The class of index `i` (2 and above: `Noio`).
-    ///
-    /// ```
-    /// use shrinkalloc::reclaim::ContextClass;
-    /// assert_eq!(ContextClass::from_index(0), ContextClass::Normal);
-    /// ```
-    pub const fn from_index(i: usize) -> Self {
-        match i {
-            0 => ContextClass::Normal,
-            1 => ContextClass::Nofs,
-            _ => ContextClass::Noio,
-        }
-    }
-
-    /// `"normal"`, `"nofs"` or `"noio"`, as statistics print it.
-    ///
-    /// ```
-    /// assert_eq!(shrinkalloc::reclaim::ContextClass::Noio.name(), "noio");
-    /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            ContextClass::Normal => "normal",
-            ContextClass::Nofs => "nofs",
-            ContextClass::Noio => "noio",
-        }
-    }
-
-    /// The least restricted scope of the class: what its workers run under
-    /// between items.
-    ///
-    /// ```
-    /// use shrinkalloc::reclaim::{ContextClass, ScopeFlags};
-    /// assert_eq!(ContextClass::Nofs.scope(), ScopeFlags::NOFS);
-    /// ```
-    pub const fn scope(self) -> ScopeFlags {
-        match self {
-            ContextClass::Normal => ScopeFlags::NONE,
-            ContextClass::Nofs => ScopeFlags::NOFS,
-            ContextClass::Noio => ScopeFlags::NOIO,
-        }
-    }
-}
-
-impl fmt::Display for ContextClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Everything reclaim reads about a thread, as a value: its scope flags
@@ -214,7 +128,7 @@ impl Context {
     /// assert_eq!(Context::NORMAL.class(), ContextClass::Normal);
     /// ```
     pub fn class(self) -> ContextClass {
-        ContextClass::from_index(worker::class_of(self.scope))
+        ContextClass::of(self.scope)
     }
 
     /// The context as 64 bits: bit 0 `NOFS`, bit 1 `NOIO` (as

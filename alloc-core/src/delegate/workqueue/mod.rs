@@ -22,19 +22,21 @@
 use core::ffi::c_void;
 use core::fmt;
 use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::context::{Context, ContextClass};
-use super::worker::CLASSES;
+use super::context::Context;
+use crate::reclaim::with_reserve;
+use crate::reclaim::ContextClass;
 
 mod fifo;
 mod stats;
+mod worker;
 
 use fifo::{new_node, Fifo, Item, Work};
 pub use stats::{ClassStats, WorkQueueStats};
+use worker::start_worker;
 
 /// The most workers a queue starts per class; larger requests are clamped.
 pub const MAX_THREADS_PER_CLASS: usize = 256;
@@ -45,9 +47,9 @@ const RETRY: Duration = Duration::from_millis(100);
 
 thread_local! {
     /// `(queue, class)` of the item the thread is running as a worker, or
-    /// `(0, 0)`: lets `flush` and `destroy` called from an item avoid
+    /// `(0, Normal)`: lets `flush` and `destroy` called from an item avoid
     /// waiting on themselves.
-    static CURRENT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static CURRENT: Cell<(usize, ContextClass)> = const { Cell::new((0, ContextClass::Normal)) };
 }
 
 /// One class's queue, workers and counters, under the class lock.
@@ -135,15 +137,15 @@ struct Inner {
     single: bool,
     /// The process that owns the workers; a `fork()` child has none.
     pid: u32,
-    classes: [Class; CLASSES],
+    classes: [Class; ContextClass::COUNT],
 }
 
 impl Inner {
-    fn lane(&self, ctx: Context) -> usize {
+    fn lane(&self, ctx: Context) -> ContextClass {
         if self.single {
-            0
+            ContextClass::Normal
         } else {
-            ctx.class().index()
+            ctx.class()
         }
     }
 
@@ -240,7 +242,7 @@ impl WorkQueue {
     pub fn new(name: &str, threads_per_class: usize) -> WorkQueue {
         // A few hundred bytes: from the reserve if need be, so that a queue
         // can be made at the hard limit.
-        super::with_reserve(|| Self::build(name, threads_per_class.clamp(1, MAX_THREADS_PER_CLASS), false))
+        with_reserve(|| Self::build(name, threads_per_class.clamp(1, MAX_THREADS_PER_CLASS), false))
     }
 
     /// Test-only: one worker and one FIFO shared by every context, the
@@ -356,7 +358,7 @@ impl WorkQueue {
         }
         let ctx = Context::capture();
         let lane = inner.lane(ctx);
-        let class = &inner.classes[lane];
+        let class = &inner.classes[lane.index()];
         let mut node = new_node(Item { work, ctx, seq: 0, queued_at: Instant::now() })?;
         let mut st = class.lock();
         if st.closing {
@@ -383,8 +385,8 @@ impl WorkQueue {
 
     /// After a failed start: if the class has no worker at all, takes item
     /// `seq` back and fails; otherwise an existing worker will run it.
-    fn unqueue_if_stranded(&self, lane: usize, seq: u64) -> Result<(), SubmitError> {
-        let mut st = self.inner.classes[lane].lock();
+    fn unqueue_if_stranded(&self, lane: ContextClass, seq: u64) -> Result<(), SubmitError> {
+        let mut st = self.inner.classes[lane.index()].lock();
         if st.spawned > 0 {
             return Ok(());
         }
@@ -415,8 +417,8 @@ impl WorkQueue {
         if !self.inner.owned_here() {
             return;
         }
-        let targets: [u64; CLASSES] = core::array::from_fn(|lane| self.inner.classes[lane].lock().next_seq);
-        for (lane, target) in targets.into_iter().enumerate() {
+        let targets = ContextClass::ALL.map(|lane| (lane, self.inner.classes[lane.index()].lock().next_seq));
+        for (lane, target) in targets {
             self.wait_class(lane, target);
         }
     }
@@ -437,13 +439,13 @@ impl WorkQueue {
         if !self.inner.owned_here() {
             return;
         }
-        let lane = if self.inner.single { 0 } else { class.index() };
-        let target = self.inner.classes[lane].lock().next_seq;
+        let lane = if self.inner.single { ContextClass::Normal } else { class };
+        let target = self.inner.classes[lane.index()].lock().next_seq;
         self.wait_class(lane, target);
     }
 
     /// Waits until every item of `lane` numbered below `target` has run.
-    fn wait_class(&self, lane: usize, target: u64) {
+    fn wait_class(&self, lane: ContextClass, target: u64) {
         let inner = &*self.inner;
         if !inner.owned_here() || CURRENT.try_with(Cell::get).ok() == Some((inner.id(), lane)) {
             return;
@@ -453,8 +455,8 @@ impl WorkQueue {
 
     /// Waits on `lane` until `done` holds, starting a worker whenever the
     /// lane has items and none to run them; returns with the lane locked.
-    fn wait_lane(&self, lane: usize, done: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
-        let class = &self.inner.classes[lane];
+    fn wait_lane(&self, lane: ContextClass, done: impl Fn(&State) -> bool) -> MutexGuard<'_, State> {
+        let class = &self.inner.classes[lane.index()];
         let mut st = class.lock();
         while !done(&st) {
             if st.claim_rescue() {
@@ -495,13 +497,13 @@ impl WorkQueue {
         if CURRENT.try_with(Cell::get).ok().is_some_and(|(id, _)| id == inner.id()) {
             return;
         }
-        for lane in 0..CLASSES {
+        for lane in ContextClass::ALL {
             self.drain_and_join(lane);
         }
     }
 
-    fn drain_and_join(&self, lane: usize) {
-        let class = &self.inner.classes[lane];
+    fn drain_and_join(&self, lane: ContextClass) {
+        let class = &self.inner.classes[lane.index()];
         let mut st = self.wait_lane(lane, |st| st.queue.len == 0 && st.workers == 0 && st.starting == 0);
         while let Some(h) = st.handles.pop() {
             drop(st);
@@ -535,8 +537,8 @@ impl WorkQueue {
     /// assert_eq!(s.class(ContextClass::Normal).workers, 0, "workers start lazily, per class");
     /// ```
     pub fn stats(&self) -> WorkQueueStats {
-        let classes = core::array::from_fn(|lane| {
-            let st = self.inner.classes[lane].lock();
+        let classes = ContextClass::ALL.map(|lane| {
+            let st = self.inner.classes[lane.index()].lock();
             ClassStats {
                 submitted: st.submitted,
                 run: st.run,
@@ -560,88 +562,5 @@ impl Drop for WorkQueue {
 impl fmt::Debug for WorkQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkQueue").field("name", &self.inner.name).field("threads", &self.inner.threads).finish()
-    }
-}
-
-/// Starts a worker for `lane`, whose `spawned` and `starting` the caller
-/// counted; settles both, and keeps the handle. Returns whether it started.
-fn start_worker(inner: &Arc<Inner>, lane: usize) -> bool {
-    let suffix = match (inner.single, ContextClass::from_index(lane)) {
-        (true, _) | (_, ContextClass::Normal) => "",
-        (_, ContextClass::Nofs) => "-nofs",
-        (_, ContextClass::Noio) => "-noio",
-    };
-    let builder = thread::Builder::new().name(format!("{}{suffix}", inner.name));
-    let for_worker = Arc::clone(inner);
-    let started = builder.spawn(move || worker_main(&for_worker, lane));
-    let class = &inner.classes[lane];
-    let mut st = class.lock();
-    st.starting -= 1;
-    let ok = match started {
-        Ok(h) => {
-            // Within the capacity reserved: `spawned <= threads`.
-            st.handles.push(h);
-            true
-        }
-        Err(_) => {
-            st.spawned -= 1;
-            false
-        }
-    };
-    drop(st);
-    class.progress.notify_all();
-    ok
-}
-
-/// A worker's life: under its class's scope, take the oldest item, run it
-/// under its context, repeat; exit once the queue is closing and drained.
-fn worker_main(inner: &Inner, lane: usize) {
-    let base = if inner.single { Context::NORMAL } else { Context::from_scope(ContextClass::from_index(lane).scope()) };
-    // For the thread's whole life: never restored.
-    let _ = base.adopt_save();
-    let _ = CURRENT.try_with(|c| c.set((inner.id(), lane)));
-    let class = &inner.classes[lane];
-    let mut st = class.lock();
-    st.workers += 1;
-    loop {
-        let Some(node) = st.queue.pop() else {
-            if st.closing {
-                break;
-            }
-            st.idle += 1;
-            st = class.more.wait(st).unwrap_or_else(PoisonError::into_inner);
-            st.idle -= 1;
-            continue;
-        };
-        let waited = u64::try_from(node.item.queued_at.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        st.max_wait_ns = st.max_wait_ns.max(waited);
-        // Within the capacity reserved: one running item per worker.
-        st.running.push(node.item.seq);
-        drop(st);
-        let seq = node.item.seq;
-        let panicked = run_item(node.item);
-        st = class.lock();
-        if let Some(i) = st.running.iter().position(|&s| s == seq) {
-            st.running.swap_remove(i);
-        }
-        st.run += 1;
-        st.panicked += u64::from(panicked);
-        class.progress.notify_all();
-    }
-    st.workers -= 1;
-    drop(st);
-    class.progress.notify_all();
-}
-
-/// Runs one item under its context; returns whether it panicked.
-fn run_item(item: Item) -> bool {
-    let _ctx = item.ctx.adopt();
-    match catch_unwind(AssertUnwindSafe(|| item.work.run())) {
-        Ok(()) => false,
-        Err(payload) => {
-            // Dropping a payload can itself panic; a small leak is safer.
-            core::mem::forget(payload);
-            true
-        }
     }
 }

@@ -3,8 +3,7 @@
 use core::fmt;
 use std::time::Duration;
 
-use crate::reclaim::context::ContextClass;
-use crate::reclaim::worker::CLASSES;
+use crate::reclaim::ContextClass;
 
 /// One class's figures in [`WorkQueueStats`].
 ///
@@ -56,7 +55,7 @@ impl ClassStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkQueueStats {
     /// Indexed by [`ContextClass::index`].
-    pub classes: [ClassStats; CLASSES],
+    pub classes: [ClassStats; ContextClass::COUNT],
 }
 
 impl WorkQueueStats {

@@ -7,7 +7,7 @@ use std::alloc::{alloc, Layout};
 use std::time::Instant;
 
 use super::SubmitError;
-use crate::reclaim::context::Context;
+use crate::delegate::context::Context;
 
 /// What an item runs: a Rust closure, or a C function and its argument.
 pub(super) enum Work {
