@@ -22,7 +22,7 @@ use crate::{huge, os};
 /// (any block but a huge one aligned to a segment or more).
 #[inline(always)]
 pub unsafe fn free_unchecked(p: *mut u8) {
-    // SAFETY: forwarded caller promise; masking finds the segment.
+    // SAFETY: the caller promises a live block whose segment masking finds.
     unsafe { free_in(segment::segment_of(p), p) }
 }
 
@@ -33,7 +33,7 @@ pub unsafe fn free_unchecked(p: *mut u8) {
 ///
 /// `p` is a live block of this allocator.
 pub unsafe fn free_block(p: *mut u8) {
-    // SAFETY: forwarded caller promise; the map finds the segment.
+    // SAFETY: the caller promises a live block; the map finds its segment.
     unsafe { free_in(segment::segment_of_block(p), p) }
 }
 
@@ -53,7 +53,7 @@ unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
         // SAFETY: the page is owned by this thread's heap; `p` is live in it.
         unsafe { free_local(&*heap, page, p) };
     } else {
-        // SAFETY: forwarded caller promise.
+        // SAFETY: the caller promises `p` is a live block of `page` in `seg`.
         unsafe { free_remote(seg, page, p) };
     }
 }
@@ -72,7 +72,8 @@ pub unsafe fn free_checked(p: *mut u8) {
     // The common case: a block in the first region of its segment, found by
     // masking once the segment map says the region starts one of ours.
     if !segment::starts_segment(p) {
-        // SAFETY: forwarded caller promise.
+        // SAFETY: the caller's promise (nothing uses a block of ours after
+        // this call) is the one `free_checked_far` asks.
         return unsafe { free_checked_far(p) };
     }
     let seg = segment::segment_of(p);
@@ -93,7 +94,8 @@ pub unsafe fn free_checked(p: *mut u8) {
         // start of one of its blocks, not the last one freed.
         unsafe { free_local(&*heap, page, p) };
     } else {
-        // SAFETY: forwarded caller promise; `seg` and `page` are live.
+        // SAFETY: `seg` and `page` are live (the map says so); the caller's
+        // promise is the one `free_checked_remote` asks.
         unsafe { free_checked_remote(seg, page, p) };
     }
 }
@@ -108,13 +110,14 @@ pub unsafe fn free_checked(p: *mut u8) {
 pub unsafe fn free_local(heap: &Heap, page: *mut Page, block: *mut u8) {
     // SAFETY: the caller promises a live page of this thread's heap.
     let p = unsafe { &*page };
-    let b = block.cast::<Block>();
+    let b = p.block_at(block);
     // SAFETY: the caller gives up the live block: its first word is ours.
     unsafe { (*b).next = p.own.local_free.get() };
     p.own.local_free.set(b);
     p.set_used(p.used() - 1);
     if p.own.flags.get() != 0 {
-        // SAFETY: forwarded caller promise.
+        // SAFETY: `page` is a live page of `heap`, which this thread owns
+        // (the caller's promise, as `free_local_slow` asks).
         unsafe { free_local_slow(heap, page) };
     }
 }
@@ -154,7 +157,7 @@ unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
     if pg.shared.state.load(Ordering::Acquire) != state::IN_USE || !pg.is_block_start(p) {
         // SAFETY: the segment is live (caller promise).
         if unsafe { (*seg).kind } == Kind::Huge {
-            // SAFETY: forwarded caller promise.
+            // SAFETY: as `free_checked_far` asks: the caller's promise.
             return unsafe { free_checked_far(p) };
         }
         invalid_pointer(b"free(): invalid pointer (not a live block)", p);
@@ -211,7 +214,7 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
         me.remote_freed.set(me.remote_freed.get() + pg.block_size());
     }
     // SAFETY: `p` is a live block of the page, freed once (caller promise).
-    if !unsafe { pg.push_remote(p.cast::<Block>()) } {
+    if !unsafe { pg.push_remote(pg.block_at(p)) } {
         return;
     }
     let owner = pg.heap().cast::<Heap>();

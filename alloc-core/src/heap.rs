@@ -51,6 +51,8 @@ pub struct Heap {
     pub next_collect: Cell<u64>,
     /// The purge epoch the heap last collected for.
     pub collect_epoch: Cell<u64>,
+    /// Slow paths left before the decay tick reads the clock again.
+    pub tick_countdown: Cell<u32>,
     /// Bytes of other heaps' blocks this thread has freed (a running total).
     /// They go back to their owners' pages, so committed memory drops only
     /// when the owners collect; reclaim credits them to the shrinker that
@@ -93,6 +95,7 @@ impl Heap {
             owned: Cell::new(false),
             next_collect: Cell::new(0),
             collect_epoch: Cell::new(0),
+            tick_countdown: Cell::new(0),
             remote_freed: Cell::new(0),
             last_grown: Cell::new(0),
             all_next: Cell::new(ptr::null_mut()),
@@ -139,7 +142,10 @@ impl Heap {
         self.set_direct(class);
     }
 
-    /// Moves a full page back to its class queue (a block of it was freed).
+    /// Moves a full page back to its class queue (a block of it was freed),
+    /// at the tail: with one free block it would serve one allocation and
+    /// go full again, each time through the slow path, were it put first;
+    /// at the tail it gathers frees while the pages before it are used up.
     ///
     /// # Safety
     ///
@@ -151,8 +157,10 @@ impl Heap {
         p.clear_full();
         // SAFETY: the caller promises the page is on the full list.
         unsafe { self.full.remove(page) };
+        let class = p.class();
         // SAFETY: off every list now, and ours.
-        unsafe { self.queue_push(page) };
+        unsafe { self.queues[class].push_back(page) };
+        self.set_direct(class);
     }
 }
 

@@ -188,12 +188,19 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
     }
 }
 
-/// Takes back full pages that other threads freed into.
+/// Takes back full pages that other threads freed into. One relaxed load
+/// when there are none.
+#[inline]
 pub fn drain_remote(heap: &Heap) {
-    // Relaxed peek; the swap below acquires.
-    if heap.remote_pages.load(Ordering::Relaxed).is_null() {
-        return;
+    // Relaxed peek; the swap in `drain_remote_slow` acquires.
+    if !heap.remote_pages.load(Ordering::Relaxed).is_null() {
+        drain_remote_slow(heap);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn drain_remote_slow(heap: &Heap) {
     // Acquire pairs with the pushers' Release CAS in `free::free_remote`.
     let mut page = heap.remote_pages.swap(ptr::null_mut(), Ordering::Acquire);
     while !page.is_null() {

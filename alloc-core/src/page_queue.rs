@@ -53,6 +53,27 @@ impl PageQueue {
         self.head.set(page);
     }
 
+    /// Puts `page` last: where a page that only just got a free block waits
+    /// until the pages before it are used up.
+    ///
+    /// # Safety
+    ///
+    /// As for [`push_front`](Self::push_front).
+    pub unsafe fn push_back(&self, page: *mut Page) {
+        // SAFETY: the caller promises `page` is live and ours.
+        let own = unsafe { &(*page).own };
+        let tail = self.tail.get();
+        own.next.set(ptr::null_mut());
+        own.prev.set(tail);
+        if tail.is_null() {
+            self.head.set(page);
+        } else {
+            // SAFETY: the queue's pages are live and ours (caller promise).
+            unsafe { (*tail).own.next.set(page) };
+        }
+        self.tail.set(page);
+    }
+
     /// Takes `page` off the queue.
     ///
     /// # Safety

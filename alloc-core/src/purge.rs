@@ -3,7 +3,8 @@
 //! A page that becomes free stays committed for `Opt::PurgeDelayMs`, so that
 //! a program that frees and allocates again does not fault its memory back
 //! in; after that the next decay tick purges it (`madvise(MADV_DONTNEED)`).
-//! Ticks run on allocation slow paths, at most every quarter of the delay.
+//! Ticks run on allocation slow paths (the clock is read on one in
+//! [`TICK_EVERY`]), the global one at most every quarter of the delay.
 //! [`purge`] purges every free page and cached segment now.
 //!
 //! Invariant: only a page in state `FREE` is purged, and only by the thread
@@ -31,13 +32,31 @@ static COLLECT_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// How often a heap gives back its empty pages on its own (ms).
 const HEAP_COLLECT_MS: u64 = 100;
 
+/// Slow paths between two looks at the clock in [`tick`].
+const TICK_EVERY: u32 = 16;
+
 /// Decay work, if due. Called from the allocation slow path: the heap gives
 /// back its empty pages every [`HEAP_COLLECT_MS`] or when a purge asked for
 /// it; one thread per quarter of the purge delay runs the global purge pass.
+/// The clock is read only every [`TICK_EVERY`] slow paths (a counter in the
+/// heap): the common slow path pays a load, a compare and a store.
+#[inline]
 pub fn tick(heap: &Heap) {
-    let now = os::now_ms();
     // Relaxed: the epoch is a hint; a late look only delays the collection.
     let epoch = COLLECT_EPOCH.load(Ordering::Relaxed);
+    let left = heap.tick_countdown.get();
+    if left > 0 && epoch == heap.collect_epoch.get() {
+        heap.tick_countdown.set(left - 1);
+        return;
+    }
+    tick_now(heap, epoch);
+}
+
+#[cold]
+#[inline(never)]
+fn tick_now(heap: &Heap, epoch: u64) {
+    heap.tick_countdown.set(TICK_EVERY);
+    let now = os::now_ms();
     if now >= heap.next_collect.get() || epoch != heap.collect_epoch.get() {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);

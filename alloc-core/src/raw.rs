@@ -81,7 +81,8 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
 /// uses the block after this call.
 #[inline]
 pub unsafe fn free(p: *mut u8) {
-    // SAFETY: forwarded caller promise.
+    // SAFETY: the caller promises nothing uses the block after this call,
+    // which is all `free_checked` asks (it checks the pointer itself).
     unsafe { free::free_checked(p) }
 }
 
@@ -95,7 +96,8 @@ pub unsafe fn free(p: *mut u8) {
 /// `p` is null or a live block of this allocator allocated with an alignment
 /// of at most `align`; after success the old pointer is not used again.
 pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
-    // SAFETY: forwarded caller promise.
+    // SAFETY: the caller promises `p` is null or a live block of ours
+    // aligned to `align`, as `realloc::realloc` asks.
     unsafe { realloc::realloc(p, new_size, align) }
 }
 
@@ -105,7 +107,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
 ///
 /// `p` is a live block of this allocator.
 pub unsafe fn usable_size(p: *mut u8) -> usize {
-    // SAFETY: forwarded caller promise.
+    // SAFETY: the caller promises `p` is a live block of ours.
     unsafe { segment::usable_size(p) }
 }
 

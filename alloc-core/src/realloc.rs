@@ -110,9 +110,12 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if q.is_null() {
         return q;
     }
+    // Read through the segment's provenance, not `p`'s: a program's pointer
+    // may cover only the bytes it asked for, and we copy the usable size.
+    let src = seg.cast::<u8>().wrapping_add(p as usize - seg as usize);
     // SAFETY: both blocks are live and distinct, and hold at least the
     // copied length.
-    unsafe { ptr::copy_nonoverlapping(p, q, usable.min(new_size)) };
+    unsafe { ptr::copy_nonoverlapping(src, q, usable.min(new_size)) };
     // SAFETY: `p` is live (caller promise) and freed once, after the copy.
     unsafe { free::free_block(p) };
     // The heap may have been set up by the allocation above.

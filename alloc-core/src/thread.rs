@@ -188,6 +188,7 @@ fn abandon(heap: *mut Heap) {
 // the only order in which any two of them are ever held together.
 
 /// `fork()` is about to run: takes every allocator lock.
+#[cfg_attr(miri, allow(dead_code))]
 pub(crate) unsafe extern "C" fn fork_prepare() {
     POOL.raw_lock();
     ALL.raw_lock();
@@ -200,6 +201,7 @@ pub(crate) unsafe extern "C" fn fork_prepare() {
 /// # Safety
 ///
 /// `fork_prepare` ran in this process just before.
+#[cfg_attr(miri, allow(dead_code))]
 pub(crate) unsafe extern "C" fn fork_parent() {
     // SAFETY: `fork_prepare` took these locks in this process.
     unsafe {
@@ -216,6 +218,7 @@ pub(crate) unsafe extern "C" fn fork_parent() {
 /// # Safety
 ///
 /// `fork_prepare` ran in the parent just before the fork.
+#[cfg_attr(miri, allow(dead_code))]
 pub(crate) unsafe extern "C" fn fork_child() {
     // SAFETY: `fork_prepare` took these locks in the parent, whose memory
     // this process is a copy of; no other thread exists here.
