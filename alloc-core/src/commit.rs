@@ -17,9 +17,11 @@
 //! not retried: there is nothing yet to reclaim.
 //!
 //! A hard limit that refuses is exact under concurrent charges: reclaim
-//! keeps the threshold at 0 then, and its slow paths [`reserve`] the bytes
-//! against the limit (the committed bytes, every thread's reservation and
-//! these must stay under it) before the core commits them; committing
+//! keeps the threshold at 0 then, and every charge [`reserve`]s its bytes
+//! against a line (the committed bytes, every thread's reservation and
+//! these must stay under it) before the core commits them: here, under
+//! the *exact line* reclaim stores (its smallest line), without calling it;
+//! past that, in reclaim's slow path, against the hard limit. Committing
 //! ([`on_commit`], [`on_map`]) settles the reservation. A thread holds one
 //! reservation at a time: its next reservation, or its exit, gives up what
 //! it reserved and did not commit (a page found after all, a failed map).
@@ -78,10 +80,32 @@ pub(crate) fn set_threshold(bytes: usize) {
     THRESHOLD.store(bytes, Ordering::Relaxed);
 }
 
-/// Lowers the threshold to `bytes` if it is higher.
+/// Lowers the threshold (and the exact line, if any) to `bytes` if higher.
 pub(crate) fn lower_threshold(bytes: usize) {
     // Relaxed: see `threshold`.
     THRESHOLD.fetch_min(bytes, Ordering::Relaxed);
+    // 0 (none) stays 0.
+    EXACT_LINE.fetch_min(bytes, Ordering::Relaxed);
+}
+
+/// Under a hard limit that refuses (the threshold is 0 then): the committed
+/// bytes under which a charge only reserves, without reclaim's slow path;
+/// 0 otherwise.
+static EXACT_LINE: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the exact line (0: none; see `EXACT_LINE`).
+pub(crate) fn set_exact_line(bytes: usize) {
+    // Relaxed: see `threshold`; a stale line only sends one charge to
+    // reclaim's slow path, which reserves against the hard limit itself.
+    EXACT_LINE.store(bytes, Ordering::Relaxed);
+}
+
+/// A reservation under the exact line, if there is one and it fits.
+#[inline]
+fn reserve_under_exact_line(bytes: usize) -> bool {
+    // Relaxed: see `set_exact_line`.
+    let line = EXACT_LINE.load(Ordering::Relaxed);
+    line != 0 && reserve(bytes, line)
 }
 
 /// Called before committing `bytes` more memory, never with an allocator
@@ -100,7 +124,7 @@ pub(crate) fn charge(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn charge_slow(bytes: usize) -> bool {
-    installed().is_none_or(|r| (r.charge)(bytes))
+    reserve_under_exact_line(bytes) || installed().is_none_or(|r| (r.charge)(bytes))
 }
 
 /// Whether committing `bytes` more fits under the limits now, without
@@ -118,7 +142,7 @@ pub(crate) fn fits(bytes: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn fits_slow(bytes: usize) -> bool {
-    installed().is_none_or(|r| (r.fits)(bytes))
+    reserve_under_exact_line(bytes) || installed().is_none_or(|r| (r.fits)(bytes))
 }
 
 /// Called when a mapping of `bytes` failed, before retry `attempt + 1`:

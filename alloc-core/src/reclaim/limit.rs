@@ -201,8 +201,11 @@ fn recompute_locked() {
     let limits = l.soft().map_or(usize::MAX, |_| l.high()).min(l.hard().unwrap_or(usize::MAX));
     // Relaxed: a stale value only delays the wake by one charge.
     let t = limits.min(WAKE_AT.load(Ordering::Relaxed));
-    // A hard limit that refuses is kept exactly: every charge reserves.
-    crate::commit::set_threshold(if l.refuses() { 0 } else { t });
+    // A hard limit that refuses is kept exactly: every charge reserves,
+    // under `t` without calling the slow path here (`commit.rs`).
+    let refuses = l.refuses();
+    crate::commit::set_threshold(if refuses { 0 } else { t });
+    crate::commit::set_exact_line(if refuses { t } else { 0 });
 }
 
 /// Sets the commit threshold from the limits in force: once the
