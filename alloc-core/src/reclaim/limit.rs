@@ -123,6 +123,20 @@ impl Limits {
         self.soft - self.soft / 16
     }
 
+    /// Past this many committed bytes, halfway from the soft limit to the
+    /// hard one, free blocks no longer count as room: background reclaim
+    /// aims at the committed bytes too and counts pages given back, so that
+    /// they stay clear of the hard limit, where allocations wait and one
+    /// from a `NOFS` scope may fail. The group's lines use the same guard
+    /// (`usage.rs`). `usize::MAX` without a hard limit.
+    pub(crate) fn guard(self) -> usize {
+        if self.hard == 0 {
+            usize::MAX
+        } else {
+            self.soft + (self.hard - self.soft.min(self.hard)) / 2
+        }
+    }
+
     /// The level of a background pass at `bytes`: `None` under the high
     /// watermark, at least `Low` past it, [`Limits::level`] beyond.
     pub(crate) fn background_level(self, bytes: usize) -> Level {
@@ -296,6 +310,8 @@ mod tests {
         assert_eq!(l.background_level(3101), Level::Low, "past the high watermark, under the soft limit");
         assert_eq!(l.background_level(5000), Level::Medium);
         assert_eq!(Limits { soft: 0, hard: 0, refuses: false, floor: 0 }.background_level(1 << 40), Level::None);
+        assert_eq!(l.guard(), 4800);
+        assert_eq!(Limits { soft: 3200, hard: 0, refuses: false, floor: 0 }.guard(), usize::MAX);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! The allocator's slow paths call `commit::charge` before committing
 //! memory. Its fast path, in the core, is two relaxed loads (the threshold
 //! this layer keeps there and the committed counter); past it, the core
-//! calls the slow paths installed here (`install`). Past the soft limit
-//! the slow path wakes the background reclaimers (`worker.rs`); past the hard limit it runs *direct reclaim* in the
+//! calls the slow paths installed here (`install`). Past the high
+//! watermark, just under the soft limit, the slow path wakes the
+//! background reclaimers (`worker.rs`), which bring the bytes in live
+//! blocks back to the low watermark, so that usage settles in the band
+//! between the two; past the hard limit it runs *direct reclaim* in the
 //! allocating thread, under that thread's scope mask (`scope.rs`), and
 //! refuses the allocation only if it still does not fit once nothing it may
 //! call has anything left and no pass it may wait on is in flight. A hard
@@ -169,13 +172,20 @@ fn charge_slow(bytes: usize) -> bool {
         monitor::start();
     }
     if let Some(target) = pressure::on_charge_slow() {
-        run_pass(Pass { target, level: Level::Critical, trigger: Trigger::CgroupUsage, scope, only_class: None });
+        run_pass(Pass {
+            target,
+            level: Level::Critical,
+            trigger: Trigger::CgroupUsage,
+            scope,
+            only_class: None,
+            room: true,
+        });
     }
     if limits.over_high(want) {
         let level = limits.background_level(want).min(Level::Medium).max(pressure::level());
         for class in ContextClass::ALL {
             // The reclaimer measures the excess itself, when it runs.
-            worker::wake(class, 0, level, Trigger::Background);
+            worker::wake(class, 0, level, Trigger::Background, false);
         }
     }
     let ok = match (limits.refuses(), limits.hard()) {
@@ -240,7 +250,8 @@ fn direct_reclaim(bytes: usize, scope: ScopeFlags, may_wait: bool) -> bool {
         if target == 0 {
             return true;
         }
-        let pass = Pass { target, level: Level::Critical, trigger: Trigger::Direct, scope, only_class: None };
+        let pass =
+            Pass { target, level: Level::Critical, trigger: Trigger::Direct, scope, only_class: None, room: true };
         // Judge progress by objects too: other threads' allocations can hide
         // the bytes a pass freed from the committed counter.
         let freed = run_pass(pass);
@@ -270,7 +281,8 @@ pub fn reclaim(target_bytes: usize, level: Level) -> usize {
         return 0;
     }
     let scope = current_scope();
-    run_pass(Pass { target: target_bytes, level, trigger: Trigger::Explicit, scope, only_class: None }).bytes
+    let pass = Pass { target: target_bytes, level, trigger: Trigger::Explicit, scope, only_class: None, room: false };
+    run_pass(pass).bytes
 }
 
 /// Registers `shrinker`; reclaim may call it as soon as this returns, and

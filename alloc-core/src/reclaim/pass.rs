@@ -2,9 +2,12 @@
 //! purge the allocator's free pages; if that is short of the target, pay
 //! what earlier restricted passes owe the shrinkers this pass may call
 //! (`pay_debts`), then ask every eligible shrinker, at priorities from
-//! gentle to desperate, for a share of what it holds (`shrink_one`),
-//! purging and measuring what really went away after each round, until the
-//! target is met or no shrinker has anything left. A shrinker the mask
+//! gentle to desperate, for a share of what it holds (`shrink_one`), in
+//! `batch`-sized steps, until what became reusable ([`Meter`]) covers the
+//! target or no shrinker has anything left; the priority rises only after
+//! a round that fell short, and each round ends with a purge. The target
+//! is the excess over the line that was crossed plus a small margin (the
+//! callers: `mod.rs`, `worker.rs`, `usage.rs`). A shrinker the mask
 //! forbids is skipped, the skip counted, and its share owed (`nr_deferred`)
 //! to the next reclaimer allowed to call it: `run` says which classes were
 //! skipped, and its callers wake their reclaimers (`worker::run_pass`).
@@ -38,6 +41,11 @@ pub(crate) struct Pass {
     pub(crate) scope: ScopeFlags,
     /// A background reclaimer's class: only shrinkers whose home it is.
     pub(crate) only_class: Option<ContextClass>,
+    /// Whether the pass makes room for memory that does not fit under a
+    /// line (the hard limit, the group's hard line, a failed `mmap`, or the
+    /// work such a pass had to leave to a reclaimer): its progress is then
+    /// only what goes back to the OS (see [`Pass::measure`]).
+    pub(crate) room: bool,
 }
 
 impl Pass {
@@ -47,15 +55,15 @@ impl Pass {
         self.only_class.is_none_or(|c| e.options.get_needs().class() == c)
     }
 
-    /// How the pass counts its progress. A pass run in an allocating thread
-    /// because a line was crossed (the hard limit, the group's hard line, a
-    /// failed `mmap`) must make room for new pages, which only pages given
-    /// back do; every other pass counts the memory that became reusable.
+    /// How the pass counts its progress. A pass that makes room for new
+    /// pages ([`Pass::room`]) counts what goes back to the OS, which freed
+    /// blocks in pages still in use do not; every other pass counts the
+    /// memory that became reusable.
     fn measure(&self) -> Measure {
-        if self.only_class.is_none() && self.trigger != Trigger::Explicit {
-            Measure::Pages
-        } else {
-            Measure::Reusable
+        match (self.room, self.only_class) {
+            (false, _) => Measure::Reusable,
+            (true, None) => Measure::Pages,
+            (true, Some(_)) => Measure::PagesOnly,
         }
     }
 }
@@ -90,8 +98,14 @@ enum Measure {
     /// target as soon as it is freed, whether or not its pages go back.
     Reusable,
     /// After every round, once a purge gave back the pages that emptied:
-    /// a pass that must make room for new pages under a line.
+    /// a pass that must make room for new pages under a line, in the
+    /// allocating thread. Blocks it freed into other threads' pages count
+    /// too, as they always did (those threads' own allocations may hide the
+    /// pages given back).
     Pages,
+    /// The same for a background reclaimer making room: only pages given
+    /// back count, so that its pass goes on until committed memory falls.
+    PagesOnly,
 }
 
 /// What a pass has freed so far: committed bytes given back, and blocks
@@ -130,14 +144,17 @@ impl Meter {
     /// may be both, once those pages are empty and purged).
     fn freed(&self) -> usize {
         let remote = crate::heap::remote_freed().wrapping_sub(self.remote0);
-        let pages = match self.measure {
-            // What this pass's purges gave back: other threads' passes and
-            // purges, running at once, lower the committed counter too.
-            Measure::Reusable => self.released,
+        let drop = || self.committed0.saturating_sub(crate::stats::committed()).max(self.released);
+        let progress = match self.measure {
+            // What this pass's purges gave back (other threads' passes and
+            // purges, running at once, lower the committed counter too),
+            // or the blocks it freed.
+            Measure::Reusable => self.released.max(remote),
             // A pass that needs room counts any room made, as it always did.
-            Measure::Pages => self.committed0.saturating_sub(crate::stats::committed()).max(self.released),
+            Measure::Pages => drop().max(remote),
+            Measure::PagesOnly => drop(),
         };
-        self.base.saturating_add(pages.max(remote))
+        self.base.saturating_add(progress)
     }
 
     /// Purges the allocator's free pages (and asks every thread to collect
@@ -192,7 +209,7 @@ fn purge_measured(measure: Measure) -> usize {
     let released = crate::purge();
     match measure {
         Measure::Reusable => released,
-        Measure::Pages => released.max(before.saturating_sub(crate::stats::committed())),
+        Measure::Pages | Measure::PagesOnly => released.max(before.saturating_sub(crate::stats::committed())),
     }
 }
 

@@ -89,7 +89,7 @@ pub(crate) fn raise(src: Source, level: Level, target: usize) -> bool {
     sources::note_raise(src, level, now);
     note_level(level, now);
     for class in ContextClass::ALL {
-        worker::wake(class, target, level, src);
+        worker::wake(class, target, level, src, false);
     }
     true
 }
@@ -155,7 +155,8 @@ pub(crate) fn on_map_failure(bytes: usize, attempt: u32) -> bool {
     let target = bytes.saturating_mul(2).max(share_of_committed(Level::Critical));
     raise(Source::MmapFailure, Level::Critical, target);
     let scope = scope::current_scope();
-    let pass = Pass { target, level: Level::Critical, trigger: Trigger::MmapFailure, scope, only_class: None };
+    let pass =
+        Pass { target, level: Level::Critical, trigger: Trigger::MmapFailure, scope, only_class: None, room: true };
     if run_pass(pass) == Freed::NOTHING {
         worker::wait_for_allowed(ContextClass::of(scope), MAP_WAIT);
     }

@@ -142,8 +142,9 @@ pub(crate) struct Reading {
 /// blocks): after a pass frees blocks the group's usage stays where it was
 /// until their pages empty, but the program's next allocations take those
 /// blocks instead of new memory. Judged on the raw usage, every reading
-/// would raise a pass for what the last one already freed. The hard line
-/// is judged on the raw usage: that is what the kernel counts.
+/// would raise a pass for what the last one already freed. Past the guard
+/// (halfway from the soft to the hard line) and at the hard line the raw
+/// usage counts: that is what the kernel counts.
 fn read_group(g: &Group) -> Result<Reading, i32> {
     let usage = cgroup::read_bytes(&g.dir, g.usage_file())?;
     let high = g.lines.soft().map_or(u64::MAX, |_| g.lines.high() as u64);
@@ -156,7 +157,10 @@ fn read_group(g: &Group) -> Result<Reading, i32> {
     let held = if working_set > high { reusable() } else { 0 };
     let unreusable = ws.saturating_sub(held);
     let level = if g.lines.fits(ws) { g.lines.background_level(unreusable) } else { Level::Critical };
-    let target = if level > Level::None { unreusable.saturating_sub(g.lines.soft_goal()) } else { 0 };
+    // Past the guard (halfway to the hard line) the raw usage counts too.
+    let guarded = ws.saturating_sub(g.lines.guard());
+    let level = if guarded > 0 { level.max(Level::Low) } else { level };
+    let target = if level > Level::None { unreusable.saturating_sub(g.lines.soft_goal()).max(guarded) } else { 0 };
     let hard = g.lines.hard().unwrap_or(usize::MAX);
     let direct_target = ws.saturating_sub(hard).saturating_add(g.lines.hard_headroom());
     Ok(Reading { working_set, level, target, direct_target })

@@ -42,8 +42,8 @@ use crate::os;
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a reclaimer rests after a pass that freed nothing.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(10);
-/// How long a reclaimer rests after a pass that had nothing to shrink and
-/// only gave free pages back.
+/// How often a reclaimer runs a pass that has nothing to shrink and only
+/// gives free pages back.
 const PURGE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The effective mask a class's reclaimer runs under.
@@ -64,6 +64,9 @@ struct Request {
     /// once `completed >= t`.
     requested: u64,
     completed: u64,
+    /// Whether the pending pass makes room (see `Pass::room`): work a
+    /// direct pass had to leave to this reclaimer.
+    room: bool,
 }
 
 struct Worker {
@@ -194,21 +197,32 @@ pub(crate) fn run_pass(p: Pass) -> Freed {
     let (freed, owed) = pass::run(&p);
     if freed.bytes < p.target {
         for class in ContextClass::ALL.into_iter().filter(|&c| owed.has(c) && Some(c) != p.only_class) {
-            wake(class, p.target - freed.bytes, p.level, p.trigger.owed());
+            wake(class, p.target - freed.bytes, p.level, p.trigger.owed(), p.room);
         }
     }
     freed
 }
 
-/// What the allocator's own usage is over the low watermark: bytes in
-/// live blocks, not committed bytes. The free blocks among the committed
-/// ones serve the next allocations; a pass that aimed at committed bytes
-/// would evict again what the last one freed, until the cache was gone.
-fn excess() -> usize {
+/// What the allocator's own usage is over the low watermark, and whether
+/// the pass must give committed memory back (`Pass::room`). Below the
+/// guard (halfway from the soft to the hard limit) usage is the bytes in live blocks, not committed
+/// bytes: the free blocks among those serve the next allocations, and a
+/// pass that aimed at committed bytes would evict again what the last one
+/// freed, until the cache was gone. Past it, free blocks no longer count as
+/// room: the pass aims at the committed bytes and counts pages given back,
+/// so that they stay clear of the hard limit, where an allocation from a
+/// `NOFS` scope, which cannot call the filesystem's caches, may fail.
+fn excess() -> (usize, bool) {
     let limits = limit::current();
-    match limits.soft() {
-        Some(_) => crate::stats().in_use.saturating_sub(limits.soft_goal()),
-        None => 0,
+    if limits.soft().is_none() {
+        return (0, false);
+    }
+    let s = crate::stats();
+    let live = s.in_use.saturating_sub(limits.soft_goal());
+    if s.committed > limits.guard() {
+        (live.max(s.committed.saturating_sub(limits.soft_goal())), false)
+    } else {
+        (live, false)
     }
 }
 
@@ -260,30 +274,43 @@ pub(crate) fn wait_for_pass_end(class: ContextClass, limit: Duration) -> bool {
 
 /// A reclaimer's life: wait for a request, run one pass, report, repeat.
 fn run(w: &'static Worker) -> ! {
+    // When this reclaimer last ran a pass that had nothing to shrink.
+    let mut idle_at: Option<Instant> = None;
     loop {
-        let (target, level, trigger, ticket) = next_request(w);
-        let target = target.max(excess());
-        let freed =
-            run_pass(Pass { target, level, trigger, scope: reclaimer_scope(w.class), only_class: Some(w.class) });
+        let (target, level, trigger, room, ticket) = next_request(w);
+        let (own, own_room) = excess();
+        let (target, room) = (target.max(own), room || own_room);
+        // Only free pages to give back (usage is under the low watermark:
+        // its committed bytes are free blocks the next allocations reuse):
+        // once per `PURGE_BACKOFF` is enough. Any other request runs at once.
+        let idle = target == 0 && !room && trigger == Trigger::Background;
+        let freed = if idle && idle_at.is_some_and(|t| t.elapsed() < PURGE_BACKOFF) {
+            None
+        } else {
+            let scope = reclaimer_scope(w.class);
+            Some(run_pass(Pass { target, level, trigger, scope, only_class: Some(w.class), room }))
+        };
+        if idle && freed.is_some() {
+            idle_at = Some(Instant::now());
+        }
         let mut st = w.lock();
         st.busy = false;
         st.completed = ticket;
         drop(st);
         w.done.notify_all();
-        if freed == Freed::NOTHING {
+        if freed == Some(Freed::NOTHING) {
             // Nothing to take: do not spin on the wakes of every allocation
             // that stays past the soft limit.
             std::thread::sleep(EMPTY_BACKOFF);
-        } else if target == 0 {
-            // Only free pages to give back (usage is under the low
-            // watermark, its committed bytes are free blocks the next
-            // allocations reuse): once per `PURGE_BACKOFF` is enough.
-            std::thread::sleep(PURGE_BACKOFF);
         }
     }
 }
 
-fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
+/// A request taken off a reclaimer's slot: target, level, trigger, room,
+/// and the ticket its waiters wait for.
+type Taken = (usize, Level, Trigger, bool, u64);
+
+fn next_request(w: &Worker) -> Taken {
     let mut st = w.lock();
     while !st.pending {
         st = w.wake.wait_timeout(st, IDLE).unwrap_or_else(PoisonError::into_inner).0;
@@ -293,21 +320,23 @@ fn next_request(w: &Worker) -> (usize, Level, Trigger, u64) {
     w.pending.store(false, Ordering::Relaxed);
     st.busy = true;
     let trigger = st.trigger.take().unwrap_or(Trigger::Background);
-    (core::mem::take(&mut st.target), core::mem::take(&mut st.level), trigger, st.requested)
+    let room = core::mem::take(&mut st.room);
+    (core::mem::take(&mut st.target), core::mem::take(&mut st.level), trigger, room, st.requested)
 }
 
 /// Asks the reclaimer of `class` for a pass freeing `target` bytes at
-/// `level` on behalf of `trigger` (recorded with the pass); starts the
+/// `level` on behalf of `trigger` (recorded with the pass), making room
+/// (`room`: counting only pages given back) if any request did; starts the
 /// reclaimers if need be. A soft-limit wake skips the lock when a request
 /// is already pending (the pass it runs re-reads the limits); other
 /// triggers, rare and rate-limited, merge their level and target into it.
-pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger) {
+pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Trigger, room: bool) {
     if !super::monitor::threads_allowed() {
         return purge_inline(trigger);
     }
     let Some(w) = ensure_started().and_then(|ws| ws.by_class[class.index()]) else { return };
     // Relaxed: a stale `true` only skips a wake the pending pass covers.
-    if trigger == Trigger::Background && w.pending.load(Ordering::Relaxed) {
+    if trigger == Trigger::Background && !room && w.pending.load(Ordering::Relaxed) {
         return;
     }
     let mut st = w.lock();
@@ -319,6 +348,7 @@ pub(crate) fn wake(class: ContextClass, target: usize, level: Level, trigger: Tr
         st.trigger = Some(trigger);
     }
     st.level = st.level.max(level);
+    st.room |= room;
     st.requested += 1;
     drop(st);
     w.wake.notify_one();
@@ -346,7 +376,7 @@ pub(crate) fn purge_inline(trigger: Trigger) {
         return;
     }
     let scope = scope::current_scope();
-    run_pass(Pass { target: 0, level: Level::None, trigger, scope, only_class: None });
+    run_pass(Pass { target: 0, level: Level::None, trigger, scope, only_class: None, room: false });
 }
 
 /// Waits, at most `timeout`, for a pass in flight on a reclaimer that a
