@@ -2,7 +2,8 @@
 //!
 //! Fast path ([`malloc`], [`alloc_class`]): one table load for the class,
 //! one TLS load for the heap, one load for the class's first page, pop its
-//! `free` list; no lock, no atomic read-modify-write, about a dozen
+//! `free` list (or, when it ran dry, take the page's `local_free` as the
+//! new list); no lock, no atomic read-modify-write, about a dozen
 //! instructions. Slow path ([`alloc_slow`]): give the thread a heap if it
 //! has none, take back pages other threads freed into, run the decay tick,
 //! and find a page with a free block (collecting its frees, carving more of
@@ -51,6 +52,21 @@ pub fn malloc_c(size: usize) -> *mut u8 {
     malloc_generic(size)
 }
 
+/// [`malloc_c`]'s fast path alone: `None` when it misses. Classes above
+/// the table's reach are computed (a few instructions more) rather than
+/// sent down the generic path.
+#[inline(always)]
+pub fn try_malloc_c_fast(size: usize) -> Option<*mut u8> {
+    if size <= FAST_MAX {
+        pop_direct(size_class::class_of_c(size))
+    } else if size <= MAX_CLASS_SIZE {
+        // Above 1 KiB every class is a multiple of 16: C's alignment holds.
+        pop_direct(size_class::class_of(size))
+    } else {
+        None
+    }
+}
+
 /// Pops a block from the first page of `class` in this thread's heap.
 #[inline(always)]
 fn pop_direct(class: usize) -> Option<*mut u8> {
@@ -61,8 +77,13 @@ fn pop_direct(class: usize) -> Option<*mut u8> {
     // SAFETY: `class < CLASSES` (the class tables hold only valid indices).
     let page = unsafe { heap.direct.get_unchecked(class) }.get();
     // SAFETY: direct entries point at live pages of this heap, or at the
-    // empty page, whose free list is empty.
-    unsafe { (*page).pop_free() }.map(|b| b.cast())
+    // empty page, whose lists are empty (so nothing below writes it).
+    let page = unsafe { &*page };
+    match page.pop_free() {
+        Some(b) => Some(b.cast()),
+        // The free list ran dry: the thread's own frees, without the slow path.
+        None => page.pop_local().map(|b| b.cast()),
+    }
 }
 
 #[inline(never)]

@@ -82,14 +82,10 @@ pub unsafe fn free_checked(p: *mut u8) {
     // SAFETY: as above: the page record is live.
     let pg = unsafe { &*page };
     let heap = heap::current();
-    // A page not in use has no heap, so this also says it is in use.
-    if pg.heap() == heap.cast() {
-        if !pg.is_block_start(p) {
-            invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
-        }
-        if p.cast::<Block>() == pg.own.local_free.get() {
-            invalid_pointer(b"free(): double free", p);
-        }
+    // A page not in use has no heap, so this also says it is in use. Every
+    // failing test goes to `free_checked_remote`, which tells a bad pointer
+    // from another thread's block (a tail call: no frame here).
+    if pg.heap() == heap.cast() && pg.is_block_start(p) && p.cast::<Block>() != pg.own.local_free.get() {
         // SAFETY: the page is owned by this thread's heap, and `p` is the
         // start of one of its blocks, not the last one freed.
         unsafe { free_local(&*heap, page, p) };
@@ -149,8 +145,16 @@ unsafe fn free_local_slow(heap: &Heap, page: *mut Page) {
 #[inline(never)]
 unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
     // SAFETY: the caller promises live records; a shared reference touches
-    // only the page's shared part below (atomics and fixed fields).
+    // only the page's shared part below (atomics and fixed fields), and the
+    // owner part only when this thread owns the page.
     let pg = unsafe { &*page };
+    if pg.heap() == heap::current().cast() {
+        // Our own page, and `free_checked` refused the pointer.
+        if !pg.is_block_start(p) {
+            invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
+        }
+        invalid_pointer(b"free(): double free", p);
+    }
     // Acquire pairs with the Release of IN_USE in `Page::init`: the geometry
     // `is_block_start` reads is the page's. A block being freed keeps its
     // page IN_USE; a page in any other state means the pointer is stale.

@@ -122,7 +122,8 @@ pub struct Shared {
     /// The owning heap (an opaque `*mut Heap`: this layer never follows
     /// it), null while the page is free. Stable while any block is live.
     pub heap: AtomicPtr<u8>,
-    /// `ceil(2^44 / block_size)`: block index of an offset by multiplication.
+    /// `ceil(2^44 / block_size) << 20`: tells a block start by one
+    /// multiplication (see [`Page::is_block_start`]).
     pub recip: AtomicU64,
     /// Link in the owner's `remote_pages` stack.
     pub remote_next: AtomicPtr<Page>,
@@ -247,7 +248,8 @@ impl Page {
         self.set_used(0);
         sh.class.store(class as u8, Ordering::Relaxed);
         sh.block_size.store(block_size as u32, Ordering::Relaxed);
-        sh.recip.store((1u64 << 44).div_ceil(block_size as u64), Ordering::Relaxed);
+        // At most 2^41 (blocks of 8 bytes or more): the shift keeps it all.
+        sh.recip.store((1u64 << 44).div_ceil(block_size as u64) << 20, Ordering::Relaxed);
         sh.blocks_end.store(reserved * block_size as u32, Ordering::Relaxed);
         // Relaxed: no block is out, so no other thread pushes here yet.
         sh.xfree.store(0, Ordering::Relaxed);
@@ -268,7 +270,17 @@ impl Page {
         start.wrapping_add((p as usize).wrapping_sub(start as usize)).cast()
     }
 
-    /// Whether `p` is the start of a block of this page.
+    /// Whether `p` is the start of a block of this page: one multiply.
+    ///
+    /// With `recip = ceil(2^44 / bs) = (2^44 + e) / bs` (`0 <= e < bs`) and
+    /// `off = q * bs + r`, `off * recip = q * 2^44 + q * e + r * recip`.
+    /// Since `off < 2^22` and `bs <= 2^20`, `recip >= 2^24 > q * e + e`:
+    /// for `r == 0` the low 44 bits are `q * e < recip`; for `r >= 1` they
+    /// are `q * e + r * recip`, at least `recip` and (as `r <= bs - 1`)
+    /// below `2^44`. So `off` is a multiple of `bs` exactly when the low 44
+    /// bits of the product are below `recip`, that is when
+    /// `off * (recip << 20) < recip << 20` in wrapping 64-bit arithmetic
+    /// (the page keeps `recip << 20`).
     #[inline]
     pub fn is_block_start(&self, p: *const u8) -> bool {
         let sh = &self.shared;
@@ -276,10 +288,8 @@ impl Page {
         if off >= sh.blocks_end.load(Ordering::Relaxed) as u64 {
             return false;
         }
-        // off < 2^22 and block_size <= 2^20, so the product fits and the
-        // quotient is exact (error below 2^-22 of a block).
-        let idx = (off * sh.recip.load(Ordering::Relaxed)) >> 44;
-        idx * self.block_size() as u64 == off
+        let recip = sh.recip.load(Ordering::Relaxed);
+        off.wrapping_mul(recip) < recip
     }
 
     /// Pops a block from `free` (owner only); `None` when it is empty.
@@ -293,6 +303,25 @@ impl Page {
         // free memory of the page linked by their first word.
         let next = unsafe { (*block).next };
         self.own.free.set(next);
+        self.set_used(self.used() + 1);
+        Some(block)
+    }
+
+    /// Takes the owner's frees back when `free` ran dry (owner only): pops
+    /// the first block of `local_free` and makes the rest the `free` list,
+    /// without the slow path. `None` when there are none.
+    #[inline(always)]
+    pub fn pop_local(&self) -> Option<*mut Block> {
+        let block = self.own.local_free.get();
+        if block.is_null() {
+            return None;
+        }
+        // SAFETY: `block` is on this page's `local_free` list, whose blocks
+        // are free memory of the page linked by their first word.
+        let next = unsafe { (*block).next };
+        self.own.local_free.set(ptr::null_mut());
+        self.own.free.set(next);
+        self.own.is_zero.set(false);
         self.set_used(self.used() + 1);
         Some(block)
     }
@@ -467,6 +496,34 @@ impl Page {
             match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return notify,
                 Err(now) => old = now,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_start_test_is_exact_for_every_class() {
+        for class in 0..crate::size_class::CLASSES {
+            let bs = crate::size_class::size_of(class);
+            let mut page = Page::empty();
+            page.shared.start = core::ptr::without_provenance_mut(1 << 22);
+            page.shared.size = (4 << 20) - 4096;
+            page.own.reserved.set((page.shared.size / bs) as u32);
+            page.shared.block_size.store(bs as u32, Ordering::Relaxed);
+            page.shared.recip.store((1u64 << 44).div_ceil(bs as u64) << 20, Ordering::Relaxed);
+            page.shared.blocks_end.store((page.shared.size / bs * bs) as u32, Ordering::Relaxed);
+            let start = page.shared.start as usize;
+            for i in (0..page.shared.size / bs).step_by(1 + 97 / (1 + bs / 64)) {
+                for d in [0usize, 1, 8, 16, bs / 2, bs - 1] {
+                    let p = (start + i * bs + d) as *const u8;
+                    let off = i * bs + d;
+                    let start_of_block = off % bs == 0 && off < page.shared.size / bs * bs;
+                    assert_eq!(page.is_block_start(p), start_of_block, "class {class} block {i} +{d}");
+                }
             }
         }
     }

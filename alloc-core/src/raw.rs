@@ -6,6 +6,11 @@
 
 use crate::{alloc, free, huge, realloc, segment};
 
+/// A pointer that is not in this allocator's memory (from the checked
+/// entry points: [`realloc_checked`], [`usable_size_checked`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotOurs;
+
 /// Alignment every block has without asking: that of `max_align_t` on x86-64.
 pub const MIN_ALIGN: usize = 16;
 
@@ -40,6 +45,22 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[inline]
 pub fn malloc_c(size: usize) -> *mut u8 {
     alloc::malloc_c(size)
+}
+
+/// [`malloc_c`]'s fast path alone: a block of `size` bytes when the
+/// calling thread's page for its class has one at hand, else `None` (then
+/// call [`malloc_c`]). For a caller that adds work to the slow path only
+/// (the C library sets `errno` there) and wants the fast path free of it.
+///
+/// ```
+/// let p = shrinkalloc::raw::try_malloc_c_fast(24).unwrap_or_else(|| shrinkalloc::raw::malloc_c(24));
+/// assert!(!p.is_null());
+/// // SAFETY: `p` came from this allocator and is freed once.
+/// unsafe { shrinkalloc::raw::free(p) };
+/// ```
+#[inline(always)]
+pub fn try_malloc_c_fast(size: usize) -> Option<*mut u8> {
+    alloc::try_malloc_c_fast(size)
 }
 
 /// Like [`malloc`], with the block's memory zeroed.
@@ -101,6 +122,59 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     unsafe { realloc::realloc(p, new_size, align) }
 }
 
+/// [`realloc`] for a pointer that may not be ours: one look-up in the
+/// segment map both checks it and finds its segment. `Err(NotOurs)` (and
+/// nothing done) when `p` is not in our memory; otherwise as [`realloc`].
+///
+/// ```
+/// let p = shrinkalloc::raw::malloc(10);
+/// // SAFETY: `p` is live; after success it is not used again.
+/// let q = unsafe { shrinkalloc::raw::realloc_checked(p, 100, 16) }.unwrap();
+/// // SAFETY: `q` came from this allocator and is freed once.
+/// unsafe { shrinkalloc::raw::free(q) };
+/// let x = 0u8;
+/// // SAFETY: never dereferenced: not ours.
+/// assert!(unsafe { shrinkalloc::raw::realloc_checked(&x as *const u8 as *mut u8, 8, 16) }.is_err());
+/// ```
+///
+/// # Safety
+///
+/// `p` is null, a pointer outside our memory, or a live block of ours
+/// allocated with an alignment of at most `align`; after success the old
+/// pointer is not used again.
+#[inline]
+pub unsafe fn realloc_checked(p: *mut u8, new_size: usize, align: usize) -> Result<*mut u8, NotOurs> {
+    if p.is_null() {
+        return Ok(alloc::malloc_aligned(new_size, align));
+    }
+    let seg = segment::segment_of_checked(p).ok_or(NotOurs)?;
+    // SAFETY: the map says `p` lies in our segment `seg`; the caller
+    // promises such a pointer is a live block aligned to `align`.
+    Ok(unsafe { realloc::realloc_in(seg.as_ptr(), p, new_size, align) })
+}
+
+/// [`usable_size`] for a pointer that may not be ours, with one look-up in
+/// the segment map: `Err(NotOurs)` when `p` is not in our memory.
+///
+/// ```
+/// let p = shrinkalloc::raw::malloc(100);
+/// // SAFETY: `p` is live.
+/// assert!(unsafe { shrinkalloc::raw::usable_size_checked(p) }.unwrap() >= 100);
+/// // SAFETY: `p` came from this allocator and is freed once.
+/// unsafe { shrinkalloc::raw::free(p) };
+/// ```
+///
+/// # Safety
+///
+/// `p` is a pointer outside our memory or a live block of ours.
+#[inline]
+pub unsafe fn usable_size_checked(p: *mut u8) -> Result<usize, NotOurs> {
+    let seg = segment::segment_of_checked(p).ok_or(NotOurs)?;
+    // SAFETY: the map says `p` lies in our segment `seg`; the caller
+    // promises such a pointer is a live block.
+    Ok(unsafe { segment::usable_in(seg.as_ptr(), p) })
+}
+
 /// Bytes usable in the block at `p` (at least what was asked for).
 ///
 /// # Safety
@@ -113,6 +187,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
 
 /// Whether `p` lies in memory this allocator manages (it may still be an
 /// interior or already-freed pointer). Never dereferences a foreign pointer.
+#[inline]
 pub fn is_ours(p: *const u8) -> bool {
     segment::segment_of_checked(p).is_some()
 }

@@ -15,7 +15,7 @@ use core::ptr;
 use crate::alloc::malloc_aligned;
 use crate::heap::{self, empty_heap};
 use crate::raw::MIN_ALIGN;
-use crate::segment::{self, Kind};
+use crate::segment::{self, Kind, Segment};
 use crate::size_class::MAX_CLASS_SIZE;
 use crate::{free, huge};
 
@@ -85,8 +85,17 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if p.is_null() {
         return malloc_aligned(new_size, align);
     }
-    let seg = segment::segment_of_block(p);
-    // SAFETY: the caller promises `p` is live, so its segment is.
+    // SAFETY: forwarded: `p` is a live block of `segment_of_block(p)`.
+    unsafe { realloc_in(segment::segment_of_block(p), p, new_size, align) }
+}
+
+/// [`realloc`] of a non-null block whose segment the caller has found.
+///
+/// # Safety
+///
+/// `p` is a live block of this allocator in `seg`, aligned to `align`.
+pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    // SAFETY: the caller promises `p` is live in `seg`, so `seg` is live.
     let s = unsafe { &*seg };
     let huge = s.kind == Kind::Huge;
     let usable = if huge {

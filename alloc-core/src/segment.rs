@@ -208,7 +208,17 @@ pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
 /// `p` is a live block of this allocator.
 #[inline]
 pub unsafe fn usable_size(p: *mut u8) -> usize {
-    let seg = segment_of_block(p);
+    // SAFETY: forwarded: `p` is a live block of `segment_of_block(p)`.
+    unsafe { usable_in(segment_of_block(p), p) }
+}
+
+/// Usable bytes of the live block at `p` of segment `seg`.
+///
+/// # Safety
+///
+/// `p` is a live block of this allocator in the segment `seg`.
+#[inline(always)]
+pub unsafe fn usable_in(seg: *mut Segment, p: *const u8) -> usize {
     // SAFETY: a live block keeps its segment mapped (caller promise).
     let s = unsafe { &*seg };
     if s.kind == Kind::Huge {

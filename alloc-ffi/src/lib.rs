@@ -6,7 +6,9 @@
 //! `malloc`, `calloc`, `realloc`, `reallocarray`, `free`, `free_sized`,
 //! `free_aligned_sized`, `malloc_usable_size`, `malloc_trim` (`malloc.rs`);
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`
-//! (`aligned.rs`). The `sa_*` API: scopes (`scope.rs`), shrinkers
+//! (`aligned.rs`); the C++ `operator delete` family and `nothrow`
+//! `operator new` under their mangled names (`cxx.rs`, not in the C
+//! header). The `sa_*` API: scopes (`scope.rs`), shrinkers
 //! (`shrinker.rs`), contexts and flusher mode (`context.rs`), work queues
 //! (`workqueue.rs`), limits and explicit reclaim (`reclaim.rs`), statistics
 //! and version (`stats.rs`, which also prints the statistics at exit under
@@ -24,6 +26,7 @@
 
 mod aligned;
 mod context;
+mod cxx;
 mod libc_semantics;
 mod malloc;
 mod reclaim;

@@ -91,8 +91,19 @@ fn invalid_pointer(what: &[u8], p: *const u8) -> ! {
 /// `malloc`: `malloc(0)` is a unique pointer that `free` accepts (glibc
 /// returns a minimum-size chunk); an impossible size (more than
 /// `PTRDIFF_MAX`, or more than the OS gives) is null with `ENOMEM`.
+/// The fast path is the core's alone; everything else, `errno` included,
+/// is behind one tail call.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    match raw::try_malloc_c_fast(size) {
+        Some(p) => p,
+        None => malloc_slow(size),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut u8 {
     let p = malloc_c_aligned(size);
     if p.is_null() {
         return enomem();
@@ -148,20 +159,22 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if p.is_null() {
         return malloc(size);
     }
-    if !raw::is_ours(p) {
-        invalid_pointer(b"realloc(): pointer not allocated by shrinkalloc", p);
-    }
     if size == 0 {
-        // SAFETY: caller promise: `p` is live and not used again.
+        if !raw::is_ours(p) {
+            invalid_pointer(b"realloc(): pointer not allocated by shrinkalloc", p);
+        }
+        // SAFETY: the caller promises `p` is live and not used again.
         unsafe { raw::free(p) };
         return ptr::null_mut();
     }
-    // SAFETY: caller promise: `p` is a live block of ours.
-    let q = unsafe { raw::realloc(p, size, c_align(size)) };
-    if q.is_null() {
-        return enomem();
+    // One look-up of the segment map checks `p` and finds its block.
+    // SAFETY: the caller promises `p` is a live block of ours (which the
+    // look-up checks) and not used again after success.
+    match unsafe { raw::realloc_checked(p, size, c_align(size)) } {
+        Err(raw::NotOurs) => invalid_pointer(b"realloc(): pointer not allocated by shrinkalloc", p),
+        Ok(q) if q.is_null() => enomem(),
+        Ok(q) => q,
     }
-    q
 }
 
 /// `reallocarray` (glibc 2.26+): `n * size` overflowing is null with
@@ -267,15 +280,18 @@ pub fn pvalloc(size: usize) -> *mut u8 {
 /// # Safety
 ///
 /// `p` is null or a live block of ours.
+#[inline]
 pub unsafe fn malloc_usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
-    if !raw::is_ours(p) {
-        invalid_pointer(b"malloc_usable_size(): pointer not allocated by shrinkalloc", p);
+    // One look-up of the segment map checks `p` and finds its block.
+    // SAFETY: the caller promises `p` is a live block of ours (which the
+    // look-up checks).
+    match unsafe { raw::usable_size_checked(p) } {
+        Ok(n) => n,
+        Err(raw::NotOurs) => invalid_pointer(b"malloc_usable_size(): pointer not allocated by shrinkalloc", p),
     }
-    // SAFETY: caller promise: `p` is a live block of ours.
-    unsafe { raw::usable_size(p) }
 }
 
 /// `malloc_trim`: gives every free page back to the OS now
