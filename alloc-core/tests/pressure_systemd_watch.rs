@@ -15,7 +15,7 @@ use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use pressure_support::{report, run_child, scratch_dir, CHILD};
-use reclaim_support::{wait_until, Cache, CacheShrinker, BLOCK};
+use reclaim_support::{wait_until, Cache, CacheShrinker, Raw, BLOCK};
 use shrinkalloc::reclaim::{self, register, Needs, ShrinkerOptions, Source, SourceState, Trigger};
 
 #[global_allocator]
@@ -103,10 +103,13 @@ fn systemd_watch_connects_writes_the_trigger_and_raises_reclaim() {
 }
 
 fn child(mode: &str) {
-    // Registering a shrinker starts the monitor at the next slow path.
+    // Registering a shrinker starts the monitor at the next slow path: a
+    // new block's charge, once the cache is full, so that the peer's one
+    // report of pressure never finds it still empty.
     let cache = Cache::new(Needs::NONE);
-    let h = register(CacheShrinker(cache.clone()), ShrinkerOptions::new("systemd-cache").batch(1));
     assert!(cache.fill(16));
+    let h = register(CacheShrinker(cache.clone()), ShrinkerOptions::new("systemd-cache").batch(1));
+    drop(Raw::try_new(BLOCK));
     let settled = wait_until(Duration::from_secs(5), || systemd_state() != SourceState::NotStarted);
     assert!(settled, "the monitor never set the watch up: {}", reclaim::stats());
     if mode == "socket" {
