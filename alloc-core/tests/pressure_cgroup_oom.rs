@@ -160,7 +160,14 @@ fn check_survivor(run: &Run) {
         Hierarchy::V1 => {
             assert!(r.get("v1_threshold").is_some_and(|s| s.starts_with("Active,")), "{}", out.output());
             assert!(r.num("v1_threshold_events") > 0, "no v1 threshold event: {}", out.output());
-            assert!(r.num("passes_v1_threshold") + r.num("passes_cgroup_usage") > 0, "{}", out.output());
+            // Reclaim acted on the group's lines: a pass raised by its usage
+            // source, or background passes at the soft line derived from it.
+            // Since background reclaim aims between two watermarks under that
+            // line and judges the group's usage less the allocator's reusable
+            // memory (issue 10), a threshold event often finds nothing left
+            // to raise: the derived line already did the work.
+            let group_passes = r.num("passes_v1_threshold") + r.num("passes_cgroup_usage");
+            assert!(group_passes + r.num("passes_background") > 0, "{}", out.output());
         }
         _ => {
             assert!(r.get("v2_events").is_some_and(|s| s.starts_with("Active,")), "{}", out.output());
