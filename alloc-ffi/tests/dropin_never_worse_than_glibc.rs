@@ -38,7 +38,7 @@ impl Group {
         let path = own
             .lines()
             .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
-            .expect("a v1 memory cgroup (CI's machine has one; see shared/MACHINE.md)");
+            .expect("a v1 memory cgroup (the memory controller at /sys/fs/cgroup/memory, as on CI's machine)");
         let dir = PathBuf::from(format!("/sys/fs/cgroup/memory{path}/{name}-{}", std::process::id()));
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {} (root needed): {e}", dir.display()));
         let g = Group { dir };
