@@ -8,6 +8,7 @@
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,25 @@ static inline void parse_args(int argc, char **argv, int *threads, double *scale
     *scale = argc > 2 ? atof(argv[2]) : 1.0;
     if (*threads < 1 || *scale <= 0)
         die("usage: prog THREADS SCALE");
+}
+
+/* Runs worker((void *)t) on `threads` threads, t = 0 .. threads - 1, joins
+ * them and prints "ok <sum of what they returned>". */
+static inline void run_workers(int threads, void *(*worker)(void *))
+{
+    pthread_t *tid = (pthread_t *)calloc((size_t)threads, sizeof(pthread_t));
+    if (!tid)
+        die("allocation returned NULL");
+    for (int t = 0; t < threads; t++)
+        pthread_create(&tid[t], NULL, worker, (void *)(uintptr_t)t);
+    uint64_t sum = 0;
+    for (int t = 0; t < threads; t++) {
+        void *ret;
+        pthread_join(tid[t], &ret);
+        sum += (uintptr_t)ret;
+    }
+    free(tid);
+    printf("ok %llu\n", (unsigned long long)sum);
 }
 
 #endif

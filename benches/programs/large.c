@@ -39,16 +39,6 @@ int main(int argc, char **argv)
     double scale;
     parse_args(argc, argv, &threads, &scale);
     rounds = (long)(3000 * scale / threads);
-    pthread_t *tid = calloc((size_t)threads, sizeof(pthread_t));
-    for (int t = 0; t < threads; t++)
-        pthread_create(&tid[t], NULL, worker, (void *)(uintptr_t)t);
-    uint64_t sum = 0;
-    for (int t = 0; t < threads; t++) {
-        void *ret;
-        pthread_join(tid[t], &ret);
-        sum += (uintptr_t)ret;
-    }
-    free(tid);
-    printf("ok %llu\n", (unsigned long long)sum);
+    run_workers(threads, worker);
     return 0;
 }
