@@ -1,0 +1,73 @@
+//! Issue 10's measure as a regression test (not timed): the cache scenarios,
+//! in Rust (`cache`) and in C (`cache-c`), each under a memory cgroup of a
+//! quarter of its demand, must get at least [`MIN_RATIO`] of the hits of an
+//! exact LRU holding 75% of the limit over the same requests (the oracle
+//! replays each child's trace), and hold their usage after warm-up inside a
+//! band of [`MAX_BAND_PERCENT`] of the limit, under shrinkalloc's hard line,
+//! with no OOM kill and no refused allocation.
+//!
+//! Needs root and a memory cgroup (and `cc` for `cache-c`): without one the
+//! harness refuses to run and the test fails saying so;
+//! `SHRINKALLOC_STRESS_ALLOW_NO_CGROUP=1` accepts the fallback, where the
+//! band is of the child's resident set instead of its group's usage (said
+//! loudly below).
+
+mod common;
+
+/// Hits as a share of the oracle's that a run must reach.
+const MIN_RATIO: f64 = 0.8;
+/// The widest usage band after warm-up, in % of the limit.
+const MAX_BAND_PERCENT: f64 = 10.0;
+
+/// What is wrong with `scenario`'s run, if anything (empty: nothing).
+fn shortfalls(scenario: &str) -> Vec<String> {
+    let run = common::run(
+        &format!("oracle-{scenario}"),
+        scenario,
+        "shrinkalloc",
+        &["--limit", "64M", "--demand", "256M", "--duration", "6s", "--seed", "7"],
+    );
+    if !run.used_cgroup() {
+        eprintln!(
+            "!!! {scenario}: NO MEMORY CGROUP: measured against the harness's fallback; the band below is of the \
+             child's resident set, not of a cgroup's usage"
+        );
+    }
+    common::assert_survived_under_limit(&run, "shrinkalloc");
+    let s = run.row("shrinkalloc");
+    assert!(s.num("gets") > 0 && s.num("ideal_hits") > 0, "{scenario}: the oracle replayed nothing: {s:#?}");
+    let mut wrong = Vec::new();
+    let ratio: f64 = s.col("hits_over_ideal").parse().expect("hits_over_ideal is a number");
+    if ratio < MIN_RATIO {
+        wrong.push(format!("{scenario}: hits are {ratio:.2} of the ideal LRU's, under {MIN_RATIO}"));
+    }
+    let (lo, hi): (f64, f64) = (s.col("band_min_pct").parse().unwrap(), s.col("band_max_pct").parse().unwrap());
+    if hi - lo > MAX_BAND_PERCENT {
+        wrong.push(format!(
+            "{scenario}: usage after warm-up spans {lo:.0}-{hi:.0}% of the limit, wider than {MAX_BAND_PERCENT}%"
+        ));
+    }
+    let hard = s.field("hard_limit");
+    if hard == 0 || s.num("band_max_bytes") > hard {
+        wrong.push(format!(
+            "{scenario}: usage after warm-up reached {} bytes, over the hard line {hard}",
+            s.num("band_max_bytes")
+        ));
+    }
+    if s.field("failed_charges") > 0 {
+        wrong.push(format!("{scenario}: {} allocations were refused", s.field("failed_charges")));
+    }
+    let _ = std::fs::remove_dir_all(&run.out_dir);
+    wrong
+}
+
+// Not yet met (issue 10 is open): on main, `cache` at 64M of 256M gets 0.76
+// of the oracle's hits with a band of 79-88%, over the 87.5% hard line.
+// Remove the `ignore` when reclaim meets it; until then run it by hand with
+// `cargo test --release -p shrinkalloc-stress --test cache_hits_near_an_exact_lru_in_a_flat_band -- --ignored`.
+#[test]
+#[ignore = "issue 10: reclaim does not meet this target yet (cache: 0.76 of ideal, band 79-88%); run with --ignored"]
+fn cache_hits_reach_an_exact_lru_and_usage_stays_in_a_flat_band() {
+    let wrong: Vec<String> = ["cache", "cache-c"].into_iter().flat_map(shortfalls).collect();
+    assert!(wrong.is_empty(), "reclaim keeps less than the limit allows:\n  {}", wrong.join("\n  "));
+}
