@@ -98,17 +98,16 @@ impl Trigger {
     /// assert_eq!(Trigger::SOURCES.len(), 9);
     /// assert_eq!(stats().sources.iter().map(|s| s.source).collect::<Vec<_>>(), Trigger::SOURCES);
     /// ```
-    pub const SOURCES: [Trigger; SOURCE_COUNT] = [
-        Trigger::Cgroup,
-        Trigger::Monitor,
-        Trigger::CgroupUsage,
-        Trigger::V1Threshold,
-        Trigger::V1PressureLevel,
-        Trigger::V2Events,
-        Trigger::Psi,
-        Trigger::SystemdWatch,
-        Trigger::MmapFailure,
-    ];
+    pub const SOURCES: [Trigger; SOURCE_COUNT] = {
+        // The tail of `ALL`, from the first source on: one list to keep.
+        let mut out = [Trigger::Cgroup; SOURCE_COUNT];
+        let mut i = 0;
+        while i < SOURCE_COUNT {
+            out[i] = Trigger::ALL[FIRST_SOURCE + i];
+            i += 1;
+        }
+        out
+    };
 
     /// The trigger's name in the statistics (text and JSON keys alike).
     ///
