@@ -121,9 +121,12 @@ unsafe fn free_checked_in(page: *mut Page, p: *mut u8) {
         // SAFETY: evaluated only once the tag says the caller owns the page.
         && unsafe { pg.is_block_start_owned(p) }
         && p.cast::<Block>() != pg.own.local_free.get()
+        // SAFETY: `p` starts a block of a page in use (the owner's).
+        && !unsafe { pg.looks_freed(pg.block_at(p)) }
     {
         // SAFETY: the page is owned by this thread's heap, and `p` is the
-        // start of one of its blocks, not the last one freed.
+        // start of one of its blocks, not the last one freed (nor one that
+        // carries the free mark, with `double-free-check`).
         unsafe { free_local(page, p) };
     } else {
         // SAFETY: the page is live (caller promise); the caller's promise
@@ -136,14 +139,18 @@ unsafe fn free_checked_in(page: *mut Page, p: *mut u8) {
 ///
 /// # Safety
 ///
-/// `page` belongs to the calling thread's heap, is not on the full list, and `block` is a live block of it.
+/// `page` belongs to the calling thread's heap and is not on the full
+/// list, and `block` is a live block of it.
 #[inline(always)]
 pub unsafe fn free_local(page: *mut Page, block: *mut u8) {
     // SAFETY: the caller promises a live page of this thread's heap.
     let p = unsafe { &*page };
     let b = p.block_at(block);
-    // SAFETY: the caller gives up the live block: its first word is ours.
-    unsafe { (*b).next = p.own.local_free.get() };
+    // SAFETY: the caller gives up the live block: its words are ours.
+    unsafe {
+        p.mark_free(b);
+        (*b).next = p.own.local_free.get();
+    }
     p.own.local_free.set(b);
     p.set_used(p.used() - 1);
 }
@@ -185,14 +192,20 @@ unsafe fn free_checked_slow(p: *mut u8, page: *mut Page) {
     let pg = unsafe { &*page };
     let heap = heap::current();
     if pg.heap() == heap.cast() {
+        // Our own page, and `free_checked` refused the pointer: a full
+        // page, not a block start, the block freed last, or one with the
+        // free mark.
         if !pg.is_block_start(p) {
             invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
         }
-        if p.cast::<Block>() == pg.own.local_free.get() {
+        let b = pg.block_at(p);
+        // SAFETY: `p` starts a block of a page in use (ours).
+        if b == pg.own.local_free.get() || (unsafe { pg.looks_freed(b) } && pg.on_free_lists(b)) {
             invalid_pointer(b"free(): double free", p);
         }
-        // SAFETY: our own page (on the full list, or the fast path would
-        // have taken it), and `p` the start of one of its blocks.
+        // A live block (any mark was the program's own bytes) of our own
+        // page, which may be on the full list.
+        // SAFETY: the page is this thread's; `p` starts a live block.
         return unsafe { free_local_full(&*heap, page, p) };
     }
     // Acquire pairs with the Release of IN_USE in `Page::init`: the geometry
@@ -200,6 +213,12 @@ unsafe fn free_checked_slow(p: *mut u8, page: *mut Page) {
     // page IN_USE; a page in any other state means the pointer is stale.
     if pg.shared.state.load(Ordering::Acquire) != state::IN_USE || !pg.is_block_start(p) {
         invalid_pointer(b"free(): invalid pointer (not a live block)", p);
+    }
+    // Another thread's page: its lists are not ours to walk, so the mark
+    // alone decides (with `double-free-check`).
+    // SAFETY: `p` starts a block of a page in use.
+    if unsafe { pg.looks_freed(pg.block_at(p)) } {
+        invalid_pointer(b"free(): double free (the block carries the free mark)", p);
     }
     // SAFETY: `p` is the start of a block of a page in use: a live block of
     // a segment that is not huge, which masking finds.
