@@ -107,6 +107,10 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     if new_size <= usable && new_size >= usable / 2 {
         return p;
     }
+    if new_size > usable {
+        // Reclaim lockdep: growth may commit memory, in place or not.
+        crate::alloc::check_watched();
+    }
     // Growth takes the reserve; shrinking stays in place while still huge.
     // SAFETY: `seg` is the live huge segment of the caller's block.
     if huge && (new_size > usable || new_size > MAX_CLASS_SIZE) && unsafe { huge::resize_in_place(seg, new_size) } {
