@@ -61,9 +61,16 @@ fn print_stack(frames: &[usize]) {
     unsafe { libc::backtrace_symbols_fd(frames.as_ptr().cast::<*mut c_void>(), frames.len() as c_int, 2) };
 }
 
-/// A call site: a hash of the allocating thread's stack.
+/// Innermost frames that make a call site: the allocator's own few, the
+/// function that allocated and several of its callers, so that one bug
+/// reached from many places is not reported from each.
+const SITE_FRAMES: usize = 12;
+
+/// A call site: a hash of the innermost frames of the allocating stack.
 pub(super) fn site_of(frames: &[usize]) -> u64 {
-    frames.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &f| (h ^ f as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    frames[..frames.len().min(SITE_FRAMES)]
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &f| (h ^ f as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn scope_name(scope: ScopeFlags) -> &'static str {
