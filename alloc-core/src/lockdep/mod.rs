@@ -295,6 +295,7 @@ fn check_thread(t: &ThreadState) {
                 REPORTS.fetch_add(1, Ordering::Relaxed);
                 report::print(e, slot, learned, scope, &here[..d]);
                 if mode() == ABORT {
+                    report::print_abort(e, learned, slot, scope);
                     crate::os::abort();
                 }
             }

@@ -120,3 +120,22 @@ pub(super) fn print(entry: &Entry, slot: usize, learned: &Learned, scope: ScopeF
     l.flush();
     print_stack(here);
 }
+
+/// The last line before `SHRINKALLOC_LOCKDEP=abort` aborts: the report's
+/// gist again, for logs that keep only a process's last lines.
+pub(super) fn print_abort(entry: &Entry, learned: &Learned, slot: usize, scope: ScopeFlags) {
+    let _g = PRINT.lock();
+    let mut l = Line::new();
+    let _ = write!(l, "shrinkalloc: lockdep: aborting at the first report: lock {:#x}", entry.lock());
+    if let Some(name) = entry.name() {
+        let _ = write!(l, " ({name})");
+    }
+    let _ = writeln!(
+        l,
+        " held while allocating in scope {}, taken in reclaim by shrinker \"{}\" (needs {})",
+        scope_name(scope),
+        learned.shrinker(),
+        table::needs_of(slot).name()
+    );
+    l.flush();
+}
