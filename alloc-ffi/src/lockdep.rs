@@ -43,5 +43,7 @@ pub unsafe extern "C" fn sa_lockdep_acquire(lock: *const c_void, name: *const c_
 /// The calling thread no longer holds the lock at `lock`.
 #[no_mangle]
 pub extern "C" fn sa_lockdep_release(lock: *const c_void) {
-    lockdep::released(lock.cast());
+    if lockdep::is_enabled() {
+        lockdep::released(lock.cast());
+    }
 }

@@ -26,10 +26,11 @@
 //! There, for every held lock and every shrinker needs that taught it, an
 //! allocation whose scope would still let reclaim call such a shrinker is
 //! reported (`report.rs`), once per lock and call site, and counted in the
-//! statistics (`lockdep_reports`). The last release unwatches the heap.
-//! The allocation fast path and every thread that holds no learned lock
-//! pay nothing, checker on or off; a lock acquisition pays one atomic load
-//! with the checker off, and with it on a table lookup.
+//! statistics (`lockdep_reports`). The first allocation after the last
+//! release unwatches the heap. The allocation fast path and every thread
+//! that holds no learned lock pay nothing, checker on or off; a lock
+//! acquisition pays one atomic load with the checker off, and with it on a
+//! table lookup.
 //!
 //! Invariant: nothing here allocates through the allocator while a lock of
 //! the allocator is held or from the check itself: the tables are static
@@ -210,11 +211,15 @@ pub fn acquired(lock: *const (), name: Option<&'static str>) {
 
 /// Records that the calling thread no longer holds the lock at `lock`
 /// (see [`acquired`]). A lock it was not recorded holding is ignored.
+/// Costs one atomic load with the checker off.
 ///
 /// ```
 /// shrinkalloc::lockdep::released(core::ptr::null());
 /// ```
 pub fn released(lock: *const ()) {
+    if !is_enabled() {
+        return;
+    }
     let lock = lock as usize;
     let _ = THREAD.try_with(|t| {
         let n = t.n.get();
@@ -222,10 +227,10 @@ pub fn released(lock: *const ()) {
         for j in i..n - 1 {
             t.held[j].set(t.held[j + 1].get());
         }
+        // The heap stays watched: the next allocation unwatches it (see
+        // `check_thread`), so a lock taken and released again and again
+        // without allocating does not rewrite the heap each time.
         t.n.set(n - 1);
-        if n == 1 {
-            watch(false);
-        }
     });
 }
 
@@ -256,7 +261,10 @@ fn watch(on: bool) {
         }
     }
     // SAFETY: a heap other than the empty one is the calling thread's own.
-    unsafe { (*h).set_watched(on) };
+    let h = unsafe { &*h };
+    if h.watched.get() != on {
+        h.set_watched(on);
+    }
 }
 
 /// The allocation check: the calling thread's heap is watched.
@@ -270,7 +278,8 @@ fn check_thread(t: &ThreadState) {
     }
     let n = t.n.get();
     if n == 0 {
-        // A heap adopted from a thread that exited holding a lock.
+        // The thread released its last learned lock (or adopted the heap
+        // of a thread that exited holding one): back to the fast path.
         watch(false);
         return;
     }
