@@ -115,6 +115,16 @@ fn an_fs_shrinker_lock_needs_nofs() {
         1,
         "a huge block is an allocation too"
     );
+    let mut grown = vec![0u8; 8 << 20];
+    assert_eq!(
+        reports_in(|| {
+            let _g = INODES.lock().unwrap();
+            grown.resize(16 << 20, 1); // a huge block growing in place
+        }),
+        1,
+        "a realloc that grows is an allocation too"
+    );
+    drop(grown);
     // A thread that never allocated before taking the lock.
     let n = reports_in(|| {
         std::thread::spawn(|| {
