@@ -111,7 +111,9 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     fn guard<'a>(&'a self, inner: ss::MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        lockdep::acquired(addr(self), Some(self.name()));
+        if lockdep::is_enabled() {
+            lockdep::acquired(addr(self), Some(self.name()));
+        }
         MutexGuard { lock: addr(self) as usize, inner }
     }
 
@@ -202,7 +204,9 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         // Before `inner` unlocks: the annotation never outlives the lock.
-        lockdep::released(self.lock as *const ());
+        if lockdep::is_enabled() {
+            lockdep::released(self.lock as *const ());
+        }
     }
 }
 
@@ -294,7 +298,9 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn held(&self) -> usize {
-        lockdep::acquired(addr(self), Some(self.name()));
+        if lockdep::is_enabled() {
+            lockdep::acquired(addr(self), Some(self.name()));
+        }
         addr(self) as usize
     }
 
@@ -403,7 +409,9 @@ impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
 
 impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        lockdep::released(self.lock as *const ());
+        if lockdep::is_enabled() {
+            lockdep::released(self.lock as *const ());
+        }
     }
 }
 
@@ -422,6 +430,8 @@ impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
 
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
-        lockdep::released(self.lock as *const ());
+        if lockdep::is_enabled() {
+            lockdep::released(self.lock as *const ());
+        }
     }
 }

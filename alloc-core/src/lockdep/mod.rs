@@ -103,6 +103,7 @@ thread_local! {
     };
 }
 
+#[inline(always)]
 fn mode() -> u8 {
     // Relaxed: the mode is a switch read on its own; the watcher it needs
     // is installed with its own Release before the mode is raised.
@@ -113,6 +114,7 @@ fn mode() -> u8 {
 }
 
 #[cold]
+#[inline(never)]
 fn read_env() -> u8 {
     let m = match options::env_choice(Var::Lockdep) {
         1 => ON,
