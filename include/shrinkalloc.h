@@ -520,6 +520,61 @@ int sa_stats_print(int fd, int json);
  */
 size_t sa_reclaim_stats(uint64_t *values, const char **names, size_t n);
 
+/* -------------------------------------------------------------------------
+ * Reclaim lockdep: find the missing NOFS scope before it deadlocks.
+ *
+ * Opt-in, with SHRINKALLOC_LOCKDEP=1 in the environment (=abort: abort at
+ * the first report, for test suites) or sa_lockdep_enable(). While a
+ * shrinker's count or scan runs (from any reclaimer, sa_reclaim()
+ * included), the locks it takes are learned against its needs
+ * (SA_NEEDS_FS, SA_NEEDS_IO, or none). Afterwards, every allocation made
+ * by a thread holding one of those locks is checked: unless its scope
+ * keeps reclaim away from that shrinker (NOFS for an SA_NEEDS_FS one,
+ * NOIO for an SA_NEEDS_IO one; nothing does for a shrinker that needs
+ * nothing), one line on stderr starting with
+ * "shrinkalloc: possible reclaim deadlock:" names the lock's address, the
+ * shrinker, its needs and the thread's scope, followed by two stacks:
+ * where reclaim took the lock, and where the thread allocated holding it
+ * (symbol names where the binary exports them: link with -rdynamic).
+ * Once per lock and call site; the statistics count reports
+ * ("lockdep_reports"). No memory pressure is needed: for a test suite,
+ * register the shrinkers, run one pass (sa_reclaim(SIZE_MAX,
+ * SA_LEVEL_CRITICAL)), then exercise the program.
+ *
+ * pthread locks are seen through a separate interposer library,
+ * libshrinkalloc_lockdep.so (alloc-ffi/lockdep/shrinkalloc_lockdep.c; the
+ * install script builds it): preload it, ahead of libshrinkalloc.so when
+ * that is preloaded too, and it reports every pthread_mutex_* and
+ * pthread_rwlock_* lock and unlock to the two calls below. Without it
+ * nothing is interposed and pthread locks cost what they always do.
+ * Locks of other kinds are annotated by hand with the same two calls.
+ * ---------------------------------------------------------------------- */
+
+/**
+ * sa_lockdep_enable() - turn reclaim lockdep on for the rest of the
+ * process, as SHRINKALLOC_LOCKDEP=1 does; with @abort_on_report non-zero,
+ * the first report aborts the process (SHRINKALLOC_LOCKDEP=abort).
+ * Context: any context.
+ */
+void sa_lockdep_enable(int abort_on_report);
+
+/**
+ * sa_lockdep_acquire() - the calling thread now holds the lock at @lock:
+ * call it right after taking a lock of your own kind. @name (NULL: none)
+ * names the lock in reports and must live as long as the process (a
+ * string literal). Costs one atomic load when lockdep is off.
+ * Context: any context.
+ */
+void sa_lockdep_acquire(const void *lock, const char *name);
+
+/**
+ * sa_lockdep_release() - the calling thread no longer holds the lock at
+ * @lock: call it right before giving the lock back. A lock the thread was
+ * not recorded as holding is ignored.
+ * Context: any context.
+ */
+void sa_lockdep_release(const void *lock);
+
 /**
  * sa_version() - the library's version, "MAJOR.MINOR.PATCH".
  * Return: a static string.

@@ -36,7 +36,10 @@
 //! `page_alloc` → `thread` → `purge` → `alloc` → `free` → `realloc` →
 //! `stats`, `check` → `raw`, `global` (the API). `reclaim` sits above the
 //! core and reaches down; the core reaches reclaim only through `commit`
-//! (and `thread`, the process start, installs it there).
+//! (and `thread`, the process start, installs it there). `lockdep`, the
+//! opt-in reclaim lockdep, sits beside `reclaim` the same way: it watches a
+//! heap (`Heap::watched`) and the core calls its check through `commit`'s
+//! watcher seam; `sync` holds the locks annotated for it.
 //!
 //! Use it as the global allocator:
 //!
@@ -60,6 +63,7 @@ mod global;
 mod heap;
 mod huge;
 mod lock;
+pub mod lockdep;
 pub mod options;
 mod os;
 mod page;
@@ -72,6 +76,7 @@ pub mod reclaim;
 mod segment;
 mod size_class;
 mod stats;
+pub mod sync;
 mod thread;
 
 pub use global::ShrinkAlloc;

@@ -12,8 +12,8 @@
 //! (`shrinker.rs`), contexts and flusher mode (`context.rs`), work queues
 //! (`workqueue.rs`), limits and explicit reclaim (`reclaim.rs`), statistics
 //! and version (`stats.rs`, which also prints the statistics at exit under
-//! `SHRINKALLOC_STATS=1`). Every C-semantics decision of the malloc family
-//! (`errno`, overflow, zero sizes, alignment rules) is made in
+//! `SHRINKALLOC_STATS=1`), reclaim lockdep's annotations (`lockdep.rs`).
+//! Every C-semantics decision of the malloc family (`errno`, overflow, zero sizes, alignment rules) is made in
 //! `libc_semantics.rs` and nowhere else; the `sa_*` files keep their own
 //! few argument checks next to the function they guard.
 //!
@@ -28,6 +28,7 @@ mod aligned;
 mod context;
 mod cxx;
 mod libc_semantics;
+mod lockdep;
 mod malloc;
 mod reclaim;
 mod scope;

@@ -33,8 +33,14 @@
 /* Whether this thread holds the cache lock (the shrinker checks it). */
 static _Thread_local int tl_holding;
 
+/* SHRINKALLOC_STRESS_FUSE_DROP_SCOPE=1: lock holders skip their NOFS scope,
+ * the planted bug reclaim lockdep must report (stress/tests/lockdep_*). */
+static int drop_scope;
+
 unsigned cache_lock(struct cache *c) {
     unsigned saved = sa_memalloc_nofs_save();
+    if (drop_scope)
+        sa_memalloc_nofs_restore(saved);
     pthread_mutex_lock(&c->lock);
     tl_holding = 1;
     return saved;
@@ -488,6 +494,8 @@ static size_t shrink_scan(void *arg, struct sa_shrink_control *sc) {
 
 int cache_init(struct cache *c, size_t dirty_soft_blocks, int with_shrinker) {
     memset(c, 0, sizeof *c);
+    const char *drop = getenv("SHRINKALLOC_STRESS_FUSE_DROP_SCOPE");
+    drop_scope = drop && strcmp(drop, "1") == 0;
     pthread_mutex_init(&c->lock, NULL);
     c->bmask = ((size_t)1 << BHASH_BITS) - 1;
     c->imask = ((size_t)1 << IHASH_BITS) - 1;

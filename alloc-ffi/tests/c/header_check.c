@@ -43,7 +43,8 @@ static const struct {
     FN(sa_memalloc_noio_restore), FN(sa_scope_current), FN(sa_shrinker_register), FN(sa_shrinker_unregister),
     FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_reclaim_stats), FN(sa_version), FN(sa_context_capture),
     FN(sa_context_adopt), FN(sa_context_restore), FN(sa_set_io_flusher), FN(sa_workqueue_create),
-    FN(sa_workqueue_submit), FN(sa_workqueue_flush), FN(sa_workqueue_destroy),
+    FN(sa_workqueue_submit), FN(sa_workqueue_flush), FN(sa_workqueue_destroy), FN(sa_lockdep_enable),
+    FN(sa_lockdep_acquire), FN(sa_lockdep_release),
 };
 
 static void note_run(void *arg) {
@@ -110,6 +111,9 @@ int main(void) {
     const char *names[4];
     if (sa_reclaim_stats(values, names, 4) < 4 || strcmp(names[0], "committed") != 0)
         return 9;
+    sa_lockdep_enable(0);
+    sa_lockdep_acquire(&values, "values");
+    sa_lockdep_release(&values);
     unsigned outer = sa_memalloc_nofs_save();
     sa_context_t nofs = sa_context_capture();
     sa_memalloc_nofs_restore(outer);
