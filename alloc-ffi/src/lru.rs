@@ -390,17 +390,20 @@ impl Inner {
         set_top_frame(&frame);
         let total = self.count();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let (mut disposed, mut stopped) = (0, false);
+        let (mut disposed, mut walked, mut stopped) = (0, 0, false);
         for i in 0..SHARDS {
             let shard = &self.shards[(start + i) % SHARDS];
             let len = shard.len.load(Ordering::Relaxed);
             if len == 0 || total == 0 {
                 continue;
             }
-            let quota = if nr >= total { len } else { (nr as u128 * len as u128).div_ceil(total as u128) as usize };
-            let (d, stop) = self.walk_shard(shard, quota, &frame);
+            // Rounded up, so that small shards are not starved, and capped
+            // by what is left, so that the walk never looks at more than asked.
+            let share = if nr >= total { len } else { (nr as u128 * len as u128).div_ceil(total as u128) as usize };
+            let (d, w, stop) = self.walk_shard(shard, share.min(nr - walked), &frame);
             disposed += d;
-            if stop || self.dying() {
+            walked += w;
+            if stop || self.dying() || walked >= nr {
                 stopped = stop;
                 break;
             }
@@ -412,17 +415,17 @@ impl Inner {
     }
 
     /// Offers up to `quota` nodes of `shard` to `isolate` under its lock,
-    /// then disposes the removed ones with the lock released.
-    fn walk_shard(&self, shard: &Shard, quota: usize, frame: &Frame) -> (usize, bool) {
+    /// then disposes the removed ones with the lock released; returns the
+    /// nodes disposed and walked, and whether isolate said stop.
+    fn walk_shard(&self, shard: &Shard, quota: usize, frame: &Frame) -> (usize, usize, bool) {
         let mut removed: *mut SaLruNode = ptr::null_mut();
-        let mut stop = false;
+        let (mut stop, mut walked) = (false, 0);
         {
             let _g = lock(&shard.lock);
             frame.locked.set(true);
             let head = Self::head(shard);
             // SAFETY: the head is live; its link is a ring member or itself.
             let mut cur = ptr_of(unsafe { (*head).next.load(Ordering::Relaxed) });
-            let mut walked = 0;
             while walked < quota && cur != head && !self.dying() {
                 walked += 1;
                 // SAFETY: `cur` is a ring member (lock held); the caller
@@ -453,7 +456,7 @@ impl Inner {
             }
             frame.locked.set(false);
         }
-        (self.dispose_list(removed), stop)
+        (self.dispose_list(removed), walked, stop)
     }
 
     /// Calls `dispose` on each node of the local list, zeroed first.

@@ -37,7 +37,7 @@ use shrinkalloc::reclaim::{
     self, CountResult, Needs, ScanResult, ScopeFlags, ShrinkControl, Shrinker, ShrinkerHandle, ShrinkerOptions,
 };
 
-use super::cache::{Cache, CacheShrinker, GROWTH};
+use super::cache::{Cache, GROWTH};
 use super::{corrupt, due, ChildConfig, Expect, Launch, Run, Scenario};
 use crate::allocator::Allocator;
 use crate::verify::{self, mix, Rng};
@@ -218,12 +218,9 @@ fn main(cfg: &ChildConfig) -> i32 {
         scans_in_nofs: AtomicU64::new(0),
         shrinkalloc: cfg.allocator.is_shrinkalloc(),
     });
-    let blocks = Arc::new(Cache::new(cfg.seed ^ 0xb10c));
+    let blocks = Cache::new(cfg.seed ^ 0xb10c, cfg.allocator.registers_shrinkers().then_some("block-cache"));
     let handles: Vec<ShrinkerHandle> = if cfg.allocator.registers_shrinkers() {
-        vec![
-            reclaim::register(InodeShrinker(fs.clone()), ShrinkerOptions::new("inode-cache").needs(Needs::FS)),
-            reclaim::register(CacheShrinker(blocks.clone()), ShrinkerOptions::new("block-cache")),
-        ]
+        vec![reclaim::register(InodeShrinker(fs.clone()), ShrinkerOptions::new("inode-cache").needs(Needs::FS))]
     } else {
         Vec::new()
     };
