@@ -125,3 +125,24 @@ fn nofs_task_never_calls_an_fs_shrinker_on_any_thread_it_moves_to() {
     rt.block_on(async { reclaim(usize::MAX, Level::Critical) });
     assert!(!fs_masks.lock().unwrap().is_empty());
 }
+
+/// The README's example, as it is there.
+#[test]
+fn readme_example_keeps_nofs_across_awaits() {
+    use shrinkalloc::reclaim::{with_nofs, Context};
+
+    async fn append(journal: Arc<tokio::sync::Mutex<Vec<u8>>>) {
+        let mut j = journal.lock().await; // a filesystem lock, held across the awaits below
+        j.extend_from_slice(b"record"); // may reclaim, never through an FS shrinker
+        tokio::task::yield_now().await; // may resume on another worker: still NOFS
+        assert_eq!(current_scope(), ScopeFlags::NOFS);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+    let journal = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    rt.block_on(rt.spawn(append(journal.clone()).nofs())).unwrap();
+    // Or carry the context of the code that starts the task:
+    let ctx = with_nofs(Context::capture);
+    rt.block_on(rt.spawn(append(journal.clone()).with_context(ctx))).unwrap();
+    assert_eq!(journal.try_lock().unwrap().len(), 12);
+}
