@@ -112,9 +112,10 @@ impl Cache {
         // Relaxed: keys only need to be unique.
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let len = self.value_len(key);
-        let mut value = vec![0u8; len];
-        verify::stamp(&mut value, self.tag(key));
-        self.lru.insert(key, value.into());
+        // Made in place: one allocation, as a `vec!` would be.
+        let mut value: Arc<[u8]> = Arc::from_iter(std::iter::repeat_n(0u8, len));
+        verify::stamp(Arc::get_mut(&mut value).expect("a new Arc is unique"), self.tag(key));
+        self.lru.insert(key, value);
         let seq = self.trace.next_seq();
         tb.push(Record { seq, key: key as u32, size: len as u32, kind: Kind::Put });
         key
