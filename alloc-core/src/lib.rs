@@ -54,6 +54,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
+pub mod cache;
 pub mod check;
 mod commit;
 pub mod delegate;
