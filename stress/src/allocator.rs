@@ -16,11 +16,13 @@ use std::path::Path;
 use crate::alloc_switch::{self, Backend};
 
 /// An allocator a scenario runs under, as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Allocator {
     /// shrinkalloc with the scenario's shrinkers registered.
+    #[value(name = "shrinkalloc")]
     ShrinkAlloc,
     /// shrinkalloc with no shrinker: only its own free pages are reclaimed.
+    #[value(name = "shrinkalloc-noshrink")]
     ShrinkAllocNoShrink,
     /// glibc's malloc.
     Glibc,

@@ -14,6 +14,7 @@ mod alloc_switch;
 mod allocator;
 mod cgroup;
 mod chart;
+mod cli;
 mod interrupt;
 mod oracle;
 mod report;
@@ -25,94 +26,47 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use allocator::Allocator;
+use clap::Parser as _;
+use cli::{Cli, Command, Options};
 use runner::{Limiter, Outcome, Plan, RunResult};
 
 #[global_allocator]
 static GLOBAL: alloc_switch::Switch = alloc_switch::Switch;
 
-const USAGE: &str = "\
-usage: shrinkalloc-stress demo [options]
-       shrinkalloc-stress run <scenario> [--allocators a,b,..] [options]
-       shrinkalloc-stress list
-       shrinkalloc-stress replay TRACE --limit SIZE
-
-  demo       the `cache` scenario under a 256 MiB memory cgroup, shrinkalloc against
-             the other allocators installed, 20 s; ends with a table and a chart
-  run        one scenario under the given allocators, one child after another
-  list       the scenarios and allocators
-  replay     a trace a traced run left (trace-<allocator>.bin) through the oracle again, at
-             the given limit: hits against the ideal LRU's, and the LRU's hits at other budgets
-
-options:
-  --allocators a,b,..   shrinkalloc, shrinkalloc-noshrink, glibc, jemalloc, mimalloc
-                        (default: the scenario's own list)
-  --limit SIZE          memory limit per child, e.g. 256M, 1G (default 256M)
-  --demand SIZE         what the cache scenarios would hold unconstrained
-                        (default: cache 4x the limit, cache-c 1G)
-  --duration TIME       how long each child runs, e.g. 20s, 1500ms, 2m (default: per scenario)
-  --seed N              seed of every random choice (default: from the clock, printed)
-  --threads N           worker threads per child (default 4)
-  --out DIR             where results.csv, usage.csv, chart.svg (and the traces) go
-                        (default <cargo target dir>/shrinkalloc-stress/<scenario>)
-  --require-cgroup      fail instead of falling back when no memory cgroup can be made
-
-exit status: 0 when every run ended as its scenario expects, 1 otherwise (or a
-cgroup was left behind), 2 on bad usage or a missing cgroup with --require-cgroup,
-130 when interrupted.";
-
-/// Parsed options of `demo` and `run`.
-struct Options {
-    allocators: Option<Vec<Allocator>>,
-    limit: usize,
-    demand: Option<usize>,
-    duration: Option<Duration>,
-    seed: Option<u64>,
-    threads: usize,
-    out: Option<PathBuf>,
-    require_cgroup: bool,
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        Some("child") => match args.get(1) {
-            Some(name) => scenario::child_main(name, &args[2..]),
-            None => usage_error("child needs a scenario"),
-        },
-        None | Some("demo") => parse_options(args.get(1..).unwrap_or(&[])).map_or_else(|e| usage_error(&e), demo),
-        Some("run") => match args.get(1).map(|n| (n, scenario::find(n))) {
-            Some((_, Some(s))) => parse_options(&args[2..]).map_or_else(|e| usage_error(&e), |o| run(s, o)),
-            Some((name, None)) => usage_error(&format!("unknown scenario {name:?} (see `list`)")),
-            None => usage_error("run needs a scenario (see `list`)"),
-        },
-        Some("list") => {
-            list();
-            0
-        }
-        Some("replay") => match args.get(1..) {
-            Some([path, flag, limit]) if flag == "--limit" => {
-                match shrinkalloc::options::parse_size(limit.as_bytes()) {
-                    Some(limit) if limit > 0 => replay(Path::new(path), limit),
-                    _ => usage_error(&format!("bad --limit {limit:?}")),
+    let code = match std::env::args().nth(1).as_deref() {
+        // A child is this binary re-executed by the harness: not clap's (see cli.rs).
+        Some("child") => {
+            let args: Vec<String> = std::env::args().skip(3).collect();
+            match std::env::args().nth(2) {
+                Some(name) => scenario::child_main(&name, &args),
+                None => {
+                    eprintln!("shrinkalloc-stress: child needs a scenario");
+                    scenario::EXIT_USAGE
                 }
             }
-            _ => usage_error("replay needs a trace and --limit SIZE"),
-        },
-        Some("help" | "-h" | "--help") => {
-            println!("{USAGE}");
-            0
         }
-        Some(other) => usage_error(&format!("unknown command {other:?}")),
+        _ => dispatch(Cli::parse()),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn usage_error(msg: &str) -> i32 {
-    eprintln!("shrinkalloc-stress: {msg}\n\n{USAGE}");
-    scenario::EXIT_USAGE
+fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        None => demo(Options::default()),
+        Some(Command::Demo(o)) => demo(o),
+        Some(Command::Run { scenario, options }) => {
+            // clap checked the name against the same list.
+            scenario::find(&scenario).map_or(scenario::EXIT_USAGE, |s| run(s, options))
+        }
+        Some(Command::List) => {
+            list();
+            0
+        }
+        Some(Command::Replay { trace, limit }) => replay(&trace, limit),
+    }
 }
 
 fn list() {
@@ -162,68 +116,6 @@ fn replay(path: &Path, limit: usize) -> i32 {
         );
     }
     0
-}
-
-fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        allocators: None,
-        limit: 256 << 20,
-        demand: None,
-        duration: None,
-        seed: None,
-        threads: 4,
-        out: None,
-        require_cgroup: false,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--require-cgroup" {
-            o.require_cgroup = true;
-            continue;
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--allocators" => {
-                let list = value
-                    .split(',')
-                    .map(|n| Allocator::parse(n.trim()).ok_or_else(|| format!("unknown allocator {n:?}")));
-                o.allocators = Some(list.collect::<Result<_, _>>()?);
-            }
-            "--limit" => {
-                o.limit = shrinkalloc::options::parse_size(value.as_bytes())
-                    .filter(|&l| l >= 16 << 20)
-                    .ok_or_else(|| format!("bad --limit {value:?} (a size of at least 16M, e.g. 256M)"))?
-            }
-            "--demand" => {
-                o.demand = Some(
-                    shrinkalloc::options::parse_size(value.as_bytes())
-                        .filter(|&d| d >= 1 << 20)
-                        .ok_or_else(|| format!("bad --demand {value:?} (a size of at least 1M, e.g. 1G)"))?,
-                )
-            }
-            "--duration" => {
-                o.duration = Some(parse_duration(value).ok_or_else(|| format!("bad --duration {value:?}"))?)
-            }
-            "--seed" => o.seed = Some(value.parse().map_err(|_| format!("bad --seed {value:?}"))?),
-            "--threads" => o.threads = value.parse().ok().filter(|&t| t > 0).ok_or("bad --threads")?,
-            "--out" => o.out = Some(PathBuf::from(value)),
-            _ => return Err(format!("unknown option {flag:?}")),
-        }
-    }
-    Ok(o)
-}
-
-/// `20s`, `1500ms`, `2m`, or plain seconds.
-fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = number.parse().ok()?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        _ => return None,
-    };
-    (secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
 }
 
 /// The default output directory: next to the build, in cargo's target dir.
@@ -286,7 +178,7 @@ fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
         limit: o.limit,
         duration: o.duration.unwrap_or(s.default_duration),
         seed: o.seed.unwrap_or_else(clock_seed),
-        threads: o.threads,
+        threads: usize::from(o.threads),
         allocators: o.allocators.unwrap_or_else(|| s.default_allocators.to_vec()),
         demand: o.demand,
         out,
@@ -372,35 +264,5 @@ fn exit_code(results: &[RunResult]) -> i32 {
         1
     } else {
         0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_in_seconds_milliseconds_and_minutes() {
-        assert_eq!(parse_duration("20s"), Some(Duration::from_secs(20)));
-        assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("0"), None);
-        assert_eq!(parse_duration("5h"), None);
-    }
-
-    #[test]
-    fn options_parse_and_reject_nonsense() {
-        let args: Vec<String> =
-            ["--allocators", "shrinkalloc,glibc", "--limit", "128M", "--seed", "7", "--require-cgroup"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let o = parse_options(&args).unwrap();
-        assert_eq!(o.allocators, Some(vec![Allocator::ShrinkAlloc, Allocator::Glibc]));
-        assert_eq!((o.limit, o.seed, o.require_cgroup), (128 << 20, Some(7), true));
-        assert!(parse_options(&["--allocators".into(), "tcmalloc".into()]).is_err());
-        assert!(parse_options(&["--limit".into(), "1M".into()]).is_err());
-        assert!(parse_options(&["--bogus".into(), "1".into()]).is_err());
     }
 }

@@ -23,7 +23,7 @@ fn list_names_every_scenario_and_allocator() {
 fn unknown_scenarios_allocators_and_options_exit_2() {
     for args in [
         &["run", "nosuch"][..],
-        &["run", "cache", "--allocators", "tcmalloc"],
+        &["run", "cache", "--allocators", "ptmalloc"],
         &["run", "cache", "--limit", "lots"],
         &["demo", "--frobnicate", "1"],
         &["child", "cache", "--allocator", "glibc"],
