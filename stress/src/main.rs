@@ -15,6 +15,7 @@ mod allocator;
 mod cgroup;
 mod chart;
 mod cli;
+mod files;
 mod interrupt;
 mod oracle;
 mod report;
@@ -248,12 +249,13 @@ fn print_header(plan: &Plan, limiter: &Limiter) {
 fn write_outputs(out: &Path, plan: &Plan, results: &[RunResult], usage: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(out)?;
     let out = out.canonicalize()?;
-    report::write_results_csv(&out.join("results.csv"), plan, results)?;
-    report::write_usage_csv(&out.join("usage.csv"), plan, results)?;
+    files::write_results_csv(&out.join("results.csv"), plan, results)?;
+    files::write_results_json(&out.join("results.json"), plan, results)?;
+    files::write_usage_csv(&out.join("usage.csv"), plan, results)?;
     std::fs::write(out.join("chart.svg"), chart::svg(plan, results, usage))?;
     println!("chart:   {}", out.join("chart.svg").display());
     println!("usage:   {}", out.join("usage.csv").display());
-    println!("results: {}", out.join("results.csv").display());
+    println!("results: {} (and results.json)", out.join("results.csv").display());
     Ok(())
 }
 
