@@ -1,7 +1,7 @@
 //! What the harness shows: the live progress line and the summary table.
 //!
-//! Invariant: progress goes to stderr and is redrawn in place only on a
-//! terminal (elsewhere one line a second), so stdout holds only the header,
+//! Invariant: progress goes to stderr, as `indicatif` bars only on a
+//! terminal (elsewhere one plain line a second), so stdout holds only the header,
 //! the table and the paths of what was written; every number in the table is
 //! also in `results.csv` (`files.rs`), which the tests read. The charts are
 //! `chart.rs`.
@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocator::Allocator;
 use crate::runner::{Outcome, Plan, RunResult};
@@ -31,10 +33,14 @@ pub fn count(n: f64) -> String {
     }
 }
 
-/// The live progress line on stderr.
+/// The live progress on stderr: on a terminal one `indicatif` bar per
+/// running child (its usage against the limit, with time, operations and
+/// reclaim passes beside it), elsewhere one plain line a second, so that CI
+/// logs stay readable.
 pub struct Progress {
     tty: bool,
     last_line: Option<Instant>,
+    bar: Option<ProgressBar>,
 }
 
 impl Default for Progress {
@@ -44,57 +50,61 @@ impl Default for Progress {
 }
 
 impl Progress {
-    /// Redraws in place when stderr is a terminal.
+    /// Bars when stderr is a terminal, plain lines otherwise.
     pub fn new() -> Self {
         // SAFETY: isatty has no memory-safety preconditions.
         let tty = unsafe { libc::isatty(2) } == 1;
-        Progress { tty, last_line: None }
+        Progress { tty, last_line: None, bar: None }
     }
 
     /// Shows the state of `plan`'s run under `allocator`, `t` into it.
     pub fn update(&mut self, plan: &Plan, allocator: Allocator, t: Duration, usage: usize, last: &Fields) {
         let (scenario, duration, limit) = (plan.scenario.name, plan.duration, plan.limit);
-        if !self.tty && self.last_line.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+        let mut detail =
+            format!("{:>5.1}/{} s  usage {:>9} of {}", t.as_secs_f64(), duration.as_secs(), mib(usage), mib(limit));
+        for (key, label) in [("ops", "ops"), ("entries", "entries"), ("live_bytes", "live"), ("inodes", "inodes")] {
+            if let Some(v) = last.get(key) {
+                let v = if key == "live_bytes" { mib(v as usize) } else { count(v as f64) };
+                let _ = write!(detail, "  {label} {v}");
+            }
+        }
+        if let Some(p) = last.get("reclaim_passes") {
+            let _ = write!(detail, "  reclaim passes {p}");
+        }
+        if self.tty {
+            let bar = self.bar.get_or_insert_with(|| {
+                let style = ProgressStyle::with_template("{prefix} [{bar:20}] {percent:>3}%  {msg}")
+                    .map_or_else(|_| ProgressStyle::default_bar(), |s| s.progress_chars("#>."));
+                ProgressBar::new(limit.max(1) as u64)
+                    .with_style(style)
+                    .with_prefix(format!("{scenario} {:<20}", allocator.name()))
+            });
+            bar.set_position(usage.min(limit) as u64);
+            bar.set_message(detail);
+            return;
+        }
+        if self.last_line.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
             return;
         }
         self.last_line = Some(Instant::now());
         let share = usage as f64 / limit.max(1) as f64;
         let filled = ((share * 20.0).round() as usize).min(20);
-        let mut line = format!(
-            "{scenario} {:<20} {:>5.1}/{} s  usage {:>9} of {} [{}{}] {:>3.0}%",
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{scenario} {:<20} [{}{}] {:>3.0}%  {detail}",
             allocator.name(),
-            t.as_secs_f64(),
-            duration.as_secs(),
-            mib(usage),
-            mib(limit),
             "#".repeat(filled),
             ".".repeat(20 - filled),
             share * 100.0
         );
-        for (key, label) in [("ops", "ops"), ("entries", "entries"), ("live_bytes", "live"), ("inodes", "inodes")] {
-            if let Some(v) = last.get(key) {
-                let v = if key == "live_bytes" { mib(v as usize) } else { count(v as f64) };
-                let _ = write!(line, "  {label} {v}");
-            }
-        }
-        if let Some(p) = last.get("reclaim_passes") {
-            let _ = write!(line, "  reclaim passes {p}");
-        }
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
     }
 
     /// Ends a run's progress with one summary line.
     pub fn done(&mut self, r: &RunResult, limit: usize) {
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[K");
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
+        let mut err = std::io::stderr().lock();
         self.last_line = None;
         let detail = match &r.outcome {
             Outcome::Skipped(_) => String::new(),
