@@ -252,8 +252,10 @@ fn write_outputs(out: &Path, plan: &Plan, results: &[RunResult], usage: &str) ->
     files::write_results_csv(&out.join("results.csv"), plan, results)?;
     files::write_results_json(&out.join("results.json"), plan, results)?;
     files::write_usage_csv(&out.join("usage.csv"), plan, results)?;
-    std::fs::write(out.join("chart.svg"), chart::svg(plan, results, usage))?;
-    println!("chart:   {}", out.join("chart.svg").display());
+    let svg = chart::svg(plan, results, usage).map_err(std::io::Error::other)?;
+    std::fs::write(out.join("chart.svg"), svg)?;
+    std::fs::write(out.join("chart.png"), chart::png(plan, results, usage).map_err(std::io::Error::other)?)?;
+    println!("chart:   {} (and chart.png)", out.join("chart.svg").display());
     println!("usage:   {}", out.join("usage.csv").display());
     println!("results: {} (and results.json)", out.join("results.csv").display());
     Ok(())

@@ -109,6 +109,23 @@ pub struct Plan {
     pub out: PathBuf,
 }
 
+#[cfg(test)]
+impl Plan {
+    /// The demo's plan, for unit tests of what reads one.
+    pub fn for_tests() -> Plan {
+        Plan {
+            scenario: &scenario::cache::SCENARIO,
+            limit: 256 << 20,
+            duration: Duration::from_secs(4),
+            seed: 1,
+            threads: 4,
+            allocators: vec![Allocator::ShrinkAlloc],
+            demand: None,
+            out: PathBuf::from("/nonexistent"),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -197,6 +214,9 @@ pub struct Measure {
     pub replay: Replay,
     /// The least budget at which an exact LRU gets the run's hits.
     pub equivalent: Option<usize>,
+    /// The replay's running totals at the end of each of
+    /// [`oracle::SERIES_WINDOWS`] equal slices of the trace.
+    pub series: Vec<Replay>,
 }
 
 /// Everything known about one finished run.
@@ -235,7 +255,8 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn not_run(allocator: Allocator, expect: Expect, outcome: Outcome) -> Self {
+    /// A run that did not happen, or whose result is only `outcome`.
+    pub fn not_run(allocator: Allocator, expect: Expect, outcome: Outcome) -> Self {
         RunResult {
             allocator,
             outcome,
@@ -500,9 +521,10 @@ fn run_one(
 /// The oracle's figures of a run at `limit`: its replay at the oracle's
 /// budget, and the LRU budget its hits were worth (to 0.5% of the limit).
 fn measure(records: &[trace::Record], limit: usize) -> Measure {
-    let replay = oracle::replay(records, limit * oracle::BUDGET_PERCENT / 100);
+    let budget = limit * oracle::BUDGET_PERCENT / 100;
+    let (replay, series) = oracle::replay_series(records, budget, oracle::SERIES_WINDOWS);
     let equivalent = oracle::equivalent_budget(records, replay.hits, 2 * limit, limit / 200);
-    Measure { replay, equivalent }
+    Measure { replay, equivalent, series }
 }
 
 /// A driver child's work directory: made before the child starts; after the
