@@ -39,6 +39,7 @@ fn color(a: Allocator) -> RGBColor {
         Allocator::Glibc => RGBColor(0xd9, 0x5f, 0x02),
         Allocator::Jemalloc => RGBColor(0xe7, 0x29, 0x8a),
         Allocator::Mimalloc => RGBColor(0xa6, 0x76, 0x1d),
+        Allocator::Tcmalloc => RGBColor(0x1f, 0x78, 0xb4),
     }
 }
 

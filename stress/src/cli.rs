@@ -79,6 +79,10 @@ pub struct Options {
     /// How long each child runs: 20s, 1500ms, 2m, or plain seconds (default: per scenario).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// A soft line on each run's group, under the limit: memory.high on cgroup v2,
+    /// memory.soft_limit_in_bytes on v1 (shrinkalloc derives its soft limit from it).
+    #[arg(long, value_name = "SIZE", value_parser = parse_demand)]
+    pub high: Option<usize>,
     /// Seed of every random choice (default: from the clock, printed).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -100,6 +104,7 @@ impl Default for Options {
             allocators: None,
             limit: 256 << 20,
             demand: None,
+            high: None,
             duration: None,
             seed: None,
             threads: 4,

@@ -133,10 +133,10 @@ fn demo(mut o: Options) -> i32 {
     if o.allocators.is_none() {
         let wanted = [Allocator::ShrinkAlloc, Allocator::ShrinkAllocNoShrink, Allocator::Glibc];
         let mut list = wanted.to_vec();
-        for a in [Allocator::Jemalloc, Allocator::Mimalloc] {
+        for a in allocator::PRELOADED {
             match a.available() {
                 Ok(()) => list.push(a),
-                Err(why) => println!("(leaving {} out of the demo: {why})", a.name()),
+                Err(why) => eprintln!("!!! shrinkalloc-stress: leaving {} OUT of the demo: {why}", a.name()),
             }
         }
         o.allocators = Some(list);
@@ -150,9 +150,9 @@ fn demo(mut o: Options) -> i32 {
     let code = run(s, o);
     if code != scenario::EXIT_USAGE {
         println!(
-            "\nWhat happened: the cache outgrows the limit under every allocator. glibc, jemalloc and mimalloc \
-             give the\nprocess memory until the kernel's OOM killer ends it; shrinkalloc without shrinkers refuses \
-             an allocation\nat its hard limit; shrinkalloc with the cache's shrinker evicts old entries as the limit \
+            "\nWhat happened: the cache outgrows the limit under every allocator. glibc, jemalloc, mimalloc and \
+             tcmalloc give the\nprocess memory until the kernel's OOM killer ends it; shrinkalloc without shrinkers has \
+             nothing to give\nback and dies at the limit too; shrinkalloc with the cache's shrinker evicts old entries as the limit \
              nears and keeps\nserving, under the limit, to the end."
         );
     }
@@ -160,12 +160,16 @@ fn demo(mut o: Options) -> i32 {
 }
 
 fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
+    if o.high.is_some_and(|h| h >= o.limit) {
+        eprintln!("shrinkalloc-stress: --high must be under --limit");
+        return scenario::EXIT_USAGE;
+    }
     interrupt::install();
     let limiter = Limiter::probe();
     if let Limiter::Fallback(reason) = &limiter {
         eprintln!("{}", Limiter::fallback_banner(reason));
-        if o.require_cgroup {
-            eprintln!("shrinkalloc-stress: --require-cgroup: giving up");
+        if o.require_cgroup || o.high.is_some() {
+            eprintln!("shrinkalloc-stress: --require-cgroup or --high: giving up");
             return scenario::EXIT_USAGE;
         }
     }
@@ -182,6 +186,7 @@ fn run(s: &'static scenario::Scenario, o: Options) -> i32 {
         threads: usize::from(o.threads),
         allocators: o.allocators.unwrap_or_else(|| s.default_allocators.to_vec()),
         demand: o.demand,
+        high: o.high,
         out,
     };
     print_header(&plan, &limiter);
@@ -208,6 +213,9 @@ fn print_header(plan: &Plan, limiter: &Limiter) {
     let names: Vec<&str> = plan.allocators.iter().map(|a| a.name()).collect();
     println!("scenario {}: {}", plan.scenario.name, plan.scenario.about);
     println!("limit {} per child, enforced by {}", report::mib(plan.limit), limiter.describe());
+    if let Some(h) = plan.high {
+        println!("soft line {} on each group (memory.high on v2, memory.soft_limit_in_bytes on v1)", report::mib(h));
+    }
     if let Some(d) = plan.demand {
         println!("demand {} (the limit is {:.0}% of it)", report::mib(d), plan.limit as f64 * 100.0 / d as f64);
     }

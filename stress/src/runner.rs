@@ -104,6 +104,8 @@ pub struct Plan {
     pub allocators: Vec<Allocator>,
     /// The workload's demand (`--demand`), `None` for the scenario's default.
     pub demand: Option<usize>,
+    /// The soft line set on each run's group (`--high`), if any.
+    pub high: Option<usize>,
     /// Where the results go; a traced scenario's traces are written there
     /// while the children run.
     pub out: PathBuf,
@@ -121,6 +123,7 @@ impl Plan {
             threads: 4,
             allocators: vec![Allocator::ShrinkAlloc],
             demand: None,
+            high: None,
             out: PathBuf::from("/nonexistent"),
         }
     }
@@ -335,7 +338,7 @@ pub fn run_plan(plan: &Plan, limiter: &Limiter, progress: &mut Progress) -> Vec<
         let expect = (plan.scenario.expect)(a);
         let result = match (a.available(), &prepared) {
             (Err(why), _) => {
-                eprintln!("shrinkalloc-stress: SKIPPING {}: {why}", a.name());
+                eprintln!("!!! shrinkalloc-stress: SKIPPING {}: {why}", a.name());
                 RunResult::not_run(a, expect, Outcome::Skipped(why))
             }
             (Ok(()), Err(why)) => RunResult::not_run(a, expect, Outcome::HarnessError(why.clone())),
@@ -465,7 +468,10 @@ fn run_one(
         Limiter::Cgroup(h) => {
             let name = format!("{}{}.{}.{}", cgroup::PREFIX, std::process::id(), plan.scenario.name, allocator.name());
             match h.create(&name, plan.limit) {
-                Ok(g) => Some(g),
+                Ok(g) => match plan.high.map_or(Ok(()), |high| h.set_high(&g, high)) {
+                    Ok(()) => Some(g),
+                    Err(e) => return fail(e),
+                },
                 Err(e) => return fail(e),
             }
         }
