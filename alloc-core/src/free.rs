@@ -85,9 +85,15 @@ pub unsafe fn free_checked(p: *mut u8) {
     // A page not in use has no heap, so this also says it is in use. Every
     // failing test goes to `free_checked_remote`, which tells a bad pointer
     // from another thread's block (a tail call: no frame here).
-    if pg.heap() == heap.cast() && pg.is_block_start(p) && p.cast::<Block>() != pg.own.local_free.get() {
+    if pg.heap() == heap.cast()
+        && pg.is_block_start(p)
+        && p.cast::<Block>() != pg.own.local_free.get()
+        // SAFETY: `p` starts a block of a page in use (the owner's).
+        && !unsafe { pg.looks_freed(pg.block_at(p)) }
+    {
         // SAFETY: the page is owned by this thread's heap, and `p` is the
-        // start of one of its blocks, not the last one freed.
+        // start of one of its blocks, not the last one freed (nor one that
+        // carries the free mark, with `double-free-check`).
         unsafe { free_local(&*heap, page, p) };
     } else {
         // SAFETY: `seg` and `page` are live (the map says so); the caller's
@@ -107,8 +113,11 @@ pub unsafe fn free_local(heap: &Heap, page: *mut Page, block: *mut u8) {
     // SAFETY: the caller promises a live page of this thread's heap.
     let p = unsafe { &*page };
     let b = p.block_at(block);
-    // SAFETY: the caller gives up the live block: its first word is ours.
-    unsafe { (*b).next = p.own.local_free.get() };
+    // SAFETY: the caller gives up the live block: its words are ours.
+    unsafe {
+        p.mark_free(b);
+        (*b).next = p.own.local_free.get();
+    }
     p.own.local_free.set(b);
     p.set_used(p.used() - 1);
     if p.own.flags.get() != 0 {
@@ -148,10 +157,18 @@ unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
     // only the page's shared part below (atomics and fixed fields), and the
     // owner part only when this thread owns the page.
     let pg = unsafe { &*page };
-    if pg.heap() == heap::current().cast() {
-        // Our own page, and `free_checked` refused the pointer.
+    let me = heap::current();
+    if pg.heap() == me.cast() {
+        // Our own page, and `free_checked` refused the pointer: not a block
+        // start, the block freed last, or one with the free mark.
         if !pg.is_block_start(p) {
             invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
+        }
+        let b = pg.block_at(p);
+        if b != pg.own.local_free.get() && !pg.on_free_lists(b) {
+            // The mark was the program's own bytes: a live block after all.
+            // SAFETY: the page is this thread's; `p` starts a live block.
+            return unsafe { free_local(&*me, page, p) };
         }
         invalid_pointer(b"free(): double free", p);
     }
@@ -165,6 +182,12 @@ unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
             return unsafe { free_checked_far(p) };
         }
         invalid_pointer(b"free(): invalid pointer (not a live block)", p);
+    }
+    // Another thread's page: its lists are not ours to walk, so the mark
+    // alone decides (with `double-free-check`).
+    // SAFETY: `p` starts a block of a page in use.
+    if unsafe { pg.looks_freed(pg.block_at(p)) } {
+        invalid_pointer(b"free(): double free (the block carries the free mark)", p);
     }
     // SAFETY: `p` is the start of a block of a page in use: a live block.
     unsafe { free_remote(seg, page, p) };

@@ -33,6 +33,15 @@
 //! is never retired: only draining the stack clears the bit, so the page
 //! stays alive until the pushing thread is done with it.
 //!
+//! With the `double-free-check` feature, a freed block also carries a
+//! *free mark* in its second word (its page's address mixed with a
+//! constant; blocks are 16 bytes or more then), written by every free and
+//! cleared by every allocation that hands the block out. A free that finds
+//! the mark already there is a double free, unless the program's own bytes
+//! happen to equal it: the owner confirms by walking the page's lists
+//! ([`Page::on_free_lists`]); another thread cannot walk them and reports
+//! on the mark alone.
+//!
 //! State is published after the fields it vouches for: a page taken for a
 //! class goes `FREE`/`PURGED -> TAKEN` (claimed, not yet readable), is
 //! initialised, and only then stored `IN_USE` with Release.
@@ -49,6 +58,10 @@ pub struct Block {
     /// The next free block, or null.
     pub next: *mut Block,
 }
+
+/// Mixed into a page's address to make its free mark (see the module doc).
+#[cfg(feature = "double-free-check")]
+const FREE_MARK_SALT: usize = 0x5f0d_3b1e_a7c4_9d21;
 
 /// Bytes `Page::extend` carves at a time (at least one block).
 pub const FIRST_CARVE: usize = 16 * 1024;
@@ -304,6 +317,8 @@ impl Page {
         let next = unsafe { (*block).next };
         self.own.free.set(next);
         self.set_used(self.used() + 1);
+        // SAFETY: `block` is a free block of this page, now handed out.
+        unsafe { unmark(block) };
         Some(block)
     }
 
@@ -323,6 +338,8 @@ impl Page {
         self.own.free.set(next);
         self.own.is_zero.set(false);
         self.set_used(self.used() + 1);
+        // SAFETY: `block` is a free block of this page, now handed out.
+        unsafe { unmark(block) };
         Some(block)
     }
 
@@ -476,6 +493,82 @@ impl Page {
         self.shared.xfree.load(Ordering::Acquire) & XF_QUEUED != 0
     }
 
+    /// Writes the free mark into `block` (with `double-free-check`; nothing
+    /// otherwise). Every free calls it before linking the block.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a block of this page that the caller is freeing.
+    #[inline(always)]
+    pub unsafe fn mark_free(&self, block: *mut Block) {
+        #[cfg(feature = "double-free-check")]
+        // SAFETY: blocks are at least 16 bytes with the feature on (the
+        // 8-byte class is not used), and the caller gives the block up.
+        unsafe {
+            block.cast::<usize>().add(1).write(self.free_mark());
+        }
+        #[cfg(not(feature = "double-free-check"))]
+        let _ = block;
+    }
+
+    /// Whether `block` carries this page's free mark: it was freed already,
+    /// or its second word happens to equal the mark. Always `false` without
+    /// `double-free-check`.
+    ///
+    /// # Safety
+    ///
+    /// `block` is the start of a block of this page, which is in use.
+    #[inline(always)]
+    pub unsafe fn looks_freed(&self, block: *const Block) -> bool {
+        #[cfg(feature = "double-free-check")]
+        {
+            // SAFETY: the block lies in the page's committed memory and is
+            // at least 16 bytes (caller promise, feature on). Volatile: a
+            // block freed twice may be in another thread's hands; the value
+            // is only compared.
+            unsafe { block.cast::<usize>().add(1).read_volatile() == self.free_mark() }
+        }
+        #[cfg(not(feature = "double-free-check"))]
+        {
+            let _ = block;
+            false
+        }
+    }
+
+    /// The free mark of this page's blocks.
+    #[cfg(feature = "double-free-check")]
+    #[inline(always)]
+    fn free_mark(&self) -> usize {
+        ptr::from_ref(self) as usize ^ FREE_MARK_SALT
+    }
+
+    /// Whether `block` is on one of the page's free lists (`free`,
+    /// `local_free`, `xfree`): the owner's confirmation of a double free.
+    /// Each walk stops after `reserved` links, so a list already corrupted
+    /// into a cycle cannot hang it. Cold: only a suspected double free asks.
+    #[cold]
+    pub fn on_free_lists(&self, block: *const Block) -> bool {
+        let limit = self.own.reserved.get() as usize;
+        // Acquire pairs with the pushers' Release CAS: their links are seen.
+        let remote = (self.shared.xfree.load(Ordering::Acquire) & !XF_FLAGS) as *mut Block;
+        [self.own.free.get(), self.own.local_free.get(), remote].into_iter().any(|mut b| {
+            for _ in 0..=limit {
+                if b.is_null() {
+                    return false;
+                }
+                if ptr::eq(b, block) {
+                    return true;
+                }
+                // SAFETY: blocks on the owner's lists are free blocks of the
+                // page; those on `xfree` below its head were published by
+                // the pushers' Release and only the owner (the caller)
+                // takes them off.
+                b = unsafe { (*b).next };
+            }
+            false
+        })
+    }
+
     /// Pushes `block` on the cross-thread list, from a thread that does not
     /// own the page. Returns whether this thread must now push the page on
     /// the owner's `remote_pages` stack. Touches only [`Shared`].
@@ -484,6 +577,8 @@ impl Page {
     ///
     /// `block` is a live block of this page, freed exactly once.
     pub unsafe fn push_remote(&self, block: *mut Block) -> bool {
+        // SAFETY: the caller gives up the live block.
+        unsafe { self.mark_free(block) };
         let xfree = &self.shared.xfree;
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
@@ -499,6 +594,24 @@ impl Page {
             }
         }
     }
+}
+
+/// Clears the free mark of a block being handed out (with
+/// `double-free-check`; nothing otherwise), so that a program that never
+/// writes the block's second word is not taken for a double free.
+///
+/// # Safety
+///
+/// `block` is a free block just taken off a list by the page's owner.
+#[inline(always)]
+unsafe fn unmark(block: *mut Block) {
+    #[cfg(feature = "double-free-check")]
+    // SAFETY: at least 16 bytes (feature on), and the caller's to write.
+    unsafe {
+        block.cast::<usize>().add(1).write(0);
+    }
+    #[cfg(not(feature = "double-free-check"))]
+    let _ = block;
 }
 
 #[cfg(test)]

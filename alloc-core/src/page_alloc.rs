@@ -54,11 +54,15 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
         // SAFETY: segments on the heap's list are live and owned by it.
         let s = unsafe { &*seg };
         let Some((page, was)) = pick_free_page(heap, s) else { continue };
-        if was == state::PURGED && !charged {
-            // Reclaim may run here and re-enter this heap; look again
-            // after. What the page's first carving will commit is charged.
-            let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.shared.size);
-            if !commit::charge(first) {
+        // What the page's first carving will commit beyond what the page
+        // still has committed is charged: all of it for a purged page, the
+        // rest for a free one that held smaller blocks (a 128 KiB block on
+        // a page that touched 12 KiB). Reclaim may run here and re-enter
+        // this heap; look again after.
+        let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.shared.size);
+        let kept = if was == state::PURGED { 0 } else { page.touched() };
+        if first > kept && !charged {
+            if !commit::charge(first - kept) {
                 return ptr::null_mut();
             }
             charged = true;
