@@ -712,8 +712,9 @@ fn einval_int() -> c_int {
 
 #[cfg(test)]
 mod tests {
-    //! The list itself, without a C compiler (and under Miri: `cargo +nightly
-    //! miri test -p shrinkalloc-ffi --lib lru`): order, verdicts, tags.
+    //! The list itself, without a C compiler: hot nodes rotated, cold ones
+    //! removed and disposed zeroed, a node on another lru refused. (Miri
+    //! cannot run this crate: it exports `malloc`.)
     use super::*;
 
     #[repr(C)]
