@@ -58,7 +58,11 @@ pub fn malloc_c(size: usize) -> *mut u8 {
 #[inline(always)]
 pub fn try_malloc_c_fast(size: usize) -> Option<*mut u8> {
     if size <= FAST_MAX {
-        pop_direct(size_class::class_of_c(size))
+        // SAFETY: the thread's heap is its own (or the empty heap, never
+        // written): a shared reference aliases no `&mut`.
+        let heap = unsafe { &*heap::current() };
+        // SAFETY: `(size + 7) >> 3 <= 128 < C_WORDS`.
+        pop_page(unsafe { heap.direct_c.get_unchecked((size + 7) >> 3) }.get())
     } else if size <= MAX_CLASS_SIZE {
         // Above 1 KiB every class is a multiple of 16: C's alignment holds.
         pop_direct(size_class::class_of(size))
@@ -75,7 +79,12 @@ fn pop_direct(class: usize) -> Option<*mut u8> {
     // written): a shared reference aliases no `&mut`.
     let heap = unsafe { &*heap::current() };
     // SAFETY: `class < CLASSES` (the class tables hold only valid indices).
-    let page = unsafe { heap.direct.get_unchecked(class) }.get();
+    pop_page(unsafe { heap.direct.get_unchecked(class) }.get())
+}
+
+/// Pops a block from `page`, an entry of the calling thread's direct tables.
+#[inline(always)]
+fn pop_page(page: *mut Page) -> Option<*mut u8> {
     // SAFETY: direct entries point at live pages of this heap, or at the
     // empty page, whose lists are empty (so nothing below writes it).
     let page = unsafe { &*page };

@@ -38,7 +38,8 @@ pub unsafe fn free_block(p: *mut u8) {
 }
 
 /// Frees live block `p` of segment `seg`: to the page's local list when the
-/// caller owns it, else by the cross-thread path.
+/// caller owns the page and it is not full (one compare of the page's owner
+/// tag), else by [`free_in_slow`].
 ///
 /// # Safety
 ///
@@ -49,11 +50,30 @@ unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
     let page = unsafe { segment::page_of(seg, p) };
     let heap = heap::current();
     // SAFETY: as above: the page record is live.
+    if unsafe { (*page).owner_tag() } == heap.cast() {
+        // SAFETY: the page is owned by this thread's heap; `p` is live in it.
+        unsafe { free_local(page, p) };
+    } else {
+        // SAFETY: forwarded caller promise.
+        unsafe { free_in_slow(seg, page, p) };
+    }
+}
+
+/// [`free_in`] for a full page of the caller's own, or a block the caller
+/// does not own.
+///
+/// # Safety
+///
+/// `p` is a live block of `page` in `seg`.
+#[inline(never)]
+unsafe fn free_in_slow(seg: *mut Segment, page: *mut Page, p: *mut u8) {
+    let heap = heap::current();
+    // SAFETY: the caller promises a live page.
     if unsafe { (*page).heap() } == heap.cast() {
         // SAFETY: the page is owned by this thread's heap; `p` is live in it.
-        unsafe { free_local(&*heap, page, p) };
+        unsafe { free_local_full(&*heap, page, p) };
     } else {
-        // SAFETY: the caller promises `p` is a live block of `page` in `seg`.
+        // SAFETY: forwarded caller promise.
         unsafe { free_remote(seg, page, p) };
     }
 }
@@ -61,32 +81,45 @@ unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
 /// Frees `p` after checking that it is the start of a live block of ours;
 /// reports and aborts otherwise. Null is ignored.
 ///
+/// The fast path is for a block of a small segment whose page the caller
+/// owns and is not full: one segment-map load, the page by a constant
+/// shift, one compare of the page's owner tag, the block-start test (one
+/// multiply), the immediate double-free test, the push. Everything else
+/// (null, foreign pointers, medium, large and huge blocks, full pages,
+/// other threads' blocks, bad pointers) leaves by a tail call.
+///
 /// # Safety
 ///
 /// If `p` is one of our blocks, nothing uses it after this call.
-#[inline]
+#[inline(always)]
 pub unsafe fn free_checked(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
-    // The common case: a block in the first region of its segment, found by
-    // masking once the segment map says the region starts one of ours.
-    if !segment::starts_segment(p) {
-        // SAFETY: the caller's promise (nothing uses a block of ours after
-        // this call) is the one `free_checked_far` asks.
+    let Some(page) = segment::small_page_of(p) else {
+        // SAFETY: the caller's promise is the one `free_checked_far` asks.
         return unsafe { free_checked_far(p) };
-    }
-    let seg = segment::segment_of(p);
-    // SAFETY: the segment map says `seg` is a live segment covering `p`.
-    let page = unsafe { segment::page_of(seg, p) };
-    // SAFETY: as above: the page record is live.
+    };
+    // SAFETY: the segment map says `p` lies in a live small segment, whose
+    // page records are live.
+    unsafe { free_checked_in(page, p) }
+}
+
+/// `free_checked` once the page record of `p` is known.
+///
+/// # Safety
+///
+/// `page` is the live page record covering `p` in a live segment; as for
+/// `free_checked` otherwise.
+#[inline(always)]
+unsafe fn free_checked_in(page: *mut Page, p: *mut u8) {
+    // SAFETY: the caller promises a live page record.
     let pg = unsafe { &*page };
     let heap = heap::current();
-    // A page not in use has no heap, so this also says it is in use. Every
-    // failing test goes to `free_checked_remote`, which tells a bad pointer
-    // from another thread's block (a tail call: no frame here).
-    if pg.heap() == heap.cast()
-        && pg.is_block_start(p)
+    // A page not in use has no heap, and a full one carries `TAG_FULL`, so
+    // the compare also says "in use, not full". Every failing test goes to
+    // `free_checked_slow`, which tells a bad pointer from another thread's
+    // block (a tail call: no frame here).
+    if pg.owner_tag() == heap.cast()
+        // SAFETY: evaluated only once the tag says the caller owns the page.
+        && unsafe { pg.is_block_start_owned(p) }
         && p.cast::<Block>() != pg.own.local_free.get()
         // SAFETY: `p` starts a block of a page in use (the owner's).
         && !unsafe { pg.looks_freed(pg.block_at(p)) }
@@ -94,11 +127,11 @@ pub unsafe fn free_checked(p: *mut u8) {
         // SAFETY: the page is owned by this thread's heap, and `p` is the
         // start of one of its blocks, not the last one freed (nor one that
         // carries the free mark, with `double-free-check`).
-        unsafe { free_local(&*heap, page, p) };
+        unsafe { free_local(page, p) };
     } else {
-        // SAFETY: `seg` and `page` are live (the map says so); the caller's
-        // promise is the one `free_checked_remote` asks.
-        unsafe { free_checked_remote(seg, page, p) };
+        // SAFETY: the page is live (caller promise); the caller's promise
+        // is the one `free_checked_slow` asks.
+        unsafe { free_checked_slow(p, page) };
     }
 }
 
@@ -106,10 +139,10 @@ pub unsafe fn free_checked(p: *mut u8) {
 ///
 /// # Safety
 ///
-/// `page` belongs to `heap`, owned by the calling thread, and `block` is a
-/// live block of it.
+/// `page` belongs to the calling thread's heap and is not on the full
+/// list, and `block` is a live block of it.
 #[inline(always)]
-pub unsafe fn free_local(heap: &Heap, page: *mut Page, block: *mut u8) {
+pub unsafe fn free_local(page: *mut Page, block: *mut u8) {
     // SAFETY: the caller promises a live page of this thread's heap.
     let p = unsafe { &*page };
     let b = p.block_at(block);
@@ -120,24 +153,23 @@ pub unsafe fn free_local(heap: &Heap, page: *mut Page, block: *mut u8) {
     }
     p.own.local_free.set(b);
     p.set_used(p.used() - 1);
-    if p.own.flags.get() != 0 {
-        // SAFETY: `page` is a live page of `heap`, which this thread owns
-        // (the caller's promise, as `free_local_slow` asks).
-        unsafe { free_local_slow(heap, page) };
-    }
 }
 
-/// A block came back to a full page: the page goes back on its queue.
-/// Pages that become empty are not retired here but on the next decay tick
-/// (`release_empty_pages`), which keeps `used == 0` off the fast path and
-/// spares a malloc/free loop from giving its page back each time.
+/// A block came back to a full page of the caller's: the block is pushed
+/// and the page goes back on its queue. Pages that become empty are not
+/// retired here but on the next decay tick (`release_empty_pages`), which
+/// keeps `used == 0` off the fast path and spares a malloc/free loop from
+/// giving its page back each time.
 ///
 /// # Safety
 ///
-/// As for [`free_local`].
+/// As for [`free_local`], but the page may be on the full list.
 #[cold]
 #[inline(never)]
-unsafe fn free_local_slow(heap: &Heap, page: *mut Page) {
+unsafe fn free_local_full(heap: &Heap, page: *mut Page, block: *mut u8) {
+    // SAFETY: forwarded caller promise (`free_local` does not look at the
+    // full flag).
+    unsafe { free_local(page, block) };
     // SAFETY: the caller promises a live page of this thread's heap.
     if unsafe { (*page).own.flags.get() } & PF_IN_FULL != 0 {
         // SAFETY: a page flagged full is on its heap's full list.
@@ -145,42 +177,41 @@ unsafe fn free_local_slow(heap: &Heap, page: *mut Page) {
     }
 }
 
-/// `free_checked` when the caller does not own the block's page: another
-/// thread's block, a huge block, or a pointer that is not a live block.
+/// `free_checked` when the fast path refused: a full page of the caller's,
+/// another thread's block, or a pointer that is not a live block.
 ///
 /// # Safety
 ///
-/// As for `free_checked`; `seg` is a live segment and `page` its page of `p`.
+/// As for `free_checked`; `page` is the live page record covering `p` in a
+/// live small, medium or large segment.
 #[inline(never)]
-unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
+unsafe fn free_checked_slow(p: *mut u8, page: *mut Page) {
     // SAFETY: the caller promises live records; a shared reference touches
     // only the page's shared part below (atomics and fixed fields), and the
     // owner part only when this thread owns the page.
     let pg = unsafe { &*page };
-    let me = heap::current();
-    if pg.heap() == me.cast() {
-        // Our own page, and `free_checked` refused the pointer: not a block
-        // start, the block freed last, or one with the free mark.
+    let heap = heap::current();
+    if pg.heap() == heap.cast() {
+        // Our own page, and `free_checked` refused the pointer: a full
+        // page, not a block start, the block freed last, or one with the
+        // free mark.
         if !pg.is_block_start(p) {
             invalid_pointer(b"free(): invalid pointer (not the start of a block)", p);
         }
         let b = pg.block_at(p);
-        if b != pg.own.local_free.get() && !pg.on_free_lists(b) {
-            // The mark was the program's own bytes: a live block after all.
-            // SAFETY: the page is this thread's; `p` starts a live block.
-            return unsafe { free_local(&*me, page, p) };
+        // SAFETY: `p` starts a block of a page in use (ours).
+        if b == pg.own.local_free.get() || (unsafe { pg.looks_freed(b) } && pg.on_free_lists(b)) {
+            invalid_pointer(b"free(): double free", p);
         }
-        invalid_pointer(b"free(): double free", p);
+        // A live block (any mark was the program's own bytes) of our own
+        // page, which may be on the full list.
+        // SAFETY: the page is this thread's; `p` starts a live block.
+        return unsafe { free_local_full(&*heap, page, p) };
     }
     // Acquire pairs with the Release of IN_USE in `Page::init`: the geometry
     // `is_block_start` reads is the page's. A block being freed keeps its
     // page IN_USE; a page in any other state means the pointer is stale.
     if pg.shared.state.load(Ordering::Acquire) != state::IN_USE || !pg.is_block_start(p) {
-        // SAFETY: the segment is live (caller promise).
-        if unsafe { (*seg).kind } == Kind::Huge {
-            // SAFETY: as `free_checked_far` asks: the caller's promise.
-            return unsafe { free_checked_far(p) };
-        }
         invalid_pointer(b"free(): invalid pointer (not a live block)", p);
     }
     // Another thread's page: its lists are not ours to walk, so the mark
@@ -189,27 +220,37 @@ unsafe fn free_checked_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
     if unsafe { pg.looks_freed(pg.block_at(p)) } {
         invalid_pointer(b"free(): double free (the block carries the free mark)", p);
     }
-    // SAFETY: `p` is the start of a block of a page in use: a live block.
-    unsafe { free_remote(seg, page, p) };
+    // SAFETY: `p` is the start of a block of a page in use: a live block of
+    // a segment that is not huge, which masking finds.
+    unsafe { free_remote(segment::segment_of(p), page, p) };
 }
 
-/// `free_checked` for huge blocks and for pointers outside our memory.
+/// `free_checked` for everything but small segments: null, pointers
+/// outside our memory, blocks of medium and large segments (the same tests
+/// as the fast path, after a map look-up) and huge blocks.
 ///
 /// # Safety
 ///
 /// As for `free_checked`.
-#[cold]
 #[inline(never)]
 unsafe fn free_checked_far(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
     let Some(seg) = segment::segment_of_checked(p) else {
         invalid_pointer(b"free(): pointer not allocated by shrinkalloc", p)
     };
     // SAFETY: the segment map says `seg` is a live segment covering `p`.
     let s = unsafe { seg.as_ref() };
+    if s.kind != Kind::Huge {
+        // SAFETY: `p` lies in the live segment `seg` (one region: not huge),
+        // so its page record is live; the caller's promise is forwarded.
+        return unsafe { free_checked_in(segment::page_of(seg.as_ptr(), p), p) };
+    }
     let block = seg.as_ptr().cast::<u8>().wrapping_add(s.block_offset.get());
     // Acquire pairs with the Release of IN_USE in `huge::alloc`.
     let live = s.pages[0].shared.state.load(Ordering::Acquire) == state::IN_USE;
-    if s.kind != Kind::Huge || p != block || !live {
+    if p != block || !live {
         invalid_pointer(b"free(): invalid pointer (interior, or block already freed)", p);
     }
     // SAFETY: `p` is the live huge block of `seg`, freed once (caller promise).

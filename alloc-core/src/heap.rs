@@ -32,13 +32,17 @@ use core::sync::atomic::AtomicPtr;
 use crate::page::{Page, PF_IN_FULL};
 use crate::page_queue::PageQueue;
 use crate::segment::Segment;
-use crate::size_class::CLASSES;
+use crate::size_class::{c_words_of, CLASSES, C_WORDS};
 
 /// A thread heap. See the module doc for its invariant.
 #[repr(C)]
 pub struct Heap {
     /// Page to allocate from, per class.
     pub direct: [Cell<*mut Page>; CLASSES],
+    /// The same pages for C's `malloc` up to 1 KiB, indexed by
+    /// `(size + 7) / 8`: entry `w` is `direct[class_of_c(8 * w)]`, so the C
+    /// fast path skips the class table.
+    pub direct_c: [Cell<*mut Page>; C_WORDS],
     /// Pages with (possibly) free blocks, per class.
     pub queues: [PageQueue; CLASSES],
     /// Pages with no free block.
@@ -93,6 +97,7 @@ impl Heap {
     pub const fn new() -> Heap {
         Heap {
             direct: [const { Cell::new(EMPTY_PAGE.0.get()) }; CLASSES],
+            direct_c: [const { Cell::new(EMPTY_PAGE.0.get()) }; C_WORDS],
             queues: [const { PageQueue::new() }; CLASSES],
             full: PageQueue::new(),
             remote_pages: AtomicPtr::new(ptr::null_mut()),
@@ -117,7 +122,11 @@ impl Heap {
 
     fn set_direct(&self, class: usize) {
         let head = self.queues[class].head();
-        self.direct[class].set(if head.is_null() || self.watched.get() { EMPTY_PAGE.0.get() } else { head });
+        let page = if head.is_null() || self.watched.get() { EMPTY_PAGE.0.get() } else { head };
+        self.direct[class].set(page);
+        for w in c_words_of(class) {
+            self.direct_c[w].set(page);
+        }
     }
 
     /// Starts (`true`) or stops watching the owner's allocations: while

@@ -6,7 +6,7 @@
 //! that any block pointer finds its segment by masking (`segment.rs`). A
 //! process-wide byte map records which 4 MiB regions are ours, so `free` can
 //! tell a foreign pointer from one of ours. A segment is cut into *pages* of
-//! one kind (64 KiB small, 512 KiB medium, 2 MiB large); each page
+//! one kind (64 KiB small, 128 KiB medium, 2 MiB large); each page
 //! holds blocks of one *size class* (`size_class.rs`, 8 classes per power of
 //! two, at most 12.5% internal waste above 128 bytes). Blocks larger than the
 //! biggest class get a *huge* segment of their own (`huge.rs`).
@@ -54,6 +54,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
+pub mod cache;
 pub mod check;
 mod commit;
 pub mod delegate;

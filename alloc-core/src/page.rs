@@ -75,6 +75,10 @@ const XF_FLAGS: usize = XF_IN_FULL | XF_QUEUED;
 /// Owner-side flag mirror: the page is on the full list.
 pub const PF_IN_FULL: u8 = 1;
 
+/// Low bit of [`Shared::heap`]: the page is on its owner's full list
+/// (heaps are at least 8-aligned, so the bit is free).
+pub const TAG_FULL: usize = 1;
+
 /// Segment-level state of a page, changed by compare-and-swap so that the
 /// owner (taking a page) and the purger (returning it to the OS) never both
 /// act on one page.
@@ -120,8 +124,6 @@ pub struct Shared {
     pub used: AtomicU32,
     /// Block size in bytes; written while `TAKEN`, read by block holders.
     pub block_size: AtomicU32,
-    /// `reserved * block_size`: offset of the end of the last block.
-    pub blocks_end: AtomicU32,
     /// Bytes from `start` that blocks have been carved from since the page
     /// was last purged (OS-page rounded): what it holds committed. Written by
     /// the owner while `IN_USE`/`TAKEN`, by the purger while `PURGING`.
@@ -130,14 +132,22 @@ pub struct Shared {
     pub state: AtomicU8,
     /// Size class index; written while `TAKEN`, read by statistics.
     pub class: AtomicU8,
+    /// `block_size.trailing_zeros()` (see [`Page::is_block_start`]).
+    pub bs_shift: AtomicU8,
     /// Other threads' frees, plus the `XF_*` flag bits.
     pub xfree: AtomicUsize,
     /// The owning heap (an opaque `*mut Heap`: this layer never follows
-    /// it), null while the page is free. Stable while any block is live.
+    /// it), null while the page is free, with [`TAG_FULL`] set while the
+    /// page is on the owner's full list: the free fast path compares this
+    /// word with the caller's heap once and so learns both that the caller
+    /// owns the page and that the page need not leave the full list. The
+    /// heap part is stable while any block is live; only the owner writes.
     pub heap: AtomicPtr<u8>,
-    /// `ceil(2^44 / block_size) << 20`: tells a block start by one
-    /// multiplication (see [`Page::is_block_start`]).
-    pub recip: AtomicU64,
+    /// The inverse modulo 2^64 of the block size's odd part: tells a block
+    /// start by one multiplication (see [`Page::is_block_start`]).
+    pub inv: AtomicU64,
+    /// Blocks the page holds (`reserved`, readable by other threads).
+    pub blocks: AtomicU64,
     /// Link in the owner's `remote_pages` stack.
     pub remote_next: AtomicPtr<Page>,
     /// When the page last became free (ms), for purge decay.
@@ -160,7 +170,7 @@ pub struct Page {
 // Two cache lines: the segment header's page array is indexed by a shift.
 const _: () = assert!(core::mem::size_of::<Page>() == 128);
 
-// Relaxed on `used`, `class`, `block_size`, `recip`, `blocks_end` and
+// Relaxed on `used`, `class`, `block_size`, `bs_shift`, `inv`, `blocks` and
 // `touched` everywhere below: each has one writer at a time (the owner, or
 // the initialiser before the Release of IN_USE, or the purger inside
 // PURGING), and readers on other threads are ordered after that writer by
@@ -184,13 +194,14 @@ impl Page {
             shared: Shared {
                 used: AtomicU32::new(0),
                 block_size: AtomicU32::new(0),
-                blocks_end: AtomicU32::new(0),
                 touched: AtomicU32::new(0),
                 state: AtomicU8::new(state::PURGED),
                 class: AtomicU8::new(0),
+                bs_shift: AtomicU8::new(0),
                 xfree: AtomicUsize::new(0),
                 heap: AtomicPtr::new(ptr::null_mut()),
-                recip: AtomicU64::new(0),
+                inv: AtomicU64::new(0),
+                blocks: AtomicU64::new(0),
                 remote_next: AtomicPtr::new(ptr::null_mut()),
                 freed_at: AtomicU64::new(0),
                 start: ptr::null_mut(),
@@ -227,9 +238,26 @@ impl Page {
     /// The owning heap, as an opaque pointer (null for a free page).
     #[inline(always)]
     pub fn heap(&self) -> *mut u8 {
+        let tag = self.owner_tag();
+        tag.wrapping_sub(tag as usize & TAG_FULL)
+    }
+
+    /// The owning heap with [`TAG_FULL`] set while the page is on the full
+    /// list: equal to the caller's heap exactly when the caller owns the
+    /// page and the page is not full (the free fast path's one compare).
+    #[inline(always)]
+    pub fn owner_tag(&self) -> *mut u8 {
         // Relaxed: a block's holder is ordered after the page's `init`; a
         // stale pointer only reaches the checked free's slower tests.
         self.shared.heap.load(Ordering::Relaxed)
+    }
+
+    /// Sets or clears [`TAG_FULL`] (owner only).
+    fn set_tag_full(&self, full: bool) {
+        let heap = self.heap();
+        // Relaxed: only the owner writes; readers on other threads use the
+        // heap part, which does not change here.
+        self.shared.heap.store(heap.wrapping_add(usize::from(full)), Ordering::Relaxed);
     }
 
     /// Committed bytes of the page (see [`Shared::touched`]).
@@ -261,9 +289,7 @@ impl Page {
         self.set_used(0);
         sh.class.store(class as u8, Ordering::Relaxed);
         sh.block_size.store(block_size as u32, Ordering::Relaxed);
-        // At most 2^41 (blocks of 8 bytes or more): the shift keeps it all.
-        sh.recip.store((1u64 << 44).div_ceil(block_size as u64) << 20, Ordering::Relaxed);
-        sh.blocks_end.store(reserved * block_size as u32, Ordering::Relaxed);
+        self.set_geometry(block_size, reserved);
         // Relaxed: no block is out, so no other thread pushes here yet.
         sh.xfree.store(0, Ordering::Relaxed);
         sh.heap.store(heap, Ordering::Relaxed);
@@ -273,36 +299,62 @@ impl Page {
     }
 
     /// The block at address `p` of this page, with the provenance of the
-    /// page's memory (the segment's mapping) rather than that of `p`: a
-    /// pointer handed back by a program may only cover the bytes it asked
-    /// for, while the free lists write the block's first word whatever its
-    /// size. Costs nothing in the compiled code.
+    /// page's memory (the segment's mapping, exposed when the segment map
+    /// recorded it) rather than that of `p`: a pointer handed back by a
+    /// program may only cover the bytes it asked for, while the free lists
+    /// write the block's first word whatever its size. Costs nothing in the
+    /// compiled code (deriving it from `start` cost an instruction).
     #[inline(always)]
     pub fn block_at(&self, p: *const u8) -> *mut Block {
-        let start = self.shared.start;
-        start.wrapping_add((p as usize).wrapping_sub(start as usize)).cast()
+        // An integer-to-pointer cast: exposed provenance.
+        p as usize as *mut Block
     }
 
-    /// Whether `p` is the start of a block of this page: one multiply.
+    /// Writes what [`Page::is_block_start`] reads: the block size's
+    /// shift and odd part's inverse, and the number of blocks.
+    pub fn set_geometry(&self, block_size: usize, reserved: u32) {
+        let sh = &self.shared;
+        let shift = block_size.trailing_zeros();
+        sh.bs_shift.store(shift as u8, Ordering::Relaxed);
+        sh.inv.store(inverse((block_size >> shift) as u64), Ordering::Relaxed);
+        sh.blocks.store(u64::from(reserved), Ordering::Relaxed);
+    }
+
+    /// Whether `p` is the start of a block of this page: one multiply, one
+    /// rotate, one compare (no division).
     ///
-    /// With `recip = ceil(2^44 / bs) = (2^44 + e) / bs` (`0 <= e < bs`) and
-    /// `off = q * bs + r`, `off * recip = q * 2^44 + q * e + r * recip`.
-    /// Since `off < 2^22` and `bs <= 2^20`, `recip >= 2^24 > q * e + e`:
-    /// for `r == 0` the low 44 bits are `q * e < recip`; for `r >= 1` they
-    /// are `q * e + r * recip`, at least `recip` and (as `r <= bs - 1`)
-    /// below `2^44`. So `off` is a multiple of `bs` exactly when the low 44
-    /// bits of the product are below `recip`, that is when
-    /// `off * (recip << 20) < recip << 20` in wrapping 64-bit arithmetic
-    /// (the page keeps `recip << 20`).
-    #[inline]
+    /// With `bs = d << s` (`d` odd) and `inv * d == 1` modulo 2^64, an
+    /// offset `off = k * bs` gives `off * inv == k << s` and, rotated right
+    /// by `s`, exactly `k`; an offset that is not a multiple of `bs`
+    /// (including the "negative" offsets of pointers before `start`, which
+    /// wrap) gives more than `(2^64 - 1) / bs`, far above any block count
+    /// (Granlund and Montgomery's divisibility test). So one compare with
+    /// the page's block count says both "a multiple of the block size" and
+    /// "inside the blocks".
+    #[inline(always)]
     pub fn is_block_start(&self, p: *const u8) -> bool {
         let sh = &self.shared;
         let off = (p as usize).wrapping_sub(sh.start as usize) as u64;
-        if off >= sh.blocks_end.load(Ordering::Relaxed) as u64 {
-            return false;
-        }
-        let recip = sh.recip.load(Ordering::Relaxed);
-        off.wrapping_mul(recip) < recip
+        let q = off.wrapping_mul(sh.inv.load(Ordering::Relaxed));
+        q.rotate_right(u32::from(sh.bs_shift.load(Ordering::Relaxed))) < sh.blocks.load(Ordering::Relaxed)
+    }
+
+    /// [`Page::is_block_start`] for the page's owner, which reads the
+    /// geometry with plain loads that fold into the arithmetic (atomic
+    /// loads do not, on x86-64).
+    ///
+    /// # Safety
+    ///
+    /// The calling thread owns the page (it alone writes the geometry, in
+    /// `init`; other threads only read it, and reads do not race).
+    #[inline(always)]
+    pub unsafe fn is_block_start_owned(&self, p: *const u8) -> bool {
+        let sh = &self.shared;
+        let off = (p as usize).wrapping_sub(sh.start as usize) as u64;
+        // SAFETY: the caller owns the page: no other thread writes these
+        // fields, so the plain reads race with nothing.
+        let (inv, shift, blocks) = unsafe { (*sh.inv.as_ptr(), *sh.bs_shift.as_ptr(), *sh.blocks.as_ptr()) };
+        off.wrapping_mul(inv).rotate_right(u32::from(shift)) < blocks
     }
 
     /// Pops a block from `free` (owner only); `None` when it is empty.
@@ -474,6 +526,7 @@ impl Page {
         let ok = xfree.compare_exchange(old, old | XF_IN_FULL, Ordering::AcqRel, Ordering::Relaxed).is_ok();
         if ok {
             self.own.flags.set(self.own.flags.get() | PF_IN_FULL);
+            self.set_tag_full(true);
         }
         ok
     }
@@ -484,6 +537,7 @@ impl Page {
         // which the drain tolerates for a page that is no longer full.
         self.shared.xfree.fetch_and(!XF_IN_FULL, Ordering::Relaxed);
         self.own.flags.set(self.own.flags.get() & !PF_IN_FULL);
+        self.set_tag_full(false);
     }
 
     /// Whether a remote thread holds the right to push this page on the
@@ -596,6 +650,18 @@ impl Page {
     }
 }
 
+/// The inverse of odd `d` modulo 2^64, by Newton's iteration (each step
+/// doubles the correct low bits; `d` itself is right to 3 bits).
+const fn inverse(d: u64) -> u64 {
+    let mut x = d;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
 /// Clears the free mark of a block being handed out (with
 /// `double-free-check`; nothing otherwise), so that a program that never
 /// writes the block's second word is not taken for a double free.
@@ -627,8 +693,7 @@ mod tests {
             page.shared.size = (4 << 20) - 4096;
             page.own.reserved.set((page.shared.size / bs) as u32);
             page.shared.block_size.store(bs as u32, Ordering::Relaxed);
-            page.shared.recip.store((1u64 << 44).div_ceil(bs as u64) << 20, Ordering::Relaxed);
-            page.shared.blocks_end.store((page.shared.size / bs * bs) as u32, Ordering::Relaxed);
+            page.set_geometry(bs, (page.shared.size / bs) as u32);
             let start = page.shared.start as usize;
             for i in (0..page.shared.size / bs).step_by(1 + 97 / (1 + bs / 64)) {
                 for d in [0usize, 1, 8, 16, bs / 2, bs - 1] {
@@ -637,6 +702,11 @@ mod tests {
                     let start_of_block = off % bs == 0 && off < page.shared.size / bs * bs;
                     assert_eq!(page.is_block_start(p), start_of_block, "class {class} block {i} +{d}");
                 }
+            }
+            // Before the first block (a segment header) and past the last.
+            let end = start + page.shared.size / bs * bs;
+            for a in [start - 1, start - 8, start - bs, start - 4096, end, end + 8, start + page.shared.size] {
+                assert!(!page.is_block_start(a as *const u8), "class {class} address {a:#x}");
             }
         }
     }

@@ -8,7 +8,7 @@
 //!  | Segment +    | (page 0 is short  |           |     |           |
 //!  | [Page; 64]   |  by the header)   |           |     |           |
 //!  +--------------+-------------------+-----------+-----+-----------+
-//!  small: 64 pages of 64 KiB   medium: 8 of 512 KiB   large: 2 of 2 MiB
+//!  small: 64 pages of 64 KiB   medium: 32 of 128 KiB   large: 2 of 2 MiB
 //!  huge: one block at `block_offset`, the mapping as long as it needs
 //! ```
 //!
@@ -46,7 +46,10 @@ pub const HEADER_RESERVE: usize = core::mem::size_of::<Segment>().next_multiple_
 pub enum Kind {
     /// 64 pages of 64 KiB, blocks up to 8 KiB.
     Small = 0,
-    /// 8 pages of 512 KiB, blocks up to 128 KiB.
+    /// 32 pages of 128 KiB, blocks up to 128 KiB (page 0, shortened by the
+    /// header, holds classes up to 112 KiB). Small pages for these classes
+    /// keep the partly used pages few: a cache of a few thousand 8-16 KiB
+    /// values spread over 4 threads' heaps filled 512 KiB pages to 40%.
     Medium = 1,
     /// 2 pages of 2 MiB, blocks up to 1 MiB. (A whole-segment page would
     /// strand up to 4 MiB behind one live block.)
@@ -60,7 +63,7 @@ impl Kind {
     pub const fn page_shift(self) -> u32 {
         match self {
             Kind::Small => 16,
-            Kind::Medium => 19,
+            Kind::Medium => 17,
             Kind::Large => 21,
             Kind::Huge => 63,
         }
@@ -74,6 +77,9 @@ impl Kind {
 /// reference to the header never aliases a write.
 #[repr(C)]
 pub struct Segment {
+    /// The page records, first: page `i`'s record is at `seg + i * 128`,
+    /// which the free fast path computes with two instructions.
+    pub pages: [Page; MAX_PAGES],
     /// What the segment is cut into.
     pub kind: Kind,
     /// `kind.page_shift()`, kept here for the free fast path.
@@ -112,13 +118,14 @@ pub struct Segment {
     pub huge_zero: Cell<bool>,
     /// When the segment entered a cache (ms).
     pub cached_at: Cell<u64>,
-    /// The page records.
-    pub pages: [Page; MAX_PAGES],
 }
 
 /// One byte per 4 MiB region of the 47-bit address space: 0 when the region
-/// holds none of our segments, else 1 + the distance back (in regions) to
-/// the start of the segment that covers it.
+/// holds none of our segments, [`MAP_SMALL`] for the (only) region of a
+/// small segment, else 2 + the distance back (in regions) to the start of
+/// the segment that covers it. The free fast path tells "a small block of
+/// ours" by one compare with `MAP_SMALL`, so it can find the page with a
+/// constant shift.
 struct SegmentMap(UnsafeCell<[u8; MAP_LEN]>);
 const MAP_LEN: usize = 1 << (47 - SEGMENT_SHIFT);
 // SAFETY: every access goes through `AtomicU8::from_ptr`.
@@ -126,7 +133,11 @@ unsafe impl Sync for SegmentMap {}
 static MAP: SegmentMap = SegmentMap(UnsafeCell::new([0; MAP_LEN]));
 
 /// Most regions a map entry can point back over.
-pub const MAP_MAX_BACK: usize = 254;
+pub const MAP_MAX_BACK: usize = 253;
+/// The map entry of a small segment's region.
+const MAP_SMALL: u8 = 1;
+/// The map entry of the first region of any other segment.
+const MAP_FIRST: u8 = 2;
 
 fn map_entry(region: usize) -> &'static AtomicU8 {
     debug_assert!(region < MAP_LEN);
@@ -134,13 +145,20 @@ fn map_entry(region: usize) -> &'static AtomicU8 {
     unsafe { AtomicU8::from_ptr(MAP.0.get().cast::<u8>().add(region)) }
 }
 
-fn map_set(seg: *mut Segment, size: usize, on: bool) {
+/// Marks the regions of the segment `seg` of `size` bytes as ours (`kind`
+/// given) or not (`None`).
+fn map_set(seg: *mut Segment, size: usize, kind: Option<Kind>) {
     let first = seg as usize >> SEGMENT_SHIFT;
     let regions = size.div_ceil(SEGMENT_SIZE).min(MAP_MAX_BACK + 1);
     for i in 0..regions {
+        let entry = match kind {
+            None => 0,
+            Some(Kind::Small) => MAP_SMALL,
+            Some(_) => MAP_FIRST + i as u8,
+        };
         // Release pairs with the Acquire in `segment_of_checked`: a thread
         // that sees the entry sees the initialised header.
-        map_entry(first + i).store(if on { i as u8 + 1 } else { 0 }, Ordering::Release);
+        map_entry(first + i).store(entry, Ordering::Release);
     }
 }
 
@@ -160,20 +178,40 @@ pub fn segment_of_checked(p: *const u8) -> Option<NonNull<Segment>> {
         return None;
     }
     // Acquire: see `map_set`.
-    let back = map_entry(region).load(Ordering::Acquire);
-    if back == 0 {
-        return None;
-    }
-    NonNull::new(((region - (back as usize - 1)) << SEGMENT_SHIFT) as *mut Segment)
+    let back = match map_entry(region).load(Ordering::Acquire) {
+        0 => return None,
+        MAP_SMALL => 0,
+        e => (e - MAP_FIRST) as usize,
+    };
+    NonNull::new(((region - back) << SEGMENT_SHIFT) as *mut Segment)
 }
 
-/// Whether `p`'s 4 MiB region is the first region of one of our segments
-/// (then `segment_of(p)` is its segment). One load and two compares.
+/// The page record of `p` when `p` lies in one of our small segments (the
+/// kind the fast paths serve), else `None`: a null or foreign pointer, or a
+/// block of a medium, large or huge segment. One load and one compare; the
+/// page follows by constant shifts. Never dereferences `p` or the page.
+///
+/// The region index is masked to the map rather than checked against its
+/// length: a pointer with bits above the 47-bit address space set finds the
+/// page of the region its low bits name, never memory that is not ours
+/// (the segment comes from the index, not from `p`), and then fails the
+/// caller's block-start test, since `p` lies at least 2^47 - 2^22 bytes
+/// past that page's start.
 #[inline(always)]
-pub fn starts_segment(p: *const u8) -> bool {
-    let region = p as usize >> SEGMENT_SHIFT;
+pub fn small_page_of(p: *const u8) -> Option<*mut Page> {
+    let region = (p as usize >> SEGMENT_SHIFT) & (MAP_LEN - 1);
     // Acquire: see `map_set`.
-    region < MAP_LEN && map_entry(region).load(Ordering::Acquire) == 1
+    if map_entry(region).load(Ordering::Acquire) != MAP_SMALL {
+        return None;
+    }
+    let seg = region << SEGMENT_SHIFT;
+    let idx = (p as usize & SEGMENT_MASK) >> Kind::Small.page_shift();
+    // `idx < MAX_PAGES`: the record is inside the header's `pages` array,
+    // which the map entry says is mapped.
+    const _: () = assert!(core::mem::offset_of!(Segment, pages) == 0);
+    let off = idx * core::mem::size_of::<Page>();
+    // An integer-to-pointer cast (exposed provenance), as `segment_of`.
+    Some((seg + off) as *mut Page)
 }
 
 /// The segment of any of our blocks, huge ones with large alignment included.
@@ -279,7 +317,7 @@ pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment
         page.shared.size = if kind == Kind::Huge { 0 } else { ((i + 1) << page_shift) - off };
         *page.shared.state.get_mut() = state::PURGED;
     }
-    map_set(seg, size, true);
+    map_set(seg, size, Some(kind));
     {
         let mut all = ALL.lock();
         s.all_next.set(all.0);
@@ -317,7 +355,7 @@ pub unsafe fn unmap_segment(seg: *mut Segment) {
         }
     }
     let (size, committed) = (s.size, committed_bytes(s));
-    map_set(seg, size, false);
+    map_set(seg, size, None);
     os::unmap(seg.cast(), size);
     commit::on_unmap(size, committed);
 }

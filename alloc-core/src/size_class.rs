@@ -15,7 +15,7 @@ pub const MAX_CLASS_SIZE: usize = 1 << 20;
 /// Largest block size kept in 64 KiB small pages.
 pub const MAX_SMALL: usize = 8 << 10;
 
-/// Largest block size kept in 512 KiB medium pages.
+/// Largest block size kept in 128 KiB medium pages.
 pub const MAX_MEDIUM: usize = 128 << 10;
 
 const TABLE_MAX: usize = 1024;
@@ -45,6 +45,34 @@ static C_TABLE: [u8; TABLE_MAX / 8 + 1] = {
     }
     t
 };
+
+/// Entries of a heap's C direct table (`Heap::direct_c`): one per 8 bytes
+/// of request up to 1 KiB, indexed by `(size + 7) / 8`.
+pub const C_WORDS: usize = TABLE_MAX / 8 + 1;
+
+/// The C direct-table entries that hold each class's page, `start..end`
+/// (empty for classes above 1 KiB and for the classes C never uses): the
+/// classes of `C_TABLE` are non-decreasing, so each one's entries are a run.
+static C_WORDS_OF: [(u8, u8); CLASSES] = {
+    let mut t = [(0u8, 0u8); CLASSES];
+    let mut w = 0;
+    while w < C_WORDS {
+        let c = C_TABLE[w] as usize;
+        if t[c].1 == 0 {
+            t[c].0 = w as u8;
+        }
+        t[c].1 = w as u8 + 1;
+        w += 1;
+    }
+    t
+};
+
+/// The C direct-table entries of `class` (see [`C_WORDS`]).
+#[inline]
+pub fn c_words_of(class: usize) -> core::ops::Range<usize> {
+    let (start, end) = C_WORDS_OF[class];
+    start as usize..end as usize
+}
 
 /// Block size of every class.
 static SIZES: [u32; CLASSES] = {
@@ -118,6 +146,19 @@ pub fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn c_direct_entries_cover_each_c_class_exactly() {
+        for (w, &c) in C_TABLE.iter().enumerate() {
+            let c = c as usize;
+            assert!(c_words_of(c).contains(&w), "word {w} class {c}");
+        }
+        for c in 0..CLASSES {
+            for w in c_words_of(c) {
+                assert_eq!(C_TABLE[w] as usize, c, "class {c} word {w}");
+            }
+        }
+    }
 
     #[test]
     fn every_size_maps_to_the_smallest_class_that_holds_it() {

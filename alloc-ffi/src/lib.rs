@@ -9,7 +9,7 @@
 //! (`aligned.rs`); the C++ `operator delete` family and `nothrow`
 //! `operator new` under their mangled names (`cxx.rs`, not in the C
 //! header). The `sa_*` API: scopes (`scope.rs`), shrinkers
-//! (`shrinker.rs`), contexts and flusher mode (`context.rs`), work queues
+//! (`shrinker.rs`), lru lists over a shrinker (`lru.rs`), contexts and flusher mode (`context.rs`), work queues
 //! (`workqueue.rs`), limits and explicit reclaim (`reclaim.rs`), statistics
 //! and version (`stats.rs`, which also prints the statistics at exit under
 //! `SHRINKALLOC_STATS=1`), reclaim lockdep's annotations (`lockdep.rs`).
@@ -29,6 +29,7 @@ mod context;
 mod cxx;
 mod libc_semantics;
 mod lockdep;
+mod lru;
 mod malloc;
 mod reclaim;
 mod scope;

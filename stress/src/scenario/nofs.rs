@@ -45,7 +45,7 @@ use shrinkalloc::reclaim::{
 };
 use shrinkalloc::sync::{Mutex, MutexGuard};
 
-use super::cache::{Cache, CacheShrinker, GROWTH};
+use super::cache::{Cache, GROWTH};
 use super::{corrupt, due, ChildConfig, Expect, Launch, Run, Scenario};
 use crate::allocator::Allocator;
 use crate::verify::{self, mix, Rng};
@@ -230,12 +230,9 @@ fn main(cfg: &ChildConfig) -> i32 {
         shrinkalloc: cfg.allocator.is_shrinkalloc(),
         drop_scope: std::env::var_os("SHRINKALLOC_STRESS_NOFS_DROP_SCOPE").is_some_and(|v| v == "1"),
     });
-    let blocks = Arc::new(Cache::new(cfg.seed ^ 0xb10c));
+    let blocks = Cache::new(cfg.seed ^ 0xb10c, cfg.allocator.registers_shrinkers().then_some("block-cache"));
     let handles: Vec<ShrinkerHandle> = if cfg.allocator.registers_shrinkers() {
-        vec![
-            reclaim::register(InodeShrinker(fs.clone()), ShrinkerOptions::new("inode-cache").needs(Needs::FS)),
-            reclaim::register(CacheShrinker(blocks.clone()), ShrinkerOptions::new("block-cache")),
-        ]
+        vec![reclaim::register(InodeShrinker(fs.clone()), ShrinkerOptions::new("inode-cache").needs(Needs::FS))]
     } else {
         Vec::new()
     };
