@@ -660,7 +660,8 @@ size_t sa_reclaim_stats(uint64_t *values, const char **names, size_t n);
  * "shrinkalloc: possible reclaim deadlock:" names the lock's address, the
  * shrinker, its needs and the thread's scope, followed by two stacks:
  * where reclaim took the lock, and where the thread allocated holding it
- * (symbol names where the binary exports them: link with -rdynamic).
+ * (named from the exported symbols, else from the object's symbol table
+ * when it was not stripped).
  * Once per lock and call site; the statistics count reports
  * ("lockdep_reports"). No memory pressure is needed: for a test suite,
  * register the shrinkers, run one pass (sa_reclaim(SIZE_MAX,

@@ -7,7 +7,8 @@
 //! hand), and this file checks that each report names the right lock,
 //! shrinker, needs and scope, with the program's symbols in both stacks.
 //! With the checker off, the same program sees no report; with `=abort`,
-//! the first report aborts it.
+//! the first report aborts it; linked statically (with `-rdynamic`), it is
+//! checked the same.
 
 mod common;
 
@@ -39,7 +40,11 @@ fn interposer() -> PathBuf {
 }
 
 fn run(mode: Option<&str>, arg: &str) -> std::process::Output {
-    let bin = compile("lockdep.c", Link::Dynamic, &["-rdynamic"]);
+    run_linked(Link::Dynamic, mode, arg)
+}
+
+fn run_linked(link: Link, mode: Option<&str>, arg: &str) -> std::process::Output {
+    let bin = compile("lockdep.c", link, &["-rdynamic"]);
     let mut cmd = Command::new(bin);
     cmd.arg(arg).env("LD_PRELOAD", interposer()).env_remove("SHRINKALLOC_LOCKDEP");
     if let Some(m) = mode {
@@ -95,4 +100,14 @@ fn abort_mode_aborts_at_the_first_report() {
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{err}");
     assert_eq!(err.matches("possible reclaim deadlock").count(), 1, "{err}");
     assert!(err.contains("\"fs-cache\""), "{err}");
+}
+
+/// A program linked with `libshrinkalloc.a` exports `sa_lockdep_*` to the
+/// interposer only when built with `-rdynamic` (as the README says).
+#[test]
+fn a_statically_linked_program_built_with_rdynamic_is_checked_too() {
+    let o = run_linked(Link::Static, Some("1"), "on");
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success() && out.ends_with("ok\n"), "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(err.matches("shrinkalloc: possible reclaim deadlock:").count(), 7, "{err}");
 }

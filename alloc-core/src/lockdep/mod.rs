@@ -48,6 +48,7 @@
 //! checker: only the reclaim edge is).
 
 mod report;
+mod symbols;
 mod table;
 
 use core::cell::Cell;

@@ -4,9 +4,9 @@
 //! Invariant: nothing here allocates. The text is formatted into a fixed
 //! buffer on the stack (`core::fmt` needs no heap) and written with
 //! `write(2)`; stacks are taken with glibc's `backtrace()` into fixed
-//! arrays and printed with `backtrace_symbols_fd()`, which resolves symbol
-//! names (those the binary exports: link with `-rdynamic` for a program's
-//! own functions) without calling `malloc`. glibc's `backtrace()` loads
+//! arrays and printed a frame a line, named from the symbols the object
+//! exports or its own symbol table (`symbols.rs`), without calling
+//! `malloc`. glibc's `backtrace()` loads
 //! libgcc's unwinder on its first call, which allocates: the first call
 //! happens while a shrinker runs (learning), where allocations never start
 //! reclaim, and the checker's own allocations are never checked.
@@ -19,7 +19,7 @@ use crate::lock::SpinLock;
 use crate::reclaim::{Needs, ScopeFlags};
 
 /// Serialises reports, so that two threads' lines never interleave.
-static PRINT: SpinLock<()> = SpinLock::new(());
+pub(super) static PRINT: SpinLock<()> = SpinLock::new(());
 
 /// A line being formatted: what does not fit is cut.
 struct Line {
@@ -55,10 +55,12 @@ pub(super) fn capture(frames: &mut [usize; FRAMES]) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
-fn print_stack(frames: &[usize]) {
-    // SAFETY: `frames` holds return addresses from `backtrace`; the call
-    // only reads them and writes to descriptor 2.
-    unsafe { libc::backtrace_symbols_fd(frames.as_ptr().cast::<*mut c_void>(), frames.len() as c_int, 2) };
+/// Prints a stack, one frame a line; the caller holds `PRINT`.
+fn print_stack(l: &mut Line, frames: &[usize]) {
+    for &f in frames {
+        super::symbols::write_frame(l, f);
+        l.flush();
+    }
 }
 
 /// Innermost frames that make a call site: the allocator's own few, the
@@ -115,10 +117,10 @@ pub(super) fn print(entry: &Entry, slot: usize, learned: &Learned, scope: ScopeF
     );
     let _ = writeln!(l, "  where reclaim took the lock (shrinker \"{}\"):", learned.shrinker());
     l.flush();
-    print_stack(&learned.frames[..learned.depth]);
+    print_stack(&mut l, &learned.frames[..learned.depth]);
     let _ = writeln!(l, "  where the thread allocated while holding it:");
     l.flush();
-    print_stack(here);
+    print_stack(&mut l, here);
 }
 
 /// The last line before `SHRINKALLOC_LOCKDEP=abort` aborts: the report's

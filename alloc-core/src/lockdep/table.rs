@@ -181,7 +181,8 @@ pub(super) fn find(lock: usize) -> Option<&'static Entry> {
 
 /// Records that a shrinker named `shrinker` with `needs` took `lock`
 /// (named `name`), unless one with the same needs did already; `stack`
-/// fills the frames only when the slot is new.
+/// fills the frames only when the slot is new, before the writers' lock
+/// is taken (glibc's first `backtrace()` loads a library).
 pub(super) fn learn(
     lock: usize,
     name: Option<&'static str>,
@@ -193,6 +194,8 @@ pub(super) fn learn(
     if find(lock).is_some_and(|e| e.learned(slot).is_some()) {
         return;
     }
+    let mut frames = [0usize; FRAMES];
+    let depth = stack(&mut frames);
     let _g = INSERT.lock();
     let mut i = hash(lock as u64);
     let mut entry = None;
@@ -237,7 +240,8 @@ pub(super) fn learn(
     }
     l.shrinker[..len].copy_from_slice(&shrinker.as_bytes()[..len]);
     l.shrinker_len = len;
-    l.depth = stack(&mut l.frames);
+    l.frames = frames;
+    l.depth = depth;
     // Release pairs with the Acquire in `Entry::learned`.
     s.set.store(true, Ordering::Release);
 }
