@@ -136,7 +136,7 @@ pub struct PathBuf {
 }
 
 impl PathBuf {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self { buf: [0; 1024], len: 0 }
     }
 

@@ -41,9 +41,29 @@ pub(crate) struct Group {
     /// The group's real limit: the smallest `memory.max` /
     /// `memory.limit_in_bytes` on the way to the root.
     pub(crate) limit: u64,
+    /// Where the kernel starts throttling the group: `memory.high` on v2
+    /// (v1's soft limit throttles nothing). The guard stays under it.
+    pub(crate) throttle: Option<u64>,
 }
 
 impl Group {
+    /// Raw usage past which reclaim acts whatever the allocator holds for
+    /// reuse: halfway from the soft to the hard line, but never past the
+    /// soft line's high watermark when the soft line is `memory.high`: above
+    /// it the kernel throttles every thread of the group, the reclaimers
+    /// too, so the group must not reach it (a cache daemon under
+    /// `memory.high` sat at 99% of it without a pass, then stalled).
+    pub(crate) fn guard(&self) -> usize {
+        let guard = self.lines.guard();
+        match self.throttle {
+            Some(t) => {
+                let t = usize::try_from(t).unwrap_or(usize::MAX);
+                guard.min(t - t / 32)
+            }
+            None => guard,
+        }
+    }
+
     /// The file that holds the group's usage.
     pub(crate) fn usage_file(&self) -> &'static [u8] {
         match self.version {
@@ -80,7 +100,8 @@ pub(crate) fn set_group(found: Option<&Found>) {
     let group = found.and_then(|f| {
         let (soft, hard) = f.derived_limits()?;
         let lines = Limits::new(soft as usize, hard as usize);
-        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit? })
+        let throttle = if f.version == Version::V2 { f.high } else { None };
+        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit?, throttle })
     });
     if let Some(f) = found {
         sources::set_path(Source::Cgroup, f.dir.as_bytes());
@@ -158,7 +179,7 @@ fn read_group(g: &Group) -> Result<Reading, i32> {
     let unreusable = ws.saturating_sub(held);
     let level = if g.lines.fits(ws) { g.lines.background_level(unreusable) } else { Level::Critical };
     // Past the guard (halfway to the hard line) the raw usage counts too.
-    let guarded = ws.saturating_sub(g.lines.guard());
+    let guarded = ws.saturating_sub(g.guard());
     let level = if guarded > 0 { level.max(Level::Low) } else { level };
     let target = if level > Level::None { unreusable.saturating_sub(g.lines.soft_goal()).max(guarded) } else { 0 };
     let hard = g.lines.hard().unwrap_or(usize::MAX);
@@ -230,4 +251,27 @@ pub(crate) fn fits_real_limit(bytes: usize) -> bool {
 pub(crate) fn last_working_set() -> u64 {
     // Relaxed: see `read_now`.
     LAST_WORKING_SET.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn group(version: Version, high: Option<u64>) -> Group {
+        let lines = Limits::new(100 * MIB, 112 * MIB);
+        let throttle = if version == Version::V2 { high } else { None };
+        Group { version, dir: PathBuf::new(), lines, limit: 128 << 20, throttle }
+    }
+
+    #[test]
+    fn the_guard_stays_under_memory_high_on_v2_only() {
+        // v2 with memory.high = 100 MiB: the raw usage counts from its high
+        // watermark on, not from halfway to the hard line (106 MiB).
+        assert_eq!(group(Version::V2, Some(100 << 20)).guard(), 100 * MIB - 100 * MIB / 32);
+        // v1's soft limit throttles nothing: halfway, as without one.
+        assert_eq!(group(Version::V1, Some(100 << 20)).guard(), 106 * MIB);
+        assert_eq!(group(Version::V2, None).guard(), 106 * MIB);
+    }
 }
