@@ -316,6 +316,131 @@ sa_shrinker *sa_shrinker_register(const struct sa_shrinker_ops *ops);
 void sa_shrinker_unregister(sa_shrinker *s);
 
 /* ------------------------------------------------------------------------
+ * LRU lists: a cache that sizes itself (the kernel's list_lru)
+ *
+ * Objects embed a struct sa_lru_node; the cache puts them on an sa_lru when
+ * it indexes them (sa_lru_add), takes them off when it drops them itself
+ * (sa_lru_del), and moves them to the hot end on a hit (sa_lru_touch). The
+ * lru registers its own shrinker: under pressure reclaim (and an explicit
+ * sa_lru_shrink()) walks from the cold end and offers each node to
+ * `isolate`, with the lru's own lock held and for at most the nodes the
+ * pass asks for. `isolate` detaches the object from the cache's own index
+ * and returns SA_LRU_REMOVED (the lru unlinks the node), keeps a busy object
+ * with SA_LRU_ROTATE (moved to the hot end), leaves it with SA_LRU_SKIP, or
+ * ends the walk with SA_LRU_STOP. Once the lock is released, `dispose` is
+ * called once for every removed node, with the node's links zeroed: there
+ * the cache frees the object. The shrinker's count is the number of nodes
+ * on the lru; a walk that removed nothing because isolate said stop counts
+ * as SA_SHRINK_STOP.
+ *
+ * The lru is sharded by node address, so adds from many threads rarely
+ * meet; a walk takes from each shard in proportion to its length, coldest
+ * first within a shard. Nothing in sa_lru allocates under its lock, so
+ * nodes can be added while a walk's lock is held elsewhere.
+ *
+ * `isolate` runs under the lru's lock: it must not allocate, must not call
+ * any sa_lru function on the same lru (that aborts with a message: it would
+ * deadlock), and may only trylock the cache's own locks (a thread holding
+ * one may be calling sa_lru_add). `dispose` runs without the lru's lock and
+ * may take the cache's locks if `needs` says SA_NEEDS_FS (or IO), as a
+ * shrinker's scan may. Both follow the shrinker callbacks' rules above.
+ *
+ * A node is on at most one lru. Its two pointers belong to the lru while it
+ * is on one (they carry a small tag in their low bits: never follow them)
+ * and are both NULL while it is on none: zero a node before its first add
+ * (calloc, `= {0}`); sa_lru_del and the walk zero it again. What is
+ * detected: an add, del or touch of a node that is on another lru is
+ * refused without touching it (exactly while fewer than 64 lrus exist at
+ * once; past that, lrus share a tag and only the links are checked); a
+ * node whose neighbours do not point back at it (freed or overwritten while
+ * on the lru) aborts with a message naming the lru and the node. A node
+ * with garbage in both pointers may crash.
+ * ---------------------------------------------------------------------- */
+
+struct sa_lru_node { struct sa_lru_node *prev, *next; };   /* embedded in the caller's object */
+
+/* What isolate decides about one node. Any other value is reported once
+ * per lru on stderr and treated as SA_LRU_SKIP. */
+enum sa_lru_verdict { SA_LRU_REMOVED, SA_LRU_ROTATE, SA_LRU_SKIP, SA_LRU_STOP };
+
+/* How an lru is created. Copied by sa_lru_create(), name included. */
+struct sa_lru_ops {
+    const char *name;    /* for statistics (the shrinker's name); NULL: "sa_lru" */
+    enum sa_lru_verdict (*isolate)(struct sa_lru_node *node, void *arg); /* required */
+    void (*dispose)(struct sa_lru_node *node, void *arg);                /* required */
+    void *arg;           /* passed to both callbacks */
+    unsigned needs;      /* SA_NEEDS_FS | SA_NEEDS_IO, as for a shrinker */
+    unsigned seeks;      /* 0 = default (2) */
+};
+
+typedef struct sa_lru sa_lru;
+
+/**
+ * sa_lru_create() - create an empty lru and register its shrinker; reclaim
+ * may walk it as soon as nodes are added, from any thread. @ops->isolate
+ * and @ops->dispose must be safe to call concurrently from several threads
+ * with @ops->arg.
+ * Return: the lru, or NULL with errno = EINVAL when @ops is NULL, isolate or
+ * dispose is NULL, or needs has unknown bits.
+ * Context: any context, a shrinker callback included. Allocates.
+ */
+sa_lru *sa_lru_create(const struct sa_lru_ops *ops);
+
+/**
+ * sa_lru_destroy() - unregister the lru's shrinker and free the lru. Once it
+ * returns, neither callback is called again: it waits for a walk of this lru
+ * in flight on another thread (reclaim's or sa_lru_shrink()'s). Called from
+ * inside this lru's own isolate or dispose it returns at once: the walk in
+ * progress calls isolate no more, disposes the nodes it already removed,
+ * and the lru is freed when it ends. The nodes still on the lru stay the
+ * caller's, with their links as they were: zero them before reuse. NULL
+ * does nothing.
+ * Context: any context; may wait for another thread's walk, so not while
+ * holding a lock that isolate or dispose takes.
+ */
+void sa_lru_destroy(sa_lru *lru);
+
+/**
+ * sa_lru_add() - put @node at the hot end of @lru. O(1).
+ * Return: 1 if added; 0 if it was on @lru already (nothing changes); -1
+ * with errno = EBUSY if it is on another lru (nothing changes), or EINVAL
+ * if @lru or @node is NULL.
+ * Context: any thread, concurrently with other calls and with a walk; not
+ * from this lru's isolate (aborts). Never allocates.
+ */
+int sa_lru_add(sa_lru *lru, struct sa_lru_node *node);
+
+/**
+ * sa_lru_del() - take @node off @lru and zero its links. O(1).
+ * Return: 1 if removed; 0 if it was on no lru; -1 with errno = EBUSY if it
+ * is on another lru (nothing changes), or EINVAL if @lru or @node is NULL.
+ * Context: as sa_lru_add().
+ */
+int sa_lru_del(sa_lru *lru, struct sa_lru_node *node);
+
+/**
+ * sa_lru_touch() - move @node to the hot end of @lru if it is on it; does
+ * nothing if it is on no lru or on another one. O(1).
+ * Context: as sa_lru_add().
+ */
+void sa_lru_touch(sa_lru *lru, struct sa_lru_node *node);
+
+/**
+ * sa_lru_count() - the number of nodes on @lru (0 for NULL): a sum of the
+ * shards' lengths, read without their locks.
+ * Context: any context.
+ */
+size_t sa_lru_count(const sa_lru *lru);
+
+/**
+ * sa_lru_shrink() - walk up to @nr_to_walk nodes now, as reclaim would
+ * (cold end first, in proportion across shards), in the calling thread.
+ * Return: the number of nodes disposed (0 for NULL, or once destroy began).
+ * Context: not from this lru's isolate (aborts); dispose may call it.
+ */
+size_t sa_lru_shrink(sa_lru *lru, size_t nr_to_walk);
+
+/* ------------------------------------------------------------------------
  * Contexts: carrying a scope to another thread
  *
  * A thread in a NOFS scope often hands work to another thread (a worker
@@ -519,6 +644,61 @@ int sa_stats_print(int fd, int json);
  * Context: any context; allocates.
  */
 size_t sa_reclaim_stats(uint64_t *values, const char **names, size_t n);
+
+/* -------------------------------------------------------------------------
+ * Reclaim lockdep: find the missing NOFS scope before it deadlocks.
+ *
+ * Opt-in, with SHRINKALLOC_LOCKDEP=1 in the environment (=abort: abort at
+ * the first report, for test suites) or sa_lockdep_enable(). While a
+ * shrinker's count or scan runs (from any reclaimer, sa_reclaim()
+ * included), the locks it takes are learned against its needs
+ * (SA_NEEDS_FS, SA_NEEDS_IO, or none). Afterwards, every allocation made
+ * by a thread holding one of those locks is checked: unless its scope
+ * keeps reclaim away from that shrinker (NOFS for an SA_NEEDS_FS one,
+ * NOIO for an SA_NEEDS_IO one; nothing does for a shrinker that needs
+ * nothing), one line on stderr starting with
+ * "shrinkalloc: possible reclaim deadlock:" names the lock's address, the
+ * shrinker, its needs and the thread's scope, followed by two stacks:
+ * where reclaim took the lock, and where the thread allocated holding it
+ * (symbol names where the binary exports them: link with -rdynamic).
+ * Once per lock and call site; the statistics count reports
+ * ("lockdep_reports"). No memory pressure is needed: for a test suite,
+ * register the shrinkers, run one pass (sa_reclaim(SIZE_MAX,
+ * SA_LEVEL_CRITICAL)), then exercise the program.
+ *
+ * pthread locks are seen through a separate interposer library,
+ * libshrinkalloc_lockdep.so (alloc-ffi/lockdep/shrinkalloc_lockdep.c; the
+ * install script builds it): preload it, ahead of libshrinkalloc.so when
+ * that is preloaded too, and it reports every pthread_mutex_* and
+ * pthread_rwlock_* lock and unlock to the two calls below. Without it
+ * nothing is interposed and pthread locks cost what they always do.
+ * Locks of other kinds are annotated by hand with the same two calls.
+ * ---------------------------------------------------------------------- */
+
+/**
+ * sa_lockdep_enable() - turn reclaim lockdep on for the rest of the
+ * process, as SHRINKALLOC_LOCKDEP=1 does; with @abort_on_report non-zero,
+ * the first report aborts the process (SHRINKALLOC_LOCKDEP=abort).
+ * Context: any context.
+ */
+void sa_lockdep_enable(int abort_on_report);
+
+/**
+ * sa_lockdep_acquire() - the calling thread now holds the lock at @lock:
+ * call it right after taking a lock of your own kind. @name (NULL: none)
+ * names the lock in reports and must live as long as the process (a
+ * string literal). Costs one atomic load when lockdep is off.
+ * Context: any context.
+ */
+void sa_lockdep_acquire(const void *lock, const char *name);
+
+/**
+ * sa_lockdep_release() - the calling thread no longer holds the lock at
+ * @lock: call it right before giving the lock back. A lock the thread was
+ * not recorded as holding is ignored.
+ * Context: any context.
+ */
+void sa_lockdep_release(const void *lock);
 
 /**
  * sa_version() - the library's version, "MAJOR.MINOR.PATCH".

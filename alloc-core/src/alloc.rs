@@ -100,7 +100,20 @@ fn malloc_generic(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
         alloc_class(size_class::class_of(size))
     } else {
+        check_watched();
         huge::alloc(size, MIN_ALIGN, 0)
+    }
+}
+
+/// Reclaim lockdep's check for an allocation that bypasses the heap (a
+/// huge block, a block growing in place): taken when the thread's heap is
+/// watched (see `Heap::watched`). One thread-local load and a flag.
+#[inline]
+pub(crate) fn check_watched() {
+    // SAFETY: the thread's heap is its own (or the empty heap, never
+    // written): a shared reference aliases no `&mut`.
+    if unsafe { (*heap::current()).watched.get() } {
+        commit::on_watched_alloc();
     }
 }
 
@@ -132,6 +145,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
             return alloc_class(class);
         }
     }
+    check_watched();
     huge::alloc(size, align, 0)
 }
 
@@ -178,6 +192,10 @@ fn alloc_slow(class: usize) -> *mut u8 {
     // SAFETY: the thread's heap (not the empty one) is owned by this
     // thread: the `&Heap` stays on it.
     let heap = unsafe { &*heap };
+    if heap.watched.get() {
+        // Reclaim lockdep: the thread holds a lock a shrinker takes.
+        commit::on_watched_alloc();
+    }
     page_alloc::drain_remote(heap);
     purge::tick(heap);
     let page = find_page(heap, class);

@@ -66,6 +66,36 @@ fn installed() -> Option<&'static Reclaimer> {
     unsafe { r.as_ref() }
 }
 
+/// The allocation check of reclaim lockdep (`crate::lockdep`), installed
+/// when the checker is turned on: the core calls it from the allocation
+/// slow path of a thread whose heap lockdep watches (`Heap::watched`), and
+/// before a huge block, so that the core never names lockdep.
+pub(crate) struct Watcher {
+    /// Checks the calling thread's allocation against the locks it holds.
+    pub(crate) check: fn(),
+}
+
+/// The installed check (null: none, the checker was never turned on).
+static WATCHER: AtomicPtr<Watcher> = AtomicPtr::new(ptr::null_mut());
+
+/// Installs lockdep's allocation check. Idempotent.
+pub(crate) fn install_watcher(w: &'static Watcher) {
+    // Release pairs with the Acquire load in `on_watched_alloc`.
+    WATCHER.store(ptr::from_ref(w).cast_mut(), Ordering::Release);
+}
+
+/// An allocation of a thread whose heap lockdep watches: runs the check.
+#[cold]
+#[inline(never)]
+pub(crate) fn on_watched_alloc() {
+    // Acquire pairs with the Release store in `install_watcher`.
+    let w = WATCHER.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer came from a `&'static Watcher`.
+    if let Some(w) = unsafe { w.as_ref() } {
+        (w.check)();
+    }
+}
+
 /// The threshold now (see the module doc).
 #[inline]
 pub(crate) fn threshold() -> usize {

@@ -11,7 +11,9 @@
 //! always follow `page.heap`.
 //!
 //! Invariant: `direct[c]` is `queues[c].head`, or the empty page when the
-//! queue is empty; every page of the heap is on exactly one of its queues,
+//! queue is empty or the heap is `watched` (reclaim lockdep sends every
+//! allocation of a thread holding a lock a shrinker takes to the slow
+//! path, where it is checked: `crate::lockdep`); every page of the heap is on exactly one of its queues,
 //! its full list, or (transiently) its `remote_pages` stack as well. Every
 //! field but `remote_pages` is touched only by the owning thread (or, for
 //! `owned` and the pool links, under the heap pool's lock in `thread.rs`):
@@ -69,6 +71,9 @@ pub struct Heap {
     pub all_next: Cell<*mut Heap>,
     /// Link in the list of abandoned heaps (under the pool's lock).
     pub abandoned_next: Cell<*mut Heap>,
+    /// Reclaim lockdep watches the owner's allocations: every `direct`
+    /// entry is the empty page, so each allocation takes the slow path.
+    pub watched: Cell<bool>,
 }
 
 /// A static the allocator points at but never writes.
@@ -105,6 +110,7 @@ impl Heap {
             last_grown: Cell::new(0),
             all_next: Cell::new(ptr::null_mut()),
             abandoned_next: Cell::new(ptr::null_mut()),
+            watched: Cell::new(false),
         }
     }
 
@@ -116,10 +122,20 @@ impl Heap {
 
     fn set_direct(&self, class: usize) {
         let head = self.queues[class].head();
-        let page = if head.is_null() { EMPTY_PAGE.0.get() } else { head };
+        let page = if head.is_null() || self.watched.get() { EMPTY_PAGE.0.get() } else { head };
         self.direct[class].set(page);
         for w in c_words_of(class) {
             self.direct_c[w].set(page);
+        }
+    }
+
+    /// Starts (`true`) or stops watching the owner's allocations: while
+    /// watched, every class misses the fast path and the slow path calls
+    /// the checker (`commit::on_watched_alloc`). Owner only.
+    pub fn set_watched(&self, on: bool) {
+        self.watched.set(on);
+        for class in 0..CLASSES {
+            self.set_direct(class);
         }
     }
 

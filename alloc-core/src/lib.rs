@@ -6,7 +6,7 @@
 //! that any block pointer finds its segment by masking (`segment.rs`). A
 //! process-wide byte map records which 4 MiB regions are ours, so `free` can
 //! tell a foreign pointer from one of ours. A segment is cut into *pages* of
-//! one kind (64 KiB small, 512 KiB medium, 2 MiB large); each page
+//! one kind (64 KiB small, 128 KiB medium, 2 MiB large); each page
 //! holds blocks of one *size class* (`size_class.rs`, 8 classes per power of
 //! two, at most 12.5% internal waste above 128 bytes). Blocks larger than the
 //! biggest class get a *huge* segment of their own (`huge.rs`).
@@ -36,7 +36,10 @@
 //! `page_alloc` → `thread` → `purge` → `alloc` → `free` → `realloc` →
 //! `stats`, `check` → `raw`, `global` (the API). `reclaim` sits above the
 //! core and reaches down; the core reaches reclaim only through `commit`
-//! (and `thread`, the process start, installs it there).
+//! (and `thread`, the process start, installs it there). `lockdep`, the
+//! opt-in reclaim lockdep, sits beside `reclaim` the same way: it watches a
+//! heap (`Heap::watched`) and the core calls its check through `commit`'s
+//! watcher seam; `sync` holds the locks annotated for it.
 //!
 //! Use it as the global allocator:
 //!
@@ -51,6 +54,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
+pub mod cache;
 pub mod check;
 mod commit;
 pub mod delegate;
@@ -60,6 +64,7 @@ mod global;
 mod heap;
 mod huge;
 mod lock;
+pub mod lockdep;
 pub mod options;
 mod os;
 mod page;
@@ -72,6 +77,7 @@ pub mod reclaim;
 mod segment;
 mod size_class;
 mod stats;
+pub mod sync;
 mod thread;
 
 pub use global::ShrinkAlloc;

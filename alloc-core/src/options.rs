@@ -71,6 +71,8 @@ pub enum Var {
     Stats,
     /// `SHRINKALLOC_STATS_FORMAT`.
     StatsFormat,
+    /// `SHRINKALLOC_LOCKDEP`.
+    Lockdep,
 }
 
 /// How a variable's text is read.
@@ -105,7 +107,7 @@ pub struct VarSpec {
 }
 
 /// Every variable, indexed by [`Var`].
-pub const VARS: [VarSpec; 9] = [
+pub const VARS: [VarSpec; 10] = [
     VarSpec {
         var: Var::PurgeDelayMs,
         name: "SHRINKALLOC_PURGE_DELAY_MS",
@@ -159,6 +161,12 @@ pub const VARS: [VarSpec; 9] = [
         name: "SHRINKALLOC_STATS_FORMAT",
         kind: Kind::Choice(&["text", "json"]),
         doc: "the format of the statistics printed at exit",
+    },
+    VarSpec {
+        var: Var::Lockdep,
+        name: "SHRINKALLOC_LOCKDEP",
+        kind: Kind::Choice(&["0", "1", "abort"]),
+        doc: "1: report allocations made holding a lock a shrinker takes (reclaim lockdep); abort: and abort",
     },
 ];
 

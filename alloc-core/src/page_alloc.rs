@@ -39,7 +39,10 @@ fn kind_of(block_size: usize) -> Kind {
 pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
     let block_size = size_class::size_of(class);
     let kind = kind_of(block_size);
-    let mut charged = false;
+    // Bytes charged for the page's first carving so far: a charge may run
+    // reclaim, which may purge the very page picked, so the next look may
+    // need more (a new charge replaces the reservation of the last one).
+    let mut charged = 0;
     loop {
         let seg = heap.segments[kind as usize].get();
         if seg.is_null() {
@@ -53,19 +56,19 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
         }
         // SAFETY: segments on the heap's list are live and owned by it.
         let s = unsafe { &*seg };
-        let Some((page, was)) = pick_free_page(heap, s) else { continue };
+        let Some((page, was)) = pick_free_page(heap, s, block_size) else { continue };
         // What the page's first carving will commit beyond what the page
         // still has committed is charged: all of it for a purged page, the
         // rest for a free one that held smaller blocks (a 128 KiB block on
         // a page that touched 12 KiB). Reclaim may run here and re-enter
         // this heap; look again after.
         let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.shared.size);
-        let kept = if was == state::PURGED { 0 } else { page.touched() };
-        if first > kept && !charged {
-            if !commit::charge(first - kept) {
+        let need = first.saturating_sub(if was == state::PURGED { 0 } else { page.touched() });
+        if need > charged {
+            if !commit::charge(need) {
                 return ptr::null_mut();
             }
-            charged = true;
+            charged = need;
             continue;
         }
         // Acquire pairs with the purger's Release of PURGED (its madvise
@@ -83,14 +86,20 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
     }
 }
 
-/// A free page of `seg` and its state: committed ones first. Spins past a
-/// page the purger is working on. `None` (after unlisting `seg`) when the
-/// segment has none, which only a racing re-entry can cause.
-fn pick_free_page<'s>(heap: &Heap, seg: &'s Segment) -> Option<(&'s Page, u8)> {
+/// A free page of `seg` that holds a block of `block_size`, and its state:
+/// committed ones first. Spins past a page the purger is working on.
+/// `None` (after unlisting `seg`) when the segment has none: after a racing
+/// re-entry, or when its only free page is page 0, shortened by the header,
+/// and the class does not fit there (the segment is listed again when
+/// another of its pages is freed).
+fn pick_free_page<'s>(heap: &Heap, seg: &'s Segment, block_size: usize) -> Option<(&'s Page, u8)> {
     loop {
         let mut purged = None;
         let mut purging = false;
         for page in &seg.pages[..seg.page_count] {
+            if page.shared.size < block_size {
+                continue;
+            }
             // Relaxed: the CAS in `new_page` re-checks with Acquire.
             match page.shared.state.load(Ordering::Relaxed) {
                 state::FREE => return Some((page, state::FREE)),

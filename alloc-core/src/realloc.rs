@@ -43,9 +43,14 @@ fn growing_reserve(size: usize) -> usize {
 }
 
 /// The block a block of `usable` bytes growing to `new_size` moves to; a
-/// `streak` is a block this thread grew last (see [`Heap::last_grown`]).
-fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool) -> *mut u8 {
+/// `streak` is a block this thread grew last (see [`Heap::last_grown`]);
+/// `checked`: reclaim lockdep already checked this reallocation.
+fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool, checked: bool) -> *mut u8 {
     if (STREAK_HUGE_MIN..=isize::MAX as usize / 8).contains(&new_size) {
+        if !checked && (streak || new_size >= REALLOC_HUGE_MIN) {
+            // Reclaim lockdep: a huge block bypasses the heap's slow path.
+            crate::alloc::check_watched();
+        }
         let huge_align = align.max(MIN_ALIGN);
         let q = if new_size >= REALLOC_HUGE_MIN {
             huge::alloc(new_size, huge_align, growing_reserve(new_size))
@@ -107,6 +112,11 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     if new_size <= usable && new_size >= usable / 2 {
         return p;
     }
+    // Reclaim lockdep: growing in place may commit memory.
+    let checked = huge && new_size > usable;
+    if checked {
+        crate::alloc::check_watched();
+    }
     // Growth takes the reserve; shrinking stays in place while still huge.
     // SAFETY: `seg` is the live huge segment of the caller's block.
     if huge && (new_size > usable || new_size > MAX_CLASS_SIZE) && unsafe { huge::resize_in_place(seg, new_size) } {
@@ -115,7 +125,7 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     let grows = new_size > usable;
     // SAFETY: the thread's own heap (or the empty heap, never written).
     let streak = grows && unsafe { (*heap::current()).last_grown.get() } == p as usize;
-    let q = if grows { grown_block(new_size, usable, align, streak) } else { malloc_aligned(new_size, align) };
+    let q = if grows { grown_block(new_size, usable, align, streak, checked) } else { malloc_aligned(new_size, align) };
     if q.is_null() {
         return q;
     }

@@ -8,7 +8,7 @@
 //!  | Segment +    | (page 0 is short  |           |     |           |
 //!  | [Page; 64]   |  by the header)   |           |     |           |
 //!  +--------------+-------------------+-----------+-----+-----------+
-//!  small: 64 pages of 64 KiB   medium: 8 of 512 KiB   large: 2 of 2 MiB
+//!  small: 64 pages of 64 KiB   medium: 32 of 128 KiB   large: 2 of 2 MiB
 //!  huge: one block at `block_offset`, the mapping as long as it needs
 //! ```
 //!
@@ -46,7 +46,10 @@ pub const HEADER_RESERVE: usize = core::mem::size_of::<Segment>().next_multiple_
 pub enum Kind {
     /// 64 pages of 64 KiB, blocks up to 8 KiB.
     Small = 0,
-    /// 8 pages of 512 KiB, blocks up to 128 KiB.
+    /// 32 pages of 128 KiB, blocks up to 128 KiB (page 0, shortened by the
+    /// header, holds classes up to 112 KiB). Small pages for these classes
+    /// keep the partly used pages few: a cache of a few thousand 8-16 KiB
+    /// values spread over 4 threads' heaps filled 512 KiB pages to 40%.
     Medium = 1,
     /// 2 pages of 2 MiB, blocks up to 1 MiB. (A whole-segment page would
     /// strand up to 4 MiB behind one live block.)
@@ -60,7 +63,7 @@ impl Kind {
     pub const fn page_shift(self) -> u32 {
         match self {
             Kind::Small => 16,
-            Kind::Medium => 19,
+            Kind::Medium => 17,
             Kind::Large => 21,
             Kind::Huge => 63,
         }

@@ -15,7 +15,7 @@ pub const MAX_CLASS_SIZE: usize = 1 << 20;
 /// Largest block size kept in 64 KiB small pages.
 pub const MAX_SMALL: usize = 8 << 10;
 
-/// Largest block size kept in 512 KiB medium pages.
+/// Largest block size kept in 128 KiB medium pages.
 pub const MAX_MEDIUM: usize = 128 << 10;
 
 const TABLE_MAX: usize = 1024;

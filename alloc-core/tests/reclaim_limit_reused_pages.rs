@@ -4,7 +4,7 @@
 //! other commitment (issue 15: "the first carving of a committed-but-free
 //! page is not checked").
 //!
-//! How the test gets such a page next to the line: a 512 KiB medium page B
+//! How the test gets such a page next to the line: a 128 KiB medium page B
 //! holds one 9 KiB block (its first carving: 12 KiB) beside a full page A
 //! of the same class; both frees leave B empty on its queue. Another
 //! thread's `purge()` then asks every heap to give back its empty pages at
@@ -62,14 +62,14 @@ fn first_carving_of_a_reused_page_never_passes_the_hard_limit() {
     // KiB blocks and 1 KiB ones (carved 16 KiB at a time); the 128 KiB
     // block then no longer fits.
     let small = 9 << 10;
-    // Blocks until one lands on another 512 KiB page than the first: that
+    // Blocks until one lands on another 128 KiB page than the first: that
     // one is alone on B.
     let mut dance: Vec<*mut u8> = Vec::new();
     loop {
         let p = take(small);
         assert!(!p.is_null(), "9 KiB blocks refused 24 MiB under the limit");
         dance.push(p);
-        if (p as usize >> 19) != (dance[0] as usize >> 19) {
+        if (p as usize >> 17) != (dance[0] as usize >> 17) {
             break;
         }
         assert!(dance.len() < 1000, "9 KiB blocks never left their first page");

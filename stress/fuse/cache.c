@@ -1,16 +1,17 @@
 /*
- * cache.c - sa-fused's block cache, its shrinker and its write-back.
+ * cache.c - sa-fused's block cache, its lru and its write-back.
  *
  * Life of a block: read or written through the filesystem, it is allocated
  * under the cache lock (in a NOFS scope) and put on the LRU list; a write
  * makes it dirty. Dirty blocks are written to the backing file by work items
  * on a shrinkalloc work queue (queued when the dirty count passes
- * dirty_soft, or when the shrinker meets dirty blocks), by writers
+ * dirty_soft, or when a walk of the lru meets dirty blocks), by writers
  * themselves past dirty_hard, by fsync and at unmount. Clean blocks are
- * freed by the shrinker, oldest first, when shrinkalloc asks; and by a lock
- * holder whose own malloc failed (reclaim in a NOFS thread may not call the
- * shrinker, so the holder does its work where it is safe: it has the lock).
- * See cache.h for the locking invariant.
+ * freed, coldest first, by the walks of the cache's sa_lru when shrinkalloc
+ * asks (isolate unhashes them under both locks, dispose frees them); and by
+ * a lock holder whose own malloc failed (reclaim in a NOFS thread may not
+ * walk the lru, so the holder walks it itself where it is safe: it has the
+ * lock). See cache.h for the locking invariant.
  */
 #define _GNU_SOURCE
 #include "cache.h"
@@ -30,11 +31,20 @@
 /* Dirty blocks a write-back item writes per hold of the lock. */
 #define WRITEBACK_BATCH 64
 
-/* Whether this thread holds the cache lock (the shrinker checks it). */
-static _Thread_local int tl_holding;
+/* Whether this thread holds the cache lock (isolate checks it), and
+ * whether it is walking the lru itself to make room (cache_alloc). */
+static _Thread_local int tl_holding, tl_self_evicting;
+
+static void writeback_kick_wanted(struct cache *c);
+
+/* SHRINKALLOC_STRESS_FUSE_DROP_SCOPE=1: lock holders skip their NOFS scope,
+ * the planted bug reclaim lockdep must report (stress/tests/lockdep_*). */
+static int drop_scope;
 
 unsigned cache_lock(struct cache *c) {
     unsigned saved = sa_memalloc_nofs_save();
+    if (drop_scope)
+        sa_memalloc_nofs_restore(saved);
     pthread_mutex_lock(&c->lock);
     tl_holding = 1;
     return saved;
@@ -43,6 +53,7 @@ unsigned cache_lock(struct cache *c) {
 void cache_unlock(struct cache *c, unsigned saved) {
     tl_holding = 0;
     pthread_mutex_unlock(&c->lock);
+    writeback_kick_wanted(c);
     sa_memalloc_nofs_restore(saved);
 }
 
@@ -109,21 +120,19 @@ static struct block *block_find(struct cache *c, struct inode *ino, uint64_t ind
     return NULL;
 }
 
-static void lru_unlink(struct block *b) {
-    b->lru_prev->lru_next = b->lru_next;
-    b->lru_next->lru_prev = b->lru_prev;
+static void bhash_unlink(struct cache *c, struct block *b) {
+    struct block **p = &c->bhash[bhash_of(c, b->ino, b->index)];
+    while (*p != b)
+        p = &(*p)->hnext;
+    *p = b->hnext;
 }
 
-static void lru_append(struct cache *c, struct block *b) {
-    b->lru_prev = c->lru.lru_prev;
-    b->lru_next = &c->lru;
-    c->lru.lru_prev->lru_next = b;
-    c->lru.lru_prev = b;
-}
-
-static void lru_touch(struct cache *c, struct block *b) {
-    lru_unlink(b);
-    lru_append(c, b);
+/* A hashed block is on the lru: anything else is a bug in this file. */
+static void lru_del(struct cache *c, struct block *b) {
+    if (c->lru && sa_lru_del(c->lru, &b->lru) != 1) {
+        fprintf(stderr, "sa-fused: block %p is hashed but not on the lru\n", (void *)b);
+        abort();
+    }
 }
 
 static void mark_dirty(struct cache *c, struct block *b) {
@@ -183,10 +192,10 @@ static void inode_maybe_free(struct cache *c, struct inode *ino) {
 
 /* ---- allocation under the lock ---- */
 
-static size_t evict_clean(struct cache *c, size_t max, atomic_ullong *counter);
+static size_t self_evict(struct cache *c);
 
 /* malloc for a lock holder. Reclaim in this (NOFS) thread skips the cache's
- * shrinker, so a refusal at the hard limit is answered here: evict clean
+ * lru, so a refusal at the hard limit is answered here: evict clean
  * blocks, which the lock allows, and try again. */
 static void *cache_alloc(struct cache *c, size_t size) {
     for (int tries = 0; tries < 4; tries++) {
@@ -194,7 +203,7 @@ static void *cache_alloc(struct cache *c, size_t size) {
         if (p)
             return p;
         count(&c->st.alloc_failed, 1);
-        if (evict_clean(c, SELF_EVICT_BATCH, &c->st.self_evicted) == 0)
+        if (self_evict(c) == 0)
             break;
     }
     return NULL;
@@ -241,10 +250,12 @@ static struct block *block_new(struct cache *c, struct inode *ino, uint64_t inde
     b->ino = ino;
     b->index = index;
     b->dirty = 0;
+    b->lru = (struct sa_lru_node){0};
     size_t h = bhash_of(c, ino, index);
     b->hnext = c->bhash[h];
     c->bhash[h] = b;
-    lru_append(c, b);
+    if (c->lru)
+        sa_lru_add(c->lru, &b->lru);
     ino->nblocks++;
     atomic_fetch_add_explicit(&c->nr_blocks, 1, memory_order_relaxed);
     return b;
@@ -252,11 +263,8 @@ static struct block *block_new(struct cache *c, struct inode *ino, uint64_t inde
 
 /* Frees `b` (dirty or not); its inode stays, even if now unreferenced. */
 static void block_free(struct cache *c, struct block *b) {
-    struct block **p = &c->bhash[bhash_of(c, b->ino, b->index)];
-    while (*p != b)
-        p = &(*p)->hnext;
-    *p = b->hnext;
-    lru_unlink(b);
+    bhash_unlink(c, b);
+    lru_del(c, b);
     mark_clean(c, b);
     b->ino->nblocks--;
     atomic_fetch_sub_explicit(&c->nr_blocks, 1, memory_order_relaxed);
@@ -265,23 +273,30 @@ static void block_free(struct cache *c, struct block *b) {
     free(b);
 }
 
-/* Frees up to `max` clean blocks, oldest first; dirty ones are passed over.
- * Returns how many were freed. */
-static size_t evict_clean(struct cache *c, size_t max, atomic_ullong *counter) {
-    size_t freed = 0;
-    struct block *b = c->lru.lru_next;
-    while (b != &c->lru && freed < max) {
-        check_magic(b->magic, BLOCK_MAGIC, "block", b);
-        struct block *next = b->lru_next;
-        if (!b->dirty) {
-            struct inode *ino = b->ino;
-            block_free(c, b);
-            inode_maybe_free(c, ino);
-            freed++;
-        }
-        b = next;
+/* A lock holder whose malloc failed makes room: a walk of the lru (its
+ * isolate sees tl_self_evicting and needs no lock), or without one the
+ * clean blocks of a few hash buckets. Returns the blocks freed. */
+static size_t self_evict(struct cache *c) {
+    if (c->lru) {
+        tl_self_evicting = 1;
+        size_t n = sa_lru_shrink(c->lru, 4 * SELF_EVICT_BATCH);
+        tl_self_evicting = 0;
+        return n;
     }
-    count(counter, freed);
+    size_t freed = 0;
+    for (size_t tried = 0; tried <= c->bmask && freed < SELF_EVICT_BATCH; tried++) {
+        size_t h = c->evict_cursor++ & c->bmask;
+        for (struct block *b = c->bhash[h], *next; b; b = next) {
+            next = b->hnext;
+            if (!b->dirty) {
+                struct inode *ino = b->ino;
+                block_free(c, b);
+                inode_maybe_free(c, ino);
+                freed++;
+            }
+        }
+    }
+    count(&c->st.self_evicted, freed);
     return freed;
 }
 
@@ -327,7 +342,8 @@ static struct block *block_get(struct cache *c, struct inode *ino, uint64_t inde
     struct block *b = block_find(c, ino, index);
     if (b) {
         count(&c->st.hits, 1);
-        lru_touch(c, b);
+        if (c->lru)
+            sa_lru_touch(c->lru, &b->lru);
         return b;
     }
     b = block_new(c, ino, index);
@@ -450,44 +466,69 @@ void writeback_wait(struct cache *c) {
     sa_workqueue_flush(c->wq);
 }
 
-/* ---- the shrinker ---- */
+/* ---- the lru's callbacks ---- */
 
-static size_t shrink_count(void *arg, struct sa_shrink_control *sc) {
+/* Under the lru's lock: unhash a clean block, with the cache lock held (by
+ * this thread if it is making room itself, else taken with a trylock: a
+ * holder of the cache lock may be waiting for the lru's lock in
+ * sa_lru_add). A dirty block stays and asks for write-back, which the next
+ * cache_unlock() queues (submitting allocates: not here). */
+static enum sa_lru_verdict block_isolate(struct sa_lru_node *node, void *arg) {
     struct cache *c = arg;
-    (void)sc;
-    size_t n = atomic_load_explicit(&c->nr_blocks, memory_order_relaxed);
-    return n ? n : SA_SHRINK_EMPTY;
+    struct block *b = (struct block *)((char *)node - offsetof(struct block, lru));
+    int self = tl_self_evicting;
+    if (!self) {
+        count(&c->st.scans, 1);
+        if (sa_scope_current() & SA_SCOPE_NOFS)
+            count(&c->st.scan_calls_nofs, 1);
+        if (tl_holding) {
+            /* Reclaim walked an FS lru inside a lock holder's malloc: the
+             * holder is halfway through a change, so touch nothing. */
+            count(&c->st.scans_in_lock_holder, 1);
+            return SA_LRU_STOP;
+        }
+        if (pthread_mutex_trylock(&c->lock) != 0)
+            return SA_LRU_STOP;
+    }
+    check_magic(b->magic, BLOCK_MAGIC, "block", b);
+    enum sa_lru_verdict v = SA_LRU_SKIP;
+    if (b->dirty) {
+        atomic_store_explicit(&c->wb_wanted, 1, memory_order_relaxed);
+    } else {
+        struct inode *ino = b->ino;
+        bhash_unlink(c, b);
+        ino->nblocks--;
+        atomic_fetch_sub_explicit(&c->nr_blocks, 1, memory_order_relaxed);
+        inode_maybe_free(c, ino);
+        v = SA_LRU_REMOVED;
+    }
+    if (!self)
+        pthread_mutex_unlock(&c->lock);
+    return v;
 }
 
-/* Frees clean blocks, oldest first; meeting dirty ones queues their
- * write-back, so that the next call finds them clean. Blocks on the cache
- * lock, as a filesystem's shrinker does: hence SA_NEEDS_FS, and the NOFS
- * scope of every lock holder. */
-static size_t shrink_scan(void *arg, struct sa_shrink_control *sc) {
+/* After the lru's lock is released: free a block isolate unhashed. */
+static void block_dispose(struct sa_lru_node *node, void *arg) {
     struct cache *c = arg;
-    count(&c->st.scans, 1);
-    if (sc->scope & SA_SCOPE_NOFS)
-        count(&c->st.scan_calls_nofs, 1);
-    if (tl_holding) {
-        /* Reclaim ran an FS shrinker in the lock holder: it would deadlock. */
-        count(&c->st.scans_in_lock_holder, 1);
-        return SA_SHRINK_STOP;
-    }
-    pthread_mutex_lock(&c->lock);
-    tl_holding = 1;
-    size_t freed = evict_clean(c, sc->nr_to_scan, &c->st.evicted);
-    size_t dirty = atomic_load_explicit(&c->nr_dirty, memory_order_relaxed);
-    tl_holding = 0;
-    pthread_mutex_unlock(&c->lock);
-    if (dirty)
+    struct block *b = (struct block *)((char *)node - offsetof(struct block, lru));
+    count(tl_self_evicting ? &c->st.self_evicted : &c->st.evicted, 1);
+    b->magic = 0;
+    free(b->data);
+    free(b);
+}
+
+static void writeback_kick_wanted(struct cache *c) {
+    if (atomic_load_explicit(&c->wb_wanted, memory_order_relaxed) &&
+        atomic_exchange_explicit(&c->wb_wanted, 0, memory_order_relaxed))
         writeback_kick(c);
-    return freed;
 }
 
 /* ---- set-up and tear-down ---- */
 
 int cache_init(struct cache *c, size_t dirty_soft_blocks, int with_shrinker) {
     memset(c, 0, sizeof *c);
+    const char *drop = getenv("SHRINKALLOC_STRESS_FUSE_DROP_SCOPE");
+    drop_scope = drop && strcmp(drop, "1") == 0;
     pthread_mutex_init(&c->lock, NULL);
     c->bmask = ((size_t)1 << BHASH_BITS) - 1;
     c->imask = ((size_t)1 << IHASH_BITS) - 1;
@@ -495,7 +536,6 @@ int cache_init(struct cache *c, size_t dirty_soft_blocks, int with_shrinker) {
     c->ihash = calloc(c->imask + 1, sizeof *c->ihash);
     if (!c->bhash || !c->ihash)
         return -1;
-    c->lru.lru_next = c->lru.lru_prev = &c->lru;
     c->dirty.dirty_next = c->dirty.dirty_prev = &c->dirty;
     c->dirty_soft = dirty_soft_blocks;
     c->dirty_hard = 2 * dirty_soft_blocks;
@@ -503,33 +543,34 @@ int cache_init(struct cache *c, size_t dirty_soft_blocks, int with_shrinker) {
     if (!c->wq)
         return -1;
     if (with_shrinker) {
-        struct sa_shrinker_ops ops = {
+        struct sa_lru_ops ops = {
             .name = "sa-fused-blocks",
-            .count = shrink_count,
-            .scan = shrink_scan,
+            .isolate = block_isolate,
+            .dispose = block_dispose,
             .arg = c,
             .needs = SA_NEEDS_FS,
-            .batch = SELF_EVICT_BATCH,
         };
-        c->shrinker = sa_shrinker_register(&ops);
-        if (!c->shrinker)
+        c->lru = sa_lru_create(&ops);
+        if (!c->lru)
             return -1;
     }
     return 0;
 }
 
 void cache_shutdown(struct cache *c) {
-    /* No scan may queue write-back once the queue is ending. */
-    sa_shrinker_unregister(c->shrinker);
-    c->shrinker = NULL;
+    /* No walk may ask for write-back once the queue is ending. */
+    sa_lru_destroy(c->lru);
+    c->lru = NULL;
+    atomic_store(&c->wb_wanted, 0);
     unsigned s = cache_lock(c);
     writeback_locked(c, NULL, SIZE_MAX);
     cache_unlock(c, s);
     sa_workqueue_destroy(c->wq);
     c->wq = NULL;
     s = cache_lock(c);
-    while (c->lru.lru_next != &c->lru)
-        block_free(c, c->lru.lru_next);
+    for (size_t h = 0; h <= c->bmask; h++)
+        while (c->bhash[h])
+            block_free(c, c->bhash[h]);
     for (size_t h = 0; h <= c->imask; h++)
         while (c->ihash[h]) {
             struct inode *ino = c->ihash[h];

@@ -1,14 +1,17 @@
 /*
  * cache.h - sa-fused's block cache: file data in 32 KiB blocks, kept in
- * memory from malloc, given back to shrinkalloc through a shrinker.
+ * memory from malloc, given back to shrinkalloc through an sa_lru.
  *
  * Invariant: everything below is guarded by `struct cache.lock` (the
- * filesystem's lock), except the atomic counters. A thread takes that lock
- * only through cache_lock(), which also enters a NOFS scope, so that an
- * allocation made while holding it never runs the cache's own shrinker
- * (declared SA_NEEDS_FS: its scan blocks on that lock). A dirty block is
- * never freed before it is written back; write-back runs on a work queue,
- * always submitted from a NOFS scope, so its workers run NOFS too.
+ * filesystem's lock), except the atomic counters and the lru's own links.
+ * A thread takes that lock only through cache_lock(), which also enters a
+ * NOFS scope, so that an allocation made while holding it never walks the
+ * cache's lru (declared SA_NEEDS_FS, as a filesystem cache's shrinker is).
+ * A block is on the lru exactly while it is hashed; the lru's isolate
+ * (under the lru's lock) only trylocks the cache lock, unhashes a clean
+ * block and lets the lru's dispose free it after. A dirty block is never
+ * freed before it is written back; write-back runs on a work queue, always
+ * submitted from a NOFS scope, so its workers run NOFS too.
  */
 #ifndef SA_FUSED_CACHE_H
 #define SA_FUSED_CACHE_H
@@ -40,15 +43,15 @@ struct inode {
 };
 
 /* One cached block: bytes [index * BLOCK_SIZE, +BLOCK_SIZE) of `ino`, zero
- * past the end of the file. On the LRU list always (oldest first); on the
- * dirty list (oldest dirtied first) while `dirty`. */
+ * past the end of the file. On the lru while hashed (unless the cache runs
+ * without one); on the dirty list (oldest dirtied first) while `dirty`. */
 struct block {
     uint32_t magic;    /* BLOCK_MAGIC while alive */
     struct inode *ino;
     uint64_t index;
     int dirty;
     struct block *hnext;
-    struct block *lru_prev, *lru_next;
+    struct sa_lru_node lru;
     struct block *dirty_prev, *dirty_next;
     char *data;
 };
@@ -56,7 +59,7 @@ struct block {
 /* Counters, read without the lock by the statistics thread. */
 struct cache_stats {
     atomic_ullong hits, misses, uncached;      /* block lookups in read and write */
-    atomic_ullong evicted;                     /* clean blocks freed by the shrinker */
+    atomic_ullong evicted;                     /* clean blocks freed by reclaim's walks of the lru */
     atomic_ullong self_evicted;                /* ... by a lock holder whose malloc failed */
     atomic_ullong discarded;                   /* dropped by unlink or truncate */
     atomic_ullong alloc_failed;                /* malloc returned NULL under the lock */
@@ -64,8 +67,8 @@ struct cache_stats {
     atomic_ullong wb_not_nofs;                 /* items that ran without NOFS: must stay 0 */
     atomic_ullong wb_submit_failed, wb_errors; /* submit refused; pwrite failed (data lost) */
     atomic_ullong throttled;                   /* writers that wrote back themselves */
-    atomic_ullong scans, scan_calls_nofs;      /* scan calls; those in a NOFS thread: must stay 0 */
-    atomic_ullong scans_in_lock_holder;        /* scan calls in a thread holding the lock: must stay 0 */
+    atomic_ullong scans, scan_calls_nofs;      /* blocks reclaim offered to isolate; in a NOFS thread: must stay 0 */
+    atomic_ullong scans_in_lock_holder;        /* ... in a thread holding the lock: must stay 0 */
 };
 
 #define INODE_MAGIC 0x1d0de5a5u
@@ -77,23 +80,25 @@ struct cache {
     size_t bmask;
     struct inode **ihash;
     size_t imask;
-    struct block lru;        /* sentinel: lru.lru_next is the oldest */
+    sa_lru *lru;             /* hashed blocks, coldest first; NULL without a shrinker */
     struct block dirty;      /* sentinel: dirty.dirty_next is the oldest dirtied */
     size_t dirty_soft;       /* dirty blocks that start write-back */
     size_t dirty_hard;       /* dirty blocks past which writers write back themselves */
     atomic_size_t nr_blocks; /* mirrors for count(), which must not block */
     atomic_size_t nr_dirty;
     atomic_int wb_pending;   /* a write-back item is queued and has not started */
+    atomic_int wb_wanted;    /* isolate met a dirty block: the next unlock kicks write-back */
+    size_t evict_cursor;     /* without an lru: the hash bucket self-eviction starts at */
     sa_workqueue *wq;
-    sa_shrinker *shrinker;
     struct cache_stats st;
 };
 
-/* Sets up an empty cache; registers the shrinker unless !with_shrinker.
- * Returns 0, or -1 with errno. */
+/* Sets up an empty cache; creates its lru (which registers its shrinker)
+ * unless !with_shrinker: then nothing but a lock holder whose malloc failed
+ * evicts, in hash order. Returns 0, or -1 with errno. */
 int cache_init(struct cache *c, size_t dirty_soft_blocks, int with_shrinker);
-/* Writes back every dirty block, drains and ends the work queue, removes
- * the shrinker, frees every block. */
+/* Writes back every dirty block, drains and ends the work queue, destroys
+ * the lru, frees every block. */
 void cache_shutdown(struct cache *c);
 
 /* Takes / releases the cache lock inside a NOFS scope: cache_lock()

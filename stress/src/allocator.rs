@@ -3,8 +3,8 @@
 //! Every child is this binary: `shrinkalloc` and `shrinkalloc-noshrink` use
 //! the [`Switch`](crate::alloc_switch::Switch) backend `shrinkalloc` (the
 //! second registers no shrinker), `glibc` the backend `system`, and
-//! `jemalloc` / `mimalloc` the backend `system` with Debian's library
-//! preloaded. A preload library that is not installed makes that allocator
+//! `jemalloc` / `mimalloc` / `tcmalloc` the backend `system` with Debian's
+//! library preloaded. A preload library that is not installed makes that allocator
 //! *unavailable*: the harness says so and skips it, never substitutes.
 //!
 //! A shrinkalloc child in a cgroup derives its limits from the cgroup, as a
@@ -16,11 +16,13 @@ use std::path::Path;
 use crate::alloc_switch::{self, Backend};
 
 /// An allocator a scenario runs under, as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Allocator {
     /// shrinkalloc with the scenario's shrinkers registered.
+    #[value(name = "shrinkalloc")]
     ShrinkAlloc,
     /// shrinkalloc with no shrinker: only its own free pages are reclaimed.
+    #[value(name = "shrinkalloc-noshrink")]
     ShrinkAllocNoShrink,
     /// glibc's malloc.
     Glibc,
@@ -28,16 +30,23 @@ pub enum Allocator {
     Jemalloc,
     /// Debian's mimalloc through `LD_PRELOAD`.
     Mimalloc,
+    /// Debian's tcmalloc (gperftools' minimal build) through `LD_PRELOAD`.
+    Tcmalloc,
 }
 
 /// Every allocator, in the order tables list them.
-pub const ALL: [Allocator; 5] = [
+pub const ALL: [Allocator; 6] = [
     Allocator::ShrinkAlloc,
     Allocator::ShrinkAllocNoShrink,
     Allocator::Glibc,
     Allocator::Jemalloc,
     Allocator::Mimalloc,
+    Allocator::Tcmalloc,
 ];
+
+/// The allocators preloaded from Debian's packages: the peers shrinkalloc
+/// is measured against besides glibc.
+pub const PRELOADED: [Allocator; 3] = [Allocator::Jemalloc, Allocator::Mimalloc, Allocator::Tcmalloc];
 
 /// The variables that configure shrinkalloc's limits. A child in a cgroup
 /// inherits none of them, so that shrinkalloc derives its limits from the
@@ -60,6 +69,7 @@ impl Allocator {
             Allocator::Glibc => "glibc",
             Allocator::Jemalloc => "jemalloc",
             Allocator::Mimalloc => "mimalloc",
+            Allocator::Tcmalloc => "tcmalloc",
         }
     }
 
@@ -90,6 +100,7 @@ impl Allocator {
         match self {
             Allocator::Jemalloc => Some("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
             Allocator::Mimalloc => Some("/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
+            Allocator::Tcmalloc => Some("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"),
             _ => None,
         }
     }
@@ -108,6 +119,7 @@ impl Allocator {
         match self {
             Allocator::Jemalloc => "libjemalloc2",
             Allocator::Mimalloc => "libmimalloc2.0",
+            Allocator::Tcmalloc => "libtcmalloc-minimal4",
             _ => "",
         }
     }
@@ -147,7 +159,8 @@ mod tests {
         for a in ALL {
             assert_eq!(Allocator::parse(a.name()), Some(a));
         }
-        assert_eq!(Allocator::parse("tcmalloc"), None);
+        assert_eq!(Allocator::parse("ptmalloc"), None);
+        assert_eq!(Allocator::Tcmalloc.preload(), Some("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"));
         assert!(Allocator::ShrinkAllocNoShrink.is_shrinkalloc());
         assert!(!Allocator::ShrinkAllocNoShrink.registers_shrinkers());
         assert!(!Allocator::Jemalloc.is_shrinkalloc());

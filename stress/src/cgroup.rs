@@ -163,6 +163,18 @@ impl Hierarchy {
         Ok(group)
     }
 
+    /// Sets the group's soft line: `memory.high` (v2), where the kernel
+    /// throttles and reclaims, or `memory.soft_limit_in_bytes` (v1). A
+    /// shrinkalloc child derives its soft limit from it.
+    pub fn set_high(&self, g: &Cgroup, bytes: usize) -> Result<(), String> {
+        let file = match self.version {
+            Version::V1 => "memory.soft_limit_in_bytes",
+            Version::V2 => "memory.high",
+        };
+        let path = g.dir.join(file);
+        fs::write(&path, bytes.to_string()).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+
     /// Removes empty groups left by harnesses that are no longer running;
     /// returns the ones removed.
     pub fn sweep_stale(&self) -> Vec<PathBuf> {

@@ -24,6 +24,8 @@ use crate::trace::{Kind, Record};
 
 /// The oracle's byte budget, as a percentage of the run's limit.
 pub const BUDGET_PERCENT: usize = 75;
+/// Slices of a trace whose hits against the ideal the chart plots.
+pub const SERIES_WINDOWS: usize = 40;
 
 /// What a replay found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,9 +52,19 @@ impl Replay {
 /// Replays `records` (in the cache's order, see [`crate::trace::parse`])
 /// through an exact LRU of `budget` bytes.
 pub fn replay(records: &[Record], budget: usize) -> Replay {
+    replay_series(records, budget, 0).0
+}
+
+/// [`replay`], and the running totals at the end of each of `windows`
+/// equal slices of `records` (none when `windows` is 0): the difference of
+/// two neighbours is that slice's hits and ideal hits, which the chart
+/// plots over time.
+pub fn replay_series(records: &[Record], budget: usize, windows: usize) -> (Replay, Vec<Replay>) {
     let mut lru = Lru::new(budget);
     let mut r = Replay { budget, ..Replay::default() };
-    for rec in records {
+    let mut series = Vec::with_capacity(windows);
+    let n = records.len();
+    for (i, rec) in records.iter().enumerate() {
         r.records += 1;
         match rec.kind {
             Kind::Hit | Kind::Miss => {
@@ -62,8 +74,12 @@ pub fn replay(records: &[Record], budget: usize) -> Replay {
             }
             Kind::Put => lru.put(rec.key, rec.size as usize),
         }
+        // The end of slice k is record ceil((k + 1) n / windows) - 1.
+        if windows > 0 && (series.len() + 1) * n <= (i + 1) * windows {
+            series.push(r);
+        }
     }
-    r
+    (r, series)
 }
 
 /// The smallest byte budget, to within `resolution`, at which an exact
@@ -201,6 +217,10 @@ mod tests {
         let r = replay(&trace, 250);
         assert_eq!(r, Replay { records: 9, gets: 5, hits: 2, ideal: 3, budget: 250 });
         assert_eq!(r.ratio(), Some(2.0 / 3.0));
+        let (whole, series) = replay_series(&trace, 250, 3);
+        assert_eq!((whole, series.len(), series[2]), (r, 3, r));
+        assert_eq!((series[0].records, series[1].records), (3, 6));
+        assert_eq!((series[0].ideal, series[1].ideal), (1, 2));
     }
 
     #[test]

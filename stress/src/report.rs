@@ -1,15 +1,16 @@
-//! What the harness shows and writes: the live progress line, the summary
-//! table, and the CSV files (usage over time, one row per run).
+//! What the harness shows: the live progress line and the summary table.
 //!
-//! Invariant: progress goes to stderr and is redrawn in place only on a
-//! terminal (elsewhere one line a second), so stdout holds only the header,
+//! Invariant: progress goes to stderr, as `indicatif` bars only on a
+//! terminal (elsewhere one plain line a second), so stdout holds only the header,
 //! the table and the paths of what was written; every number in the table is
-//! also in `results.csv`, which the tests read. The SVG chart is `chart.rs`.
+//! also in `results.csv` (`files.rs`), which the tests read. The charts are
+//! `chart.rs`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocator::Allocator;
 use crate::runner::{Outcome, Plan, RunResult};
@@ -32,10 +33,14 @@ pub fn count(n: f64) -> String {
     }
 }
 
-/// The live progress line on stderr.
+/// The live progress on stderr: on a terminal one `indicatif` bar per
+/// running child (its usage against the limit, with time, operations and
+/// reclaim passes beside it), elsewhere one plain line a second, so that CI
+/// logs stay readable.
 pub struct Progress {
     tty: bool,
     last_line: Option<Instant>,
+    bar: Option<ProgressBar>,
 }
 
 impl Default for Progress {
@@ -45,57 +50,61 @@ impl Default for Progress {
 }
 
 impl Progress {
-    /// Redraws in place when stderr is a terminal.
+    /// Bars when stderr is a terminal, plain lines otherwise.
     pub fn new() -> Self {
         // SAFETY: isatty has no memory-safety preconditions.
         let tty = unsafe { libc::isatty(2) } == 1;
-        Progress { tty, last_line: None }
+        Progress { tty, last_line: None, bar: None }
     }
 
     /// Shows the state of `plan`'s run under `allocator`, `t` into it.
     pub fn update(&mut self, plan: &Plan, allocator: Allocator, t: Duration, usage: usize, last: &Fields) {
         let (scenario, duration, limit) = (plan.scenario.name, plan.duration, plan.limit);
-        if !self.tty && self.last_line.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+        let mut detail =
+            format!("{:>5.1}/{} s  usage {:>9} of {}", t.as_secs_f64(), duration.as_secs(), mib(usage), mib(limit));
+        for (key, label) in [("ops", "ops"), ("entries", "entries"), ("live_bytes", "live"), ("inodes", "inodes")] {
+            if let Some(v) = last.get(key) {
+                let v = if key == "live_bytes" { mib(v as usize) } else { count(v as f64) };
+                let _ = write!(detail, "  {label} {v}");
+            }
+        }
+        if let Some(p) = last.get("reclaim_passes") {
+            let _ = write!(detail, "  reclaim passes {p}");
+        }
+        if self.tty {
+            let bar = self.bar.get_or_insert_with(|| {
+                let style = ProgressStyle::with_template("{prefix} [{bar:20}] {percent:>3}%  {msg}")
+                    .map_or_else(|_| ProgressStyle::default_bar(), |s| s.progress_chars("#>."));
+                ProgressBar::new(limit.max(1) as u64)
+                    .with_style(style)
+                    .with_prefix(format!("{scenario} {:<20}", allocator.name()))
+            });
+            bar.set_position(usage.min(limit) as u64);
+            bar.set_message(detail);
+            return;
+        }
+        if self.last_line.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
             return;
         }
         self.last_line = Some(Instant::now());
         let share = usage as f64 / limit.max(1) as f64;
         let filled = ((share * 20.0).round() as usize).min(20);
-        let mut line = format!(
-            "{scenario} {:<20} {:>5.1}/{} s  usage {:>9} of {} [{}{}] {:>3.0}%",
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{scenario} {:<20} [{}{}] {:>3.0}%  {detail}",
             allocator.name(),
-            t.as_secs_f64(),
-            duration.as_secs(),
-            mib(usage),
-            mib(limit),
             "#".repeat(filled),
             ".".repeat(20 - filled),
             share * 100.0
         );
-        for (key, label) in [("ops", "ops"), ("entries", "entries"), ("live_bytes", "live"), ("inodes", "inodes")] {
-            if let Some(v) = last.get(key) {
-                let v = if key == "live_bytes" { mib(v as usize) } else { count(v as f64) };
-                let _ = write!(line, "  {label} {v}");
-            }
-        }
-        if let Some(p) = last.get("reclaim_passes") {
-            let _ = write!(line, "  reclaim passes {p}");
-        }
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
     }
 
     /// Ends a run's progress with one summary line.
     pub fn done(&mut self, r: &RunResult, limit: usize) {
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[K");
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
+        let mut err = std::io::stderr().lock();
         self.last_line = None;
         let detail = match &r.outcome {
             Outcome::Skipped(_) => String::new(),
@@ -261,100 +270,6 @@ fn driver_table(plan: &Plan, results: &[RunResult]) -> String {
     out
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// Writes `usage.csv`: one row per sample of every run.
-pub fn write_usage_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::io::Result<()> {
-    let mut out = String::from(
-        "allocator,t_s,usage_bytes,limit_bytes,ops,in_use_bytes,committed_bytes,rss_bytes,reclaim_passes\n",
-    );
-    let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
-    for r in results {
-        for s in &r.samples {
-            let f = &s.fields;
-            let _ = writeln!(
-                out,
-                "{},{:.3},{},{},{},{},{},{},{}",
-                r.allocator.name(),
-                s.t,
-                s.usage,
-                plan.limit,
-                opt(f.get("ops")),
-                opt(f.get("in_use")),
-                opt(f.get("committed")),
-                opt(f.get("rss")),
-                opt(f.get("reclaim_passes")),
-            );
-        }
-    }
-    std::fs::write(path, out)
-}
-
-/// The header of `results.csv`.
-pub const RESULTS_HEADER: &str = "scenario,allocator,outcome,expected,as_expected,exit,wall_s,peak_bytes,limit_bytes,\
-                                  oom_kills,limit_hits,ops_per_s,reclaim_passes,finished,cgroup,cgroup_removed,seed,\
-                                  gets,hits,ideal_hits,hits_over_ideal,oracle_budget_bytes,equivalent_lru_bytes,band_min_bytes,band_max_bytes,\
-                                  band_min_pct,band_max_pct,trace_error,final_fields,detail";
-
-/// Writes `results.csv`: one row per run, with the child's last fields.
-pub fn write_results_csv(path: &Path, plan: &Plan, results: &[RunResult]) -> std::io::Result<()> {
-    let mut out = format!("{RESULTS_HEADER}\n");
-    for r in results {
-        let fields: Vec<String> = r.last.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let (oracle, band) = (r.oracle(), r.band(plan.duration));
-        let pct = |b: usize| format!("{:.2}", b as f64 * 100.0 / plan.limit.max(1) as f64);
-        let detail = match &r.outcome {
-            Outcome::Corrupt(m) | Outcome::Hung(m) | Outcome::Crashed(m) | Outcome::Skipped(m) => m.clone(),
-            Outcome::HarnessError(m) => m.clone(),
-            _ => String::new(),
-        };
-        let row = [
-            plan.scenario.name.to_string(),
-            r.allocator.name().to_string(),
-            r.outcome.key().to_string(),
-            format!("{:?}", r.expect),
-            r.outcome.meets(r.expect).map_or(String::new(), |m| m.to_string()),
-            r.exit.clone(),
-            format!("{:.3}", r.wall.as_secs_f64()),
-            r.peak.to_string(),
-            plan.limit.to_string(),
-            r.oom_kills.to_string(),
-            r.limit_hits.to_string(),
-            r.ops_per_sec().map_or(String::new(), |o| format!("{o:.0}")),
-            r.last.get("reclaim_passes").map_or(String::new(), |p| p.to_string()),
-            r.finished.to_string(),
-            r.cgroup.as_ref().map_or(String::new(), |p| p.display().to_string()),
-            (r.cgroup.is_some() && r.cleanup_error.is_none()).to_string(),
-            plan.seed.to_string(),
-            oracle.map_or(String::new(), |o| o.gets.to_string()),
-            oracle.map_or(String::new(), |o| o.hits.to_string()),
-            oracle.map_or(String::new(), |o| o.ideal.to_string()),
-            oracle.and_then(|o| o.ratio()).map_or(String::new(), |x| format!("{x:.4}")),
-            oracle.map_or(String::new(), |o| o.budget.to_string()),
-            r.equivalent_budget().map_or(String::new(), |e| e.to_string()),
-            band.map_or(String::new(), |b| b.0.to_string()),
-            band.map_or(String::new(), |b| b.1.to_string()),
-            band.map_or(String::new(), |b| pct(b.0)),
-            band.map_or(String::new(), |b| pct(b.1)),
-            match &r.replay {
-                Some(Err(e)) => e.clone(),
-                _ => String::new(),
-            },
-            fields.join(" "),
-            detail,
-        ];
-        let row: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
-        let _ = writeln!(out, "{}", row.join(","));
-    }
-    std::fs::write(path, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,12 +280,5 @@ mod tests {
         assert_eq!(count(812_345.0), "812.3k");
         assert_eq!(count(2_500_000.0), "2.50M");
         assert_eq!(count(42.0), "42");
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }

@@ -104,9 +104,29 @@ pub struct Plan {
     pub allocators: Vec<Allocator>,
     /// The workload's demand (`--demand`), `None` for the scenario's default.
     pub demand: Option<usize>,
+    /// The soft line set on each run's group (`--high`), if any.
+    pub high: Option<usize>,
     /// Where the results go; a traced scenario's traces are written there
     /// while the children run.
     pub out: PathBuf,
+}
+
+#[cfg(test)]
+impl Plan {
+    /// The demo's plan, for unit tests of what reads one.
+    pub fn for_tests() -> Plan {
+        Plan {
+            scenario: &scenario::cache::SCENARIO,
+            limit: 256 << 20,
+            duration: Duration::from_secs(4),
+            seed: 1,
+            threads: 4,
+            allocators: vec![Allocator::ShrinkAlloc],
+            demand: None,
+            high: None,
+            out: PathBuf::from("/nonexistent"),
+        }
+    }
 }
 
 /// How a run ended.
@@ -197,6 +217,9 @@ pub struct Measure {
     pub replay: Replay,
     /// The least budget at which an exact LRU gets the run's hits.
     pub equivalent: Option<usize>,
+    /// The replay's running totals at the end of each of
+    /// [`oracle::SERIES_WINDOWS`] equal slices of the trace.
+    pub series: Vec<Replay>,
 }
 
 /// Everything known about one finished run.
@@ -235,7 +258,8 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn not_run(allocator: Allocator, expect: Expect, outcome: Outcome) -> Self {
+    /// A run that did not happen, or whose result is only `outcome`.
+    pub fn not_run(allocator: Allocator, expect: Expect, outcome: Outcome) -> Self {
         RunResult {
             allocator,
             outcome,
@@ -314,7 +338,7 @@ pub fn run_plan(plan: &Plan, limiter: &Limiter, progress: &mut Progress) -> Vec<
         let expect = (plan.scenario.expect)(a);
         let result = match (a.available(), &prepared) {
             (Err(why), _) => {
-                eprintln!("shrinkalloc-stress: SKIPPING {}: {why}", a.name());
+                eprintln!("!!! shrinkalloc-stress: SKIPPING {}: {why}", a.name());
                 RunResult::not_run(a, expect, Outcome::Skipped(why))
             }
             (Ok(()), Err(why)) => RunResult::not_run(a, expect, Outcome::HarnessError(why.clone())),
@@ -444,7 +468,10 @@ fn run_one(
         Limiter::Cgroup(h) => {
             let name = format!("{}{}.{}.{}", cgroup::PREFIX, std::process::id(), plan.scenario.name, allocator.name());
             match h.create(&name, plan.limit) {
-                Ok(g) => Some(g),
+                Ok(g) => match plan.high.map_or(Ok(()), |high| h.set_high(&g, high)) {
+                    Ok(()) => Some(g),
+                    Err(e) => return fail(e),
+                },
                 Err(e) => return fail(e),
             }
         }
@@ -500,9 +527,10 @@ fn run_one(
 /// The oracle's figures of a run at `limit`: its replay at the oracle's
 /// budget, and the LRU budget its hits were worth (to 0.5% of the limit).
 fn measure(records: &[trace::Record], limit: usize) -> Measure {
-    let replay = oracle::replay(records, limit * oracle::BUDGET_PERCENT / 100);
+    let budget = limit * oracle::BUDGET_PERCENT / 100;
+    let (replay, series) = oracle::replay_series(records, budget, oracle::SERIES_WINDOWS);
     let equivalent = oracle::equivalent_budget(records, replay.hits, 2 * limit, limit / 200);
-    Measure { replay, equivalent }
+    Measure { replay, equivalent, series }
 }
 
 /// A driver child's work directory: made before the child starts; after the

@@ -14,7 +14,7 @@ fn list_names_every_scenario_and_allocator() {
     let out = harness(&["list"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["cache", "churn", "nofs", "shrinkalloc-noshrink", "glibc", "jemalloc", "mimalloc"] {
+    for name in ["cache", "churn", "nofs", "shrinkalloc-noshrink", "glibc", "jemalloc", "mimalloc", "tcmalloc"] {
         assert!(text.contains(name), "`list` does not mention {name}:\n{text}");
     }
 }
@@ -23,7 +23,7 @@ fn list_names_every_scenario_and_allocator() {
 fn unknown_scenarios_allocators_and_options_exit_2() {
     for args in [
         &["run", "nosuch"][..],
-        &["run", "cache", "--allocators", "tcmalloc"],
+        &["run", "cache", "--allocators", "ptmalloc"],
         &["run", "cache", "--limit", "lots"],
         &["demo", "--frobnicate", "1"],
         &["child", "cache", "--allocator", "glibc"],

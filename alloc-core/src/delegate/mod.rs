@@ -6,7 +6,9 @@
 //!   library's `spawn`;
 //! - `workqueue/`: a general executor ([`WorkQueue`]) that runs each item
 //!   under its submitter's context, on workers kept apart per
-//!   [`ContextClass`](crate::reclaim::ContextClass).
+//!   [`ContextClass`](crate::reclaim::ContextClass);
+//! - `scope_future.rs`: a future adapter ([`ScopeExt`]) that polls a future
+//!   in a context, so that a scope follows an async task across threads.
 //!
 //! This layer sits beside reclaim, above it: it reaches reclaim only
 //! through its public scope API (`crate::reclaim::{nofs_save, ...,
@@ -19,7 +21,9 @@
 //! a worker of a less restricted class than its context's.
 
 pub mod context;
+mod scope_future;
 pub mod workqueue;
 
 pub use context::{is_io_flusher, set_io_flusher, spawn, Context, ContextGuard, KernelRefused};
+pub use scope_future::{ScopeExt, Scoped};
 pub use workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};

@@ -108,6 +108,7 @@ pub use stats::{stats, Field, PassRecord, ReclaimStats, ShrinkerStats, SourceSta
 // the C API have always found them.
 pub use crate::delegate::context::{is_io_flusher, set_io_flusher, spawn, Context, ContextGuard, KernelRefused};
 pub use crate::delegate::workqueue::{ClassStats, SubmitError, WorkQueue, WorkQueueStats, MAX_THREADS_PER_CLASS};
+pub use crate::delegate::{ScopeExt, Scoped};
 
 use counters::{bump, FAILED_CHARGES, RESERVE_CHARGES};
 use pass::{Freed, Pass};

@@ -472,7 +472,10 @@ fn add_deferred(e: &Entry, n: usize, cap: usize) {
 fn call<R>(e: &Entry, calls: &AtomicU64, f: impl FnOnce() -> R) -> Option<R> {
     bump(calls, 1);
     let t = Instant::now();
+    // Reclaim lockdep learns the locks the callback takes.
+    let lockdep = crate::lockdep::ShrinkerRun::enter(e.options.name(), e.options.get_needs());
     let r = catch_unwind(AssertUnwindSafe(f));
+    drop(lockdep);
     bump(&e.counters.time_ns, t.elapsed().as_nanos() as u64);
     match r {
         Ok(v) => Some(v),

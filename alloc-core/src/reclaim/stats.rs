@@ -429,6 +429,8 @@ declare_stats! {
         panics: u64 = "panics" => count,
         /// Mappings that still failed after reclaim and retries.
         failed_maps: u64 = "mmaps failed" => count,
+        /// Reclaim lockdep reports printed (`crate::lockdep`).
+        lockdep_reports: u64 = "lockdep reports" => count,
         /// Every pressure source: what became of it, what it delivered.
         sources: Vec<SourceStats> = "source" => all_records,
         /// Every registered shrinker, in registration order.
@@ -465,6 +467,7 @@ pub fn stats() -> ReclaimStats {
         workers_started: get(&WORKERS_STARTED),
         panics: get(&PANICS),
         failed_maps: get(&FAILED_MAPS),
+        lockdep_reports: crate::lockdep::reports(),
         sources: Trigger::SOURCES.iter().map(|&s| SourceStats::of(s)).collect(),
         recent: recent(),
         shrinkers,

@@ -30,6 +30,13 @@ _Static_assert(offsetof(struct sa_shrinker_ops, arg) == 24, "arg");
 _Static_assert(offsetof(struct sa_shrinker_ops, needs) == 32, "needs");
 _Static_assert(offsetof(struct sa_shrinker_ops, seeks) == 36, "seeks");
 _Static_assert(offsetof(struct sa_shrinker_ops, batch) == 40, "batch");
+_Static_assert(sizeof(struct sa_lru_node) == 16, "sa_lru_node is two pointers, as lru.rs's SaLruNode");
+_Static_assert(SA_LRU_REMOVED == 0 && SA_LRU_ROTATE == 1 && SA_LRU_SKIP == 2 && SA_LRU_STOP == 3, "verdicts");
+_Static_assert(sizeof(enum sa_lru_verdict) == 4, "enum sa_lru_verdict is a C int, as lru.rs reads it");
+_Static_assert(sizeof(struct sa_lru_ops) == 40 && offsetof(struct sa_lru_ops, isolate) == 8 &&
+                   offsetof(struct sa_lru_ops, dispose) == 16 && offsetof(struct sa_lru_ops, arg) == 24 &&
+                   offsetof(struct sa_lru_ops, needs) == 32 && offsetof(struct sa_lru_ops, seeks) == 36,
+               "sa_lru_ops as lru.rs's SaLruOps");
 _Static_assert(sizeof(sa_context_t) == 8, "sa_context_t is context.rs's SaContext, one u64");
 
 #define FN(f) {#f, (void (*)(void))f}
@@ -43,10 +50,24 @@ static const struct {
     FN(sa_memalloc_noio_restore), FN(sa_scope_current), FN(sa_shrinker_register), FN(sa_shrinker_unregister),
     FN(sa_set_limits), FN(sa_reclaim), FN(sa_stats_print), FN(sa_reclaim_stats), FN(sa_version), FN(sa_context_capture),
     FN(sa_context_adopt), FN(sa_context_restore), FN(sa_set_io_flusher), FN(sa_workqueue_create),
-    FN(sa_workqueue_submit), FN(sa_workqueue_flush), FN(sa_workqueue_destroy),
+    FN(sa_workqueue_submit), FN(sa_workqueue_flush), FN(sa_workqueue_destroy), FN(sa_lockdep_enable),
+    FN(sa_lockdep_acquire), FN(sa_lockdep_release),
+    FN(sa_lru_create),
+    FN(sa_lru_destroy), FN(sa_lru_add), FN(sa_lru_del), FN(sa_lru_touch), FN(sa_lru_count), FN(sa_lru_shrink),
 };
 
 static void note_run(void *arg) {
+    __atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+static enum sa_lru_verdict isolate_any(struct sa_lru_node *node, void *arg) {
+    (void)node;
+    (void)arg;
+    return SA_LRU_REMOVED;
+}
+
+static void dispose_none(struct sa_lru_node *node, void *arg) {
+    (void)node;
     __atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
 }
 
@@ -110,6 +131,9 @@ int main(void) {
     const char *names[4];
     if (sa_reclaim_stats(values, names, 4) < 4 || strcmp(names[0], "committed") != 0)
         return 9;
+    sa_lockdep_enable(0);
+    sa_lockdep_acquire(&values, "values");
+    sa_lockdep_release(&values);
     unsigned outer = sa_memalloc_nofs_save();
     sa_context_t nofs = sa_context_capture();
     sa_memalloc_nofs_restore(outer);
@@ -133,6 +157,16 @@ int main(void) {
     (void)sa_set_io_flusher(0);
     if (sa_scope_current() != 0)
         return 15;
+    int disposed = 0;
+    struct sa_lru_ops lops = {"header-check-lru", isolate_any, dispose_none, &disposed, 0, 0};
+    sa_lru *lru = sa_lru_create(&lops);
+    struct sa_lru_node node = {0};
+    if (!lru || sa_lru_add(lru, &node) != 1 || sa_lru_count(lru) != 1)
+        return 16;
+    sa_lru_touch(lru, &node);
+    if (sa_lru_del(lru, &node) != 1 || sa_lru_add(lru, &node) != 1 || sa_lru_shrink(lru, 1) != 1 || disposed != 1)
+        return 17;
+    sa_lru_destroy(lru);
     printf("ok\n");
     return 0;
 }

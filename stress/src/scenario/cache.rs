@@ -7,27 +7,27 @@
 //! add up to the run's demand (`--demand`, by default [`GROWTH`] times the
 //! limit), spread evenly over the duration, so that unevicted the cache
 //! would hold the whole demand at the end; the child ends when the last get
-//! is served. Only eviction keeps it under a smaller limit. Under
-//! `shrinkalloc` the cache is behind a shrinker whose `scan` evicts the
-//! oldest entries of each shard it can lock without waiting; nothing else
-//! ever evicts. Every put and get is traced (`trace.rs`) for the oracle.
+//! is served. Only eviction keeps it under a smaller limit. The cache is a
+//! `shrinkalloc::cache::Lru`: under `shrinkalloc` its own shrinker evicts
+//! the coldest entries of each shard it can lock without waiting (gets
+//! `peek`, so the coldest are the oldest puts); nothing else ever evicts (under the other
+//! allocators it registers no shrinker). Every put and get is traced
+//! (`trace.rs`) for the oracle.
 //!
 //! Invariant: a value's length and content are functions of the seed and its
-//! key, so any value read back is checked without remembering it; a key is
-//! in its shard's map exactly when it is in that shard's FIFO, and `entries`
-//! and `bytes` count what the maps hold.
+//! key, so any value read back is checked without remembering it; `entries`
+//! and `bytes` are the Lru's entry count and weighted size (value bytes).
 //!
 //! Status fields: `puts`, `gets`, `hits`, `entries`, `cache_bytes`,
 //! `evicted`, `demand` (bytes), `cpu_ms` (the child's CPU time); the final
 //! line adds `verified` (entries checked at the end).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use shrinkalloc::reclaim::{self, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerOptions};
+use shrinkalloc::cache::Lru;
 
 use super::{corrupt, cpu_ms, due, ChildConfig, Expect, Launch, Run, Scenario};
 use crate::allocator::{Allocator, ALL};
@@ -65,50 +65,30 @@ const SHARDS: usize = 64;
 /// Gets pick among this many most recent keys.
 const HOT_KEYS: u64 = 1 << 16;
 
-struct Shard {
-    map: HashMap<u64, Box<[u8]>>,
-    /// Keys oldest first: what `scan` evicts.
-    fifo: VecDeque<u64>,
-}
-
-/// A sharded key-value cache of stamped values; also the block cache of the
+/// A sharded key-value cache of stamped values, on `shrinkalloc::cache::Lru`
+/// (whose shrinker evicts the coldest entries); also the block cache of the
 /// `nofs` scenario.
 pub struct Cache {
-    shards: Box<[Mutex<Shard>]>,
+    lru: Lru<u64, Arc<[u8]>>,
     seed: u64,
     next_key: AtomicU64,
-    entries: AtomicUsize,
-    bytes: AtomicUsize,
-    evicted: AtomicU64,
-    /// Where the next `evict` starts, so that shards take turns.
-    cursor: AtomicUsize,
     trace: Trace,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Cache {
-    /// An empty cache whose values derive from `seed`, not traced.
-    pub fn new(seed: u64) -> Self {
-        Self::traced(seed, Trace::off())
+    /// An empty cache whose values derive from `seed`, not traced; its
+    /// shrinker is registered as `shrinker` (`None`: no shrinker, nothing
+    /// evicts).
+    pub fn new(seed: u64, shrinker: Option<&str>) -> Self {
+        Self::traced(seed, Trace::off(), shrinker)
     }
 
     /// An empty cache whose values derive from `seed`, its requests traced
-    /// to `trace`.
-    pub fn traced(seed: u64, trace: Trace) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(Shard { map: HashMap::new(), fifo: VecDeque::new() })).collect();
-        Cache {
-            shards,
-            seed,
-            next_key: AtomicU64::new(0),
-            entries: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            evicted: AtomicU64::new(0),
-            cursor: AtomicUsize::new(0),
-            trace,
-        }
+    /// to `trace`; its shrinker is registered as `shrinker`, if any.
+    pub fn traced(seed: u64, trace: Trace, shrinker: Option<&str>) -> Self {
+        let builder = Lru::builder(shrinker.unwrap_or("kv-cache")).shards(SHARDS).weigher(|_, v: &Arc<[u8]>| v.len());
+        let lru = if shrinker.is_some() { builder.build() } else { builder.without_shrinker().build() };
+        Cache { lru, seed, next_key: AtomicU64::new(0), trace }
     }
 
     /// A buffer for one request thread's trace records.
@@ -127,27 +107,17 @@ impl Cache {
         mix(self.seed.rotate_left(17) ^ key)
     }
 
-    fn shard(&self, key: u64) -> &Mutex<Shard> {
-        &self.shards[(mix(key) % SHARDS as u64) as usize]
-    }
-
     /// Inserts the value of a new key; returns the key.
     pub fn put_new(&self, tb: &mut TraceBuf<'_>) -> u64 {
         // Relaxed: keys only need to be unique.
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let len = self.value_len(key);
-        let mut value = vec![0u8; len].into_boxed_slice();
-        verify::stamp(&mut value, self.tag(key));
-        let mut shard = lock(self.shard(key));
-        shard.map.insert(key, value);
-        shard.fifo.push_back(key);
+        // Made in place: one allocation, as a `vec!` would be.
+        let mut value: Arc<[u8]> = Arc::from_iter(std::iter::repeat_n(0u8, len));
+        verify::stamp(Arc::get_mut(&mut value).expect("a new Arc is unique"), self.tag(key));
+        self.lru.insert(key, value);
         let seq = self.trace.next_seq();
-        drop(shard);
         tb.push(Record { seq, key: key as u32, size: len as u32, kind: Kind::Put });
-        // Relaxed: statistics and `count`'s estimate; the shard lock orders
-        // the data itself.
-        self.entries.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(len, Ordering::Relaxed);
         key
     }
 
@@ -159,105 +129,46 @@ impl Cache {
             return false;
         }
         let key = newest - 1 - rng.below(newest.min(HOT_KEYS));
-        let shard = lock(self.shard(key));
-        let response = shard.map.get(&key).map(|v| v.to_vec());
+        // `peek`: gets pick uniformly among the newest keys, so a hit says
+        // nothing about the next use and insertion order (FIFO) is the
+        // better policy; it is the one this scenario always measured.
+        let value = self.lru.peek(&key);
         let seq = self.trace.next_seq();
-        drop(shard);
-        let kind = if response.is_some() { Kind::Hit } else { Kind::Miss };
+        let kind = if value.is_some() { Kind::Hit } else { Kind::Miss };
         tb.push(Record { seq, key: key as u32, size: self.value_len(key) as u32, kind });
-        let Some(response) = response else { return false };
+        let Some(value) = value else { return false };
+        let response = value.to_vec();
         if let Err(m) = verify::check_len(&response, self.tag(key), self.value_len(key)) {
             corrupt(format_args!("cache key {key}: {m}"));
         }
         true
     }
 
-    /// Evicts up to `n` oldest entries, spread over the shards it can lock
-    /// without waiting; `Stop` when every shard it tried was busy.
-    pub fn evict(&self, n: usize) -> ScanResult {
-        let (mut freed, mut busy) = (0, false);
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        while freed < n {
-            let before = freed;
-            for i in 0..SHARDS {
-                let mut shard = match self.shards[(start + i) % SHARDS].try_lock() {
-                    Ok(g) => g,
-                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(TryLockError::WouldBlock) => {
-                        busy = true;
-                        continue;
-                    }
-                };
-                let bite = (n - freed).div_ceil(SHARDS);
-                for _ in 0..bite {
-                    let Some(key) = shard.fifo.pop_front() else { break };
-                    if let Some(v) = shard.map.remove(&key) {
-                        self.bytes.fetch_sub(v.len(), Ordering::Relaxed);
-                        self.entries.fetch_sub(1, Ordering::Relaxed);
-                        freed += 1;
-                    }
-                }
-                if freed >= n {
-                    break;
-                }
-            }
-            if freed == before {
-                break;
-            }
-        }
-        self.evicted.fetch_add(freed as u64, Ordering::Relaxed);
-        if freed == 0 && busy {
-            ScanResult::Stop
-        } else {
-            ScanResult::Freed(freed)
-        }
-    }
-
     /// Checks every value still cached; returns how many.
     pub fn verify_all(&self) -> usize {
         let mut n = 0;
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
-            for (&key, value) in &shard.map {
-                if let Err(m) = verify::check_len(value, self.tag(key), self.value_len(key)) {
-                    corrupt(format_args!("cache key {key} at the end: {m}"));
-                }
-                n += 1;
+        self.lru.for_each(|&key, value| {
+            if let Err(m) = verify::check_len(value, self.tag(key), self.value_len(key)) {
+                corrupt(format_args!("cache key {key} at the end: {m}"));
             }
-        }
+            n += 1;
+        });
         n
     }
 
     /// Entries cached now.
     pub fn entries(&self) -> usize {
-        self.entries.load(Ordering::Relaxed)
+        self.lru.entry_count()
     }
 
     /// Value bytes cached now.
     pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.lru.weighted_size()
     }
 
     /// Entries evicted so far.
     pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
-    }
-}
-
-/// The cache's shrinker: `count` is the entries, `scan` evicts the oldest.
-/// Needs nothing: it never waits for a lock.
-pub struct CacheShrinker(pub Arc<Cache>);
-
-impl Shrinker for CacheShrinker {
-    fn count(&self, _: &ShrinkControl) -> CountResult {
-        match self.0.entries() {
-            0 => CountResult::Empty,
-            n => CountResult::Count(n),
-        }
-    }
-
-    fn scan(&self, sc: &ShrinkControl) -> ScanResult {
-        self.0.evict(sc.nr_to_scan())
+        self.lru.evicted()
     }
 }
 
@@ -277,11 +188,8 @@ fn work(cfg: &ChildConfig) -> (u64, f64) {
 }
 
 fn main(cfg: &ChildConfig) -> i32 {
-    let cache = Arc::new(Cache::traced(cfg.seed, Trace::from_env()));
-    let handle = cfg
-        .allocator
-        .registers_shrinkers()
-        .then(|| reclaim::register(CacheShrinker(cache.clone()), ShrinkerOptions::new("kv-cache")));
+    let shrinker = cfg.allocator.registers_shrinkers().then_some("kv-cache");
+    let cache = Cache::traced(cfg.seed, Trace::from_env(), shrinker);
     let counters = Counters::default();
     let run = Run::new(cfg);
     let (quota, per_sec) = work(cfg);
@@ -311,7 +219,6 @@ fn main(cfg: &ChildConfig) -> i32 {
     let mut last = fields();
     last.push(("verified", verified as u64));
     run.print(true, &|| last.clone());
-    drop(handle);
     0
 }
 

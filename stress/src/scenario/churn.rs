@@ -30,7 +30,13 @@ pub static SCENARIO: Scenario = Scenario {
     about: "random alloc/free/realloc from several threads, blocks moved across threads, \
             every block checked, live set at half the limit",
     launch: Launch::InProcess(main),
-    default_allocators: &[Allocator::ShrinkAlloc, Allocator::Glibc, Allocator::Jemalloc, Allocator::Mimalloc],
+    default_allocators: &[
+        Allocator::ShrinkAlloc,
+        Allocator::Glibc,
+        Allocator::Jemalloc,
+        Allocator::Mimalloc,
+        Allocator::Tcmalloc,
+    ],
     default_duration: Duration::from_secs(10),
     expect: |_| Expect::Survives,
     traced: false,

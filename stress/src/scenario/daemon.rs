@@ -76,12 +76,12 @@ pub fn require(program: &str, package: &str) -> Result<(), String> {
 
 /// What a daemon preloads to allocate with `allocator`: shrinkalloc's
 /// library when given (a daemon that links it needs none), glibc (see
-/// [`GLIBC`]), or Debian's jemalloc or mimalloc.
+/// [`GLIBC`]), or Debian's jemalloc, mimalloc or tcmalloc.
 pub fn malloc_preload(allocator: Allocator, shrinkalloc: Option<&Path>) -> Option<String> {
     match allocator {
         Allocator::ShrinkAlloc | Allocator::ShrinkAllocNoShrink => shrinkalloc.map(|p| p.display().to_string()),
         Allocator::Glibc => Some(GLIBC.to_string()),
-        Allocator::Jemalloc | Allocator::Mimalloc => allocator.preload().map(str::to_string),
+        Allocator::Jemalloc | Allocator::Mimalloc | Allocator::Tcmalloc => allocator.preload().map(str::to_string),
     }
 }
 

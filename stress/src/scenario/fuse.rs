@@ -296,8 +296,11 @@ fn start_daemon(
     if !cfg.allocator.registers_shrinkers() {
         cmd.arg("--no-shrinker");
     }
-    if let Some(lib) = daemon::malloc_preload(cfg.allocator, None) {
-        cmd.env("LD_PRELOAD", lib);
+    // Reclaim lockdep's pthread interposer goes first, when a test asks.
+    let lockdep = std::env::var("SHRINKALLOC_STRESS_LOCKDEP_PRELOAD").ok();
+    let preload: Vec<String> = [lockdep, daemon::malloc_preload(cfg.allocator, None)].into_iter().flatten().collect();
+    if !preload.is_empty() {
+        cmd.env("LD_PRELOAD", preload.join(":"));
     }
     let (f, s) = (Arc::clone(figures), Arc::clone(state));
     let mut daemon =

@@ -26,18 +26,26 @@
 //! `fs_skipped` (times reclaim in a NOFS thread skipped the FS shrinker: the
 //! dangerous path was taken), `fs_scans_in_nofs` (must be 0),
 //! `block_evicted`; the final line adds `verified`.
+//!
+//! The filesystem lock is a `shrinkalloc::sync::Mutex`, so that reclaim
+//! lockdep (`SHRINKALLOC_LOCKDEP`) sees it: with the checker on, the run
+//! first teaches it that the inode shrinker takes the lock (one inode, one
+//! pass), and must then see no report. `SHRINKALLOC_STRESS_NOFS_DROP_SCOPE=1`
+//! drops the readers' `NOFS` scope around their lookups under the lock:
+//! the bug lockdep must report (`stress/tests/lockdep_*`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use shrinkalloc::reclaim::{
-    self, CountResult, Needs, ScanResult, ScopeFlags, ShrinkControl, Shrinker, ShrinkerHandle, ShrinkerOptions,
+    self, CountResult, Level, Needs, ScanResult, ScopeFlags, ShrinkControl, Shrinker, ShrinkerHandle, ShrinkerOptions,
 };
+use shrinkalloc::sync::{Mutex, MutexGuard};
 
-use super::cache::{Cache, CacheShrinker, GROWTH};
+use super::cache::{Cache, GROWTH};
 use super::{corrupt, due, ChildConfig, Expect, Launch, Run, Scenario};
 use crate::allocator::Allocator;
 use crate::verify::{self, mix, Rng};
@@ -83,6 +91,8 @@ struct Fs {
     /// Whether shrinkalloc serves the process (journals then cross its
     /// hard limit for sure).
     shrinkalloc: bool,
+    /// Readers look inodes up without their `NOFS` scope (a planted bug).
+    drop_scope: bool,
 }
 
 impl Fs {
@@ -160,7 +170,8 @@ impl Fs {
             return false;
         }
         let ino = newest - 1 - rng.below(newest.min(1 << 14));
-        let copy = reclaim::with_nofs(|| self.lock().map.get(&ino).map(|v| v.to_vec()));
+        let look = || self.lock().map.get(&ino).map(|v| v.to_vec());
+        let copy = if self.drop_scope { look() } else { reclaim::with_nofs(look) };
         let Some(copy) = copy else { return false };
         if let Err(m) = verify::check_len(&copy, self.tag(ino), self.len(ino)) {
             corrupt(format_args!("inode {ino}: {m}"));
@@ -209,7 +220,7 @@ impl Shrinker for InodeShrinker {
 
 fn main(cfg: &ChildConfig) -> i32 {
     let fs = Arc::new(Fs {
-        lock: Mutex::new(Inodes { map: HashMap::new(), fifo: VecDeque::new() }),
+        lock: Mutex::named("fs lock", Inodes { map: HashMap::new(), fifo: VecDeque::new() }),
         seed: cfg.seed,
         next_inode: AtomicU64::new(0),
         inodes: AtomicUsize::new(0),
@@ -217,16 +228,19 @@ fn main(cfg: &ChildConfig) -> i32 {
         journals: AtomicU64::new(0),
         scans_in_nofs: AtomicU64::new(0),
         shrinkalloc: cfg.allocator.is_shrinkalloc(),
+        drop_scope: std::env::var_os("SHRINKALLOC_STRESS_NOFS_DROP_SCOPE").is_some_and(|v| v == "1"),
     });
-    let blocks = Arc::new(Cache::new(cfg.seed ^ 0xb10c));
+    let blocks = Cache::new(cfg.seed ^ 0xb10c, cfg.allocator.registers_shrinkers().then_some("block-cache"));
     let handles: Vec<ShrinkerHandle> = if cfg.allocator.registers_shrinkers() {
-        vec![
-            reclaim::register(InodeShrinker(fs.clone()), ShrinkerOptions::new("inode-cache").needs(Needs::FS)),
-            reclaim::register(CacheShrinker(blocks.clone()), ShrinkerOptions::new("block-cache")),
-        ]
+        vec![reclaim::register(InodeShrinker(fs.clone()), ShrinkerOptions::new("inode-cache").needs(Needs::FS))]
     } else {
         Vec::new()
     };
+    if shrinkalloc::lockdep::is_enabled() && !handles.is_empty() {
+        // Reclaim lockdep learns that the inode shrinker takes the lock.
+        fs.create_inodes(1);
+        reclaim::reclaim(usize::MAX, Level::Critical);
+    }
     let run = Run::new(cfg);
     let fields = || nofs_fields(&fs, &blocks, &handles);
     // A third of the growth is inodes (writers), the rest blocks (readers).

@@ -55,7 +55,13 @@ pub static SCENARIO: Scenario = Scenario {
     about: "an unmodified redis-server under LD_PRELOAD, dataset growing without maxmemory: how close to the \
             limit it gets, and what a FLUSHALL gives back",
     launch: Launch::Driver(&DRIVER),
-    default_allocators: &[Allocator::ShrinkAlloc, Allocator::Glibc, Allocator::Jemalloc, Allocator::Mimalloc],
+    default_allocators: &[
+        Allocator::ShrinkAlloc,
+        Allocator::Glibc,
+        Allocator::Jemalloc,
+        Allocator::Mimalloc,
+        Allocator::Tcmalloc,
+    ],
     default_duration: Duration::from_secs(20),
     expect: |_| Expect::DiesAtLimit,
     traced: false,

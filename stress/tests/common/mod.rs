@@ -123,7 +123,8 @@ pub fn run(test: &str, scenario: &str, allocators: &str, extra: &[&str]) -> Run 
     Run { output, pid, rows, out_dir }
 }
 
-fn parse_results(text: &str) -> Vec<Row> {
+/// The rows of a `results.csv`.
+pub fn parse_results(text: &str) -> Vec<Row> {
     let mut lines = text.lines();
     let header = split_csv(lines.next().unwrap_or_default());
     lines
