@@ -109,23 +109,28 @@ fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option
     Some(seg)
 }
 
-/// Committed tail past its use that a block taken from the cache may keep
-/// at most, whatever its size (see [`tail_max`]).
+/// A block taken from the cache keeps its whole committed tail while the
+/// tail is at most this, or at most twice what the block uses.
 const PINNED_TAIL_MIN: usize = 2 << 20;
 
-/// Committed bytes past its usable size `usable` that a block taken from
-/// the cache may keep: twice what it uses, and up to 2 MiB for blocks of
-/// 64 KiB or more (32 times what they use below that). A block that
-/// `realloc` grows again reuses its tail without faults; a tail past this
-/// is given back at once, since a live block's tail is out of reach of the
-/// time-based purge; a small buffer that took a big cached block keeps
-/// little of it. (On the harness's `realloc` workload, 2 threads: a tail
-/// of 1 MiB flat faulted 350-390k pages against glibc's 150-190k; twice
-/// `usable` alone, 270-280k; `usable` or 1 MiB, 180-215k; twice that,
-/// 115-160k at a peak RSS of 200-210 MiB in most runs; four times,
-/// 100-125k at 280-340 MiB.)
-fn tail_max(usable: usize) -> usize {
-    usable.saturating_mul(2).max(PINNED_TAIL_MIN.min(usable.saturating_mul(32)))
+/// How far a block taken from the cache with `committed` bytes committed
+/// for `usable` used bytes is cut back, if at all. A tail within 2 MiB, or
+/// within twice what the block uses, stays whole: a buffer that `realloc`
+/// grows again reuses it without faults (criterion's `realloc_grow/
+/// geometric` regrows a 1 MiB block from 4 KiB each iteration). A longer
+/// tail is given back at once, since a live block's tail is out of reach of
+/// the time-based purge, down to twice what the block uses (2 MiB for
+/// blocks of 64 KiB to 1 MiB, 32 times their use below 64 KiB, so that a
+/// small buffer that took a big block keeps little of it). (On the
+/// harness's `realloc` workload, 2 threads: cutting every tail past 1 MiB
+/// faulted 350-390k pages against glibc's 150-190k; keeping twice `usable`
+/// alone, 270-280k; `usable` or 1 MiB, 180-215k; twice that, 115-160k at
+/// a peak RSS of 200-210 MiB in most runs; four times, 100-125k at
+/// 280-340 MiB.)
+fn trim_to(committed: usize, usable: usize) -> Option<usize> {
+    let twice = usable.saturating_mul(2);
+    let keep = twice.max(PINNED_TAIL_MIN.min(usable.saturating_mul(32)));
+    (committed.saturating_sub(usable) > twice.max(PINNED_TAIL_MIN)).then(|| usable + keep)
 }
 
 /// Whether cached block `a` (committed bytes) fits a request of `usable`
@@ -146,7 +151,7 @@ fn better_fit(a: usize, b: usize, usable: usize) -> bool {
 /// fits best by committed bytes (see [`better_fit`]): a block freed after
 /// growing to 8 MiB is not cut down for a 100 KiB request while a smaller
 /// one is there, and the surplus of the one taken stays with it up to
-/// [`tail_max`].
+/// [`trim_to`].
 fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve: usize) -> Option<*mut Segment> {
     // Up to twice the address space asked is fine: untouched reserve costs
     // nothing, and what a cached block kept committed stays counted.
@@ -208,8 +213,7 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
     // Committed pages past the block's use stay with it while it lives,
     // out of reach of purging: keep a bounded tail, give the rest back now.
     let committed = s.committed_len.get();
-    let keep = usable + tail_max(usable);
-    if committed > keep {
+    if let Some(keep) = trim_to(committed, usable) {
         os::purge(seg.cast::<u8>().wrapping_add(s.block_offset.get() + keep), committed - keep);
         commit::on_purge(committed - keep);
         s.committed_len.set(keep);
