@@ -42,9 +42,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use shrinkalloc::reclaim::{
-    self, CountResult, Needs, ScanResult, ShrinkControl, Shrinker, ShrinkerHandle, ShrinkerOptions, DEFAULT_SEEKS,
-};
+use shrinkalloc::reclaim::{self, CountResult, ScanResult, ShrinkControl, Shrinker, ShrinkerHandle, ShrinkerOptions};
 
 use crate::libc_semantics::set_errno;
 
@@ -63,8 +61,6 @@ const REMOVED: c_int = 0;
 const ROTATE: c_int = 1;
 const SKIP: c_int = 2;
 const STOP: c_int = 3;
-/// `SA_NEEDS_FS | SA_NEEDS_IO`.
-const NEEDS_BITS: c_uint = 0x3;
 
 /// Ids in use: bit `t` set while an lru holds tag `t`.
 static TAGS_USED: AtomicU64 = AtomicU64::new(1);
@@ -572,16 +568,7 @@ pub unsafe extern "C" fn sa_lru_create(ops: *const SaLruOps) -> *mut SaLru {
     // SAFETY: caller promise: `ops` is null or valid for reads.
     let Some(ops) = (unsafe { ops.as_ref() }) else { return einval() };
     let (Some(isolate), Some(dispose)) = (ops.isolate, ops.dispose) else { return einval() };
-    if ops.needs & !NEEDS_BITS != 0 {
-        return einval();
-    }
-    let needs = match ops.needs {
-        0 => Needs::NONE,
-        1 => Needs::FS,
-        2 => Needs::IO,
-        _ => Needs::FS | Needs::IO,
-    };
-    let seeks = if ops.seeks == 0 { DEFAULT_SEEKS } else { ops.seeks };
+    let Some((needs, seeks)) = crate::shrinker::needs_and_seeks(ops.needs, ops.seeks) else { return einval() };
     reclaim::with_reserve(|| {
         let name: &[u8] = if ops.name.is_null() {
             b"sa_lru"

@@ -105,6 +105,22 @@ impl Shrinker for CShrinker {
     }
 }
 
+/// The `Needs` of a C `needs` word (`SA_NEEDS_FS | SA_NEEDS_IO`) and the
+/// seeks of a C `seeks` (0: the default); `None` when `needs` has other
+/// bits. Shared by shrinkers and lrus.
+pub(crate) fn needs_and_seeks(needs: c_uint, seeks: c_uint) -> Option<(Needs, c_uint)> {
+    if needs & !NEEDS_BITS != 0 {
+        return None;
+    }
+    let needs = match needs {
+        0 => Needs::NONE,
+        1 => Needs::FS,
+        2 => Needs::IO,
+        _ => Needs::FS | Needs::IO,
+    };
+    Some((needs, if seeks == 0 { DEFAULT_SEEKS } else { seeks }))
+}
+
 /// Registers a C shrinker; null with `errno = EINVAL` on bad `ops`.
 ///
 /// # Safety
@@ -117,16 +133,7 @@ pub unsafe extern "C" fn sa_shrinker_register(ops: *const SaShrinkerOps) -> *mut
     // SAFETY: caller promise: `ops` is null or valid for reads.
     let Some(ops) = (unsafe { ops.as_ref() }) else { return einval() };
     let (Some(count), Some(scan)) = (ops.count, ops.scan) else { return einval() };
-    if ops.needs & !NEEDS_BITS != 0 {
-        return einval();
-    }
-    let needs = match ops.needs {
-        0 => Needs::NONE,
-        1 => Needs::FS,
-        2 => Needs::IO,
-        _ => Needs::FS | Needs::IO,
-    };
-    let seeks = if ops.seeks == 0 { DEFAULT_SEEKS } else { ops.seeks };
+    let Some((needs, seeks)) = needs_and_seeks(ops.needs, ops.seeks) else { return einval() };
     // The name, the options and the handle may use the reserve, as the
     // registration itself does: this works at the hard limit.
     reclaim::with_reserve(|| {
