@@ -44,6 +44,11 @@ pub const ALL: [Allocator; 6] = [
     Allocator::Tcmalloc,
 ];
 
+/// shrinkalloc, glibc and the preloaded peers: the scenarios that do not
+/// compare shrinkalloc without its shrinkers.
+pub const SHRINKALLOC_AND_PEERS: [Allocator; 5] =
+    [Allocator::ShrinkAlloc, Allocator::Glibc, Allocator::Jemalloc, Allocator::Mimalloc, Allocator::Tcmalloc];
+
 /// The allocators preloaded from Debian's packages: the peers shrinkalloc
 /// is measured against besides glibc.
 pub const PRELOADED: [Allocator; 3] = [Allocator::Jemalloc, Allocator::Mimalloc, Allocator::Tcmalloc];

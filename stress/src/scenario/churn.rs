@@ -21,7 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::{corrupt, ChildConfig, Expect, Launch, Run, Scenario};
-use crate::allocator::Allocator;
+use crate::allocator::SHRINKALLOC_AND_PEERS;
 use crate::verify::{self, Rng};
 
 /// The `churn` scenario.
@@ -30,13 +30,7 @@ pub static SCENARIO: Scenario = Scenario {
     about: "random alloc/free/realloc from several threads, blocks moved across threads, \
             every block checked, live set at half the limit",
     launch: Launch::InProcess(main),
-    default_allocators: &[
-        Allocator::ShrinkAlloc,
-        Allocator::Glibc,
-        Allocator::Jemalloc,
-        Allocator::Mimalloc,
-        Allocator::Tcmalloc,
-    ],
+    default_allocators: &SHRINKALLOC_AND_PEERS,
     default_duration: Duration::from_secs(10),
     expect: |_| Expect::Survives,
     traced: false,

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use super::daemon::{self, Daemon, Figures};
 use super::{corrupt, ChildConfig, Column, Driver, Env, Expect, Launch, Run, Scenario, Unit, WORKDIR_ENV};
-use crate::allocator::Allocator;
+use crate::allocator::SHRINKALLOC_AND_PEERS;
 use crate::status;
 use crate::verify::{self, mix, Rng};
 
@@ -55,13 +55,7 @@ pub static SCENARIO: Scenario = Scenario {
     about: "an unmodified redis-server under LD_PRELOAD, dataset growing without maxmemory: how close to the \
             limit it gets, and what a FLUSHALL gives back",
     launch: Launch::Driver(&DRIVER),
-    default_allocators: &[
-        Allocator::ShrinkAlloc,
-        Allocator::Glibc,
-        Allocator::Jemalloc,
-        Allocator::Mimalloc,
-        Allocator::Tcmalloc,
-    ],
+    default_allocators: &SHRINKALLOC_AND_PEERS,
     default_duration: Duration::from_secs(20),
     expect: |_| Expect::DiesAtLimit,
     traced: false,
