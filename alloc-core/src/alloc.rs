@@ -225,14 +225,14 @@ fn find_page(heap: &Heap, class: usize) -> *mut Page {
                 p.collect();
             }
             if p.own.free.get().is_null() {
-                let cost = p.carve_cost();
+                let cost = p.refill_cost();
                 if cost > 0 && !commit::fits(cost) {
                     over_limit = over_limit.max(cost);
                     page = p.own.next.get();
                     continue;
                 }
             }
-            if !p.own.free.get().is_null() || p.extend() {
+            if !p.own.free.get().is_null() || p.refill() {
                 if page != heap.queues[class].head() {
                     // SAFETY: the page is on this queue; it moves to the front.
                     unsafe {

@@ -24,7 +24,7 @@ pub struct CheckError {
 }
 
 /// Walks the calling thread's heap and checks, for every page on its queues
-/// and full list: `used + |free| + |local_free| + untouched = reserved`,
+/// and full list: `used + |free| + |local_free| + |decommitted| + untouched = reserved`,
 /// block size and class agree, state is `IN_USE`, the full flags match the
 /// list; and `direct[c]` is the head of queue `c` (unless lockdep watches
 /// the heap).
@@ -76,7 +76,7 @@ fn check_page(heap: &Heap, p: &Page, class: Option<usize>, full: bool) -> Result
         return err("full page without XF_IN_FULL");
     }
     // Blocks on `xfree` still count in `used` until the owner collects them.
-    let n = count(p.own.free.get()) + count(p.own.local_free.get());
+    let n = count(p.own.free.get()) + count(p.own.local_free.get()) + count(p.own.decommitted.get());
     let untouched = p.own.reserved.get() - p.own.capacity.get();
     if p.used() as usize + n + untouched as usize != p.own.reserved.get() as usize {
         return err("used + free lists + untouched != reserved");

@@ -1,4 +1,4 @@
-//! Pages: runs of blocks of one size class, and their three free lists.
+//! Pages: runs of blocks of one size class, and their free lists.
 //!
 //! A page record lives in its segment's header and is split by who may
 //! touch it:
@@ -16,7 +16,8 @@
 //! Counting identity (checked by `check.rs`):
 //!
 //! ```text
-//!   reserved = used + |free| + |local_free| + (reserved - capacity)
+//!   reserved = used + |free| + |local_free| + |decommitted|
+//!              + (reserved - capacity)
 //!   used     = blocks handed out, including those pushed on `xfree`
 //!              by other threads and not yet collected
 //! ```
@@ -42,6 +43,20 @@
 //! ([`Page::on_free_lists`]); another thread cannot walk them and reports
 //! on the mark alone.
 //!
+//! Free blocks given back: under pressure, a free block of 8 KiB or more
+//! gives the OS pages inside it back (`MADV_DONTNEED`; the first three
+//! words stay, for the link, the free mark and the *decommit mark*), so that
+//! the memory a shrinker frees leaves the committed count at once, not
+//! when the block's whole page is empty. A thread that frees another
+//! thread's block while reclaiming does it before the push
+//! ([`Page::decommit_block`]) and marks the block; the owner sorts marked
+//! blocks onto `decommitted` when it collects, and gives back the inside of
+//! the blocks on its own lists when asked ([`Page::decommit_free`]). The
+//! allocation slow path takes a block off `decommitted` only when `free` ran
+//! dry, charging its inside again ([`Page::refill`]); a page that empties
+//! with holes is purged whole at once (`page_alloc::release_page`), since
+//! `touched` cannot describe holes.
+//!
 //! State is published after the fields it vouches for: a page taken for a
 //! class goes `FREE`/`PURGED -> TAKEN` (claimed, not yet readable), is
 //! initialised, and only then stored `IN_USE` with Release.
@@ -62,6 +77,27 @@ pub struct Block {
 /// Mixed into a page's address to make its free mark (see the module doc).
 #[cfg(feature = "double-free-check")]
 const FREE_MARK_SALT: usize = 0x5f0d_3b1e_a7c4_9d21;
+
+/// Blocks smaller than this have no whole OS page inside them to give back
+/// (see "Free blocks given back" in the module doc).
+pub const DECOMMIT_MIN_BLOCK: usize = 2 * os::OS_PAGE;
+
+/// The word of a block (past the link and the free mark) that carries the
+/// decommit mark.
+const DECOMMIT_MARK_WORD: usize = 2;
+
+/// Mixed into a page's address to make its decommit mark.
+const DECOMMIT_SALT: usize = 0x3c6e_f372_fe94_f82b;
+
+/// The OS pages inside a block of `bs` bytes at address `b` that may go
+/// back to the OS while the block is free: whole OS pages past its first
+/// three words. Returns their start and length (0: none).
+#[inline]
+pub fn hole_of(b: usize, bs: usize) -> (usize, usize) {
+    let lo = (b + (DECOMMIT_MARK_WORD + 1) * 8).next_multiple_of(os::OS_PAGE);
+    let hi = (b + bs) & !(os::OS_PAGE - 1);
+    (lo, hi.saturating_sub(lo))
+}
 
 /// Bytes `Page::extend` carves at a time (at least one block).
 pub const FIRST_CARVE: usize = 16 * 1024;
@@ -103,6 +139,10 @@ pub struct Owned {
     pub free: Cell<*mut Block>,
     /// The owner's frees, merged into `free` on the slow path.
     pub local_free: Cell<*mut Block>,
+    /// Free blocks whose inside went back to the OS under pressure (see
+    /// "Free blocks given back" in the module doc): taken one at a time,
+    /// charged again, when `free` ran dry.
+    pub decommitted: Cell<*mut Block>,
     /// Links in the owner's page queue or full list.
     pub next: Cell<*mut Page>,
     /// See `next`.
@@ -111,6 +151,9 @@ pub struct Owned {
     pub capacity: Cell<u32>,
     /// Blocks the page can hold.
     pub reserved: Cell<u32>,
+    /// Bytes inside `touched` that went back to the OS with the blocks on
+    /// `decommitted` (not counted as committed).
+    pub holes: Cell<u32>,
     /// Owner flags (`PF_*`), checked by the free fast path.
     pub flags: Cell<u8>,
     /// Every block on `free` is zero except its link word.
@@ -128,6 +171,12 @@ pub struct Shared {
     /// was last purged (OS-page rounded): what it holds committed. Written by
     /// the owner while `IN_USE`/`TAKEN`, by the purger while `PURGING`.
     pub touched: AtomicU32,
+    /// Bytes from `start` to the end of the page (fixed when the segment is
+    /// mapped; pages are at most 2 MiB).
+    pub size: u32,
+    /// When the page last became free, for purge decay: the clock in ms,
+    /// modulo 2^32 (idle times are compared wrapping: see `purge.rs`).
+    pub freed_at: AtomicU32,
     /// Segment-level state (`state::*`).
     pub state: AtomicU8,
     /// Size class index; written while `TAKEN`, read by statistics.
@@ -150,12 +199,8 @@ pub struct Shared {
     pub blocks: AtomicU64,
     /// Link in the owner's `remote_pages` stack.
     pub remote_next: AtomicPtr<Page>,
-    /// When the page last became free (ms), for purge decay.
-    pub freed_at: AtomicU64,
     /// First block (fixed when the segment is mapped).
     pub start: *mut u8,
-    /// Bytes from `start` to the end of the page (fixed likewise).
-    pub size: usize,
 }
 
 /// A page of blocks of one size class. See the module doc.
@@ -184,10 +229,12 @@ impl Page {
             own: Owned {
                 free: Cell::new(ptr::null_mut()),
                 local_free: Cell::new(ptr::null_mut()),
+                decommitted: Cell::new(ptr::null_mut()),
                 next: Cell::new(ptr::null_mut()),
                 prev: Cell::new(ptr::null_mut()),
                 capacity: Cell::new(0),
                 reserved: Cell::new(0),
+                holes: Cell::new(0),
                 flags: Cell::new(0),
                 is_zero: Cell::new(false),
             },
@@ -195,6 +242,8 @@ impl Page {
                 used: AtomicU32::new(0),
                 block_size: AtomicU32::new(0),
                 touched: AtomicU32::new(0),
+                size: 0,
+                freed_at: AtomicU32::new(0),
                 state: AtomicU8::new(state::PURGED),
                 class: AtomicU8::new(0),
                 bs_shift: AtomicU8::new(0),
@@ -203,9 +252,7 @@ impl Page {
                 inv: AtomicU64::new(0),
                 blocks: AtomicU64::new(0),
                 remote_next: AtomicPtr::new(ptr::null_mut()),
-                freed_at: AtomicU64::new(0),
                 start: ptr::null_mut(),
-                size: 0,
             },
         }
     }
@@ -260,6 +307,12 @@ impl Page {
         self.shared.heap.store(heap.wrapping_add(usize::from(full)), Ordering::Relaxed);
     }
 
+    /// Bytes from the first block to the end of the page.
+    #[inline(always)]
+    pub fn size(&self) -> usize {
+        self.shared.size as usize
+    }
+
     /// Committed bytes of the page (see [`Shared::touched`]).
     pub fn touched(&self) -> usize {
         self.shared.touched.load(Ordering::Relaxed) as usize
@@ -278,10 +331,12 @@ impl Page {
         let own = &self.own;
         own.free.set(ptr::null_mut());
         own.local_free.set(ptr::null_mut());
+        own.decommitted.set(ptr::null_mut());
+        own.holes.set(0);
         own.flags.set(0);
         own.is_zero.set(zero);
         own.capacity.set(0);
-        let reserved = (self.shared.size / block_size) as u32;
+        let reserved = (self.size() / block_size) as u32;
         own.reserved.set(reserved);
         own.next.set(ptr::null_mut());
         own.prev.set(ptr::null_mut());
@@ -417,7 +472,7 @@ impl Page {
         self.own.capacity.set((capacity + n) as u32);
         // Committed memory grows as blocks are carved, not when the page is
         // taken: a 2 MiB large page holding one block commits one block.
-        let end = ((capacity + n) * bs).next_multiple_of(os::OS_PAGE).min(self.shared.size);
+        let end = ((capacity + n) * bs).next_multiple_of(os::OS_PAGE).min(self.size());
         let touched = self.touched();
         if end > touched {
             crate::commit::on_commit(end - touched);
@@ -437,8 +492,130 @@ impl Page {
     pub fn carve_cost(&self) -> usize {
         let end = ((self.own.capacity.get() as usize + self.next_carve()) * self.block_size())
             .next_multiple_of(os::OS_PAGE)
-            .min(self.shared.size);
+            .min(self.size());
         end.saturating_sub(self.touched())
+    }
+
+    /// Committed bytes the next [`Page::refill`] adds: the inside of the
+    /// first block on `decommitted`, or else [`Page::carve_cost`].
+    pub fn refill_cost(&self) -> usize {
+        let d = self.own.decommitted.get();
+        if d.is_null() {
+            self.carve_cost()
+        } else {
+            hole_of(d as usize, self.block_size()).1
+        }
+    }
+
+    /// Puts a block on the empty `free` list (owner only): the first one on
+    /// `decommitted`, its inside committed again (charged by the caller:
+    /// [`Page::refill_cost`]), or else new blocks carved ([`Page::extend`]).
+    /// Returns whether a block was added.
+    pub fn refill(&self) -> bool {
+        let d = self.own.decommitted.get();
+        if d.is_null() {
+            return self.extend();
+        }
+        let hole = hole_of(d as usize, self.block_size()).1;
+        // SAFETY: `d` is on the page's `decommitted` list: a free block of
+        // the page whose first words stayed committed, linked by the first.
+        unsafe {
+            self.own.decommitted.set((*d).next);
+            (*d).next = self.own.free.get();
+        }
+        self.own.free.set(d);
+        self.own.is_zero.set(false);
+        self.own.holes.set(self.own.holes.get() - hole as u32);
+        crate::commit::on_commit(hole);
+        true
+    }
+
+    /// Gives back to the OS the inside of the free blocks on the page's own
+    /// lists (owner only, under pressure): each goes to `decommitted`.
+    /// Returns the bytes given back. Blocks under [`DECOMMIT_MIN_BLOCK`]
+    /// have no whole OS page inside and are left alone.
+    pub fn decommit_free(&self) -> usize {
+        let bs = self.block_size();
+        if bs < DECOMMIT_MIN_BLOCK {
+            return 0;
+        }
+        self.collect();
+        let mut bytes = 0;
+        let mut keep: *mut Block = ptr::null_mut();
+        let mut b = self.own.free.replace(ptr::null_mut());
+        while !b.is_null() {
+            // SAFETY: blocks on the owner's `free` list are free blocks of
+            // the page, linked by their first word; the owner alone
+            // touches them.
+            let next = unsafe { (*b).next };
+            // SAFETY: as above: the block is free and the page's.
+            let hole = unsafe { self.give_back_inside(b) };
+            if hole == 0 {
+                // SAFETY: as above.
+                unsafe { (*b).next = keep };
+                keep = b;
+            } else {
+                self.push_decommitted(b, hole);
+                bytes += hole;
+            }
+            b = next;
+        }
+        self.own.free.set(keep);
+        bytes
+    }
+
+    /// Puts a block whose inside went back to the OS on `decommitted`
+    /// (owner only).
+    fn push_decommitted(&self, b: *mut Block, hole: usize) {
+        // SAFETY: the caller hands over a free block of the page.
+        unsafe { (*b).next = self.own.decommitted.get() };
+        self.own.decommitted.set(b);
+        self.own.holes.set(self.own.holes.get() + hole as u32);
+    }
+
+    /// Gives back the inside of free block `b` (the whole OS pages past its
+    /// first three words) and uncounts it from the committed bytes.
+    /// Returns the bytes, 0 when the block has no whole OS page inside.
+    ///
+    /// # Safety
+    ///
+    /// `b` is a free block of this page that only the calling thread
+    /// touches until it is on a list.
+    unsafe fn give_back_inside(&self, b: *mut Block) -> usize {
+        let (lo, len) = hole_of(b as usize, self.block_size());
+        if len == 0 {
+            return 0;
+        }
+        // The block's memory, with its provenance, from `lo` on.
+        os::purge(b.cast::<u8>().wrapping_add(lo - b as usize), len);
+        crate::commit::on_purge(len);
+        len
+    }
+
+    /// For a thread that frees another thread's block while reclaiming:
+    /// gives back the block's inside before the push, and marks it so that
+    /// the owner sorts it onto `decommitted` ([`Page::collect`]). Returns
+    /// the bytes given back (0: the block is too small, left as it is).
+    ///
+    /// # Safety
+    ///
+    /// `block` is a live block of this page that the caller is freeing.
+    pub unsafe fn decommit_block(&self, block: *mut Block) -> usize {
+        if self.block_size() < DECOMMIT_MIN_BLOCK {
+            return 0;
+        }
+        // SAFETY: the caller gives up the block: its memory is ours.
+        let hole = unsafe { self.give_back_inside(block) };
+        if hole > 0 {
+            // SAFETY: blocks of 8 KiB or more have a third word, committed.
+            unsafe { block.cast::<usize>().add(DECOMMIT_MARK_WORD).write(self.decommit_mark()) };
+        }
+        hole
+    }
+
+    /// The decommit mark of this page's blocks.
+    fn decommit_mark(&self) -> usize {
+        ptr::from_ref(self) as usize ^ DECOMMIT_SALT
     }
 
     /// Moves `local_free` and the cross-thread list into `free`, keeping the
@@ -483,13 +660,43 @@ impl Page {
         }
     }
 
-    /// Merges a taken `xfree` word's list into `free`: those blocks leave `used`.
+    /// Merges a taken `xfree` word's list into `free`: those blocks leave
+    /// `used`. Blocks of 8 KiB or more that carry the decommit mark go to
+    /// `decommitted` instead (see [`Page::decommit_block`]).
     fn merge_remote(&self, word: usize) {
         let list = (word & !XF_FLAGS) as *mut Block;
-        if !list.is_null() {
+        if list.is_null() {
+            return;
+        }
+        if self.block_size() < DECOMMIT_MIN_BLOCK {
             let n = self.append_to_free(list);
             self.set_used(self.used() - n);
+            return;
         }
+        let (mark, bs) = (self.decommit_mark(), self.block_size());
+        let mut n = 0;
+        let mut b = list;
+        while !b.is_null() {
+            n += 1;
+            // SAFETY: `list` is a chain of free blocks of this page taken
+            // off `xfree`, linked by their first word, ending in null, each
+            // of 8 KiB or more with a committed third word: the owner alone
+            // touches them now.
+            unsafe {
+                let next = (*b).next;
+                let word = b.cast::<usize>().add(DECOMMIT_MARK_WORD);
+                if word.read() == mark {
+                    word.write(0);
+                    self.push_decommitted(b, hole_of(b as usize, bs).1);
+                } else {
+                    (*b).next = self.own.free.get();
+                    self.own.free.set(b);
+                }
+                b = next;
+            }
+        }
+        self.own.is_zero.set(false);
+        self.set_used(self.used() - n);
     }
 
     /// Prepends `list` to `free`; returns its length. The merged blocks were
@@ -597,7 +804,7 @@ impl Page {
     }
 
     /// Whether `block` is on one of the page's free lists (`free`,
-    /// `local_free`, `xfree`): the owner's confirmation of a double free.
+    /// `local_free`, `decommitted`, `xfree`): the owner's confirmation of a double free.
     /// Each walk stops after `reserved` links, so a list already corrupted
     /// into a cycle cannot hang it. Cold: only a suspected double free asks.
     #[cold]
@@ -605,7 +812,7 @@ impl Page {
         let limit = self.own.reserved.get() as usize;
         // Acquire pairs with the pushers' Release CAS: their links are seen.
         let remote = (self.shared.xfree.load(Ordering::Acquire) & !XF_FLAGS) as *mut Block;
-        [self.own.free.get(), self.own.local_free.get(), remote].into_iter().any(|mut b| {
+        [self.own.free.get(), self.own.local_free.get(), self.own.decommitted.get(), remote].into_iter().any(|mut b| {
             for _ in 0..=limit {
                 if b.is_null() {
                     return false;
@@ -691,21 +898,22 @@ mod tests {
             let mut page = Page::empty();
             page.shared.start = core::ptr::without_provenance_mut(1 << 22);
             page.shared.size = (4 << 20) - 4096;
-            page.own.reserved.set((page.shared.size / bs) as u32);
+            let size = page.size();
+            page.own.reserved.set((size / bs) as u32);
             page.shared.block_size.store(bs as u32, Ordering::Relaxed);
-            page.set_geometry(bs, (page.shared.size / bs) as u32);
+            page.set_geometry(bs, (size / bs) as u32);
             let start = page.shared.start as usize;
-            for i in (0..page.shared.size / bs).step_by(1 + 97 / (1 + bs / 64)) {
+            for i in (0..size / bs).step_by(1 + 97 / (1 + bs / 64)) {
                 for d in [0usize, 1, 8, 16, bs / 2, bs - 1] {
                     let p = (start + i * bs + d) as *const u8;
                     let off = i * bs + d;
-                    let start_of_block = off % bs == 0 && off < page.shared.size / bs * bs;
+                    let start_of_block = off % bs == 0 && off < size / bs * bs;
                     assert_eq!(page.is_block_start(p), start_of_block, "class {class} block {i} +{d}");
                 }
             }
             // Before the first block (a segment header) and past the last.
-            let end = start + page.shared.size / bs * bs;
-            for a in [start - 1, start - 8, start - bs, start - 4096, end, end + 8, start + page.shared.size] {
+            let end = start + size / bs * bs;
+            for a in [start - 1, start - 8, start - bs, start - 4096, end, end + 8, start + size] {
                 assert!(!page.is_block_start(a as *const u8), "class {class} address {a:#x}");
             }
         }

@@ -18,7 +18,7 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::heap::Heap;
-use crate::page::{state, Page, FIRST_CARVE, PF_IN_FULL};
+use crate::page::{state, Page, DECOMMIT_MIN_BLOCK, FIRST_CARVE, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{self, CLASSES, MAX_MEDIUM, MAX_SMALL};
 use crate::{commit, os};
@@ -62,7 +62,7 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
         // rest for a free one that held smaller blocks (a 128 KiB block on
         // a page that touched 12 KiB). Reclaim may run here and re-enter
         // this heap; look again after.
-        let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.shared.size);
+        let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.size());
         let need = first.saturating_sub(if was == state::PURGED { 0 } else { page.touched() });
         if need > charged {
             if !commit::charge(need) {
@@ -97,7 +97,7 @@ fn pick_free_page<'s>(heap: &Heap, seg: &'s Segment, block_size: usize) -> Optio
         let mut purged = None;
         let mut purging = false;
         for page in &seg.pages[..seg.page_count] {
-            if page.shared.size < block_size {
+            if page.size() < block_size {
                 continue;
             }
             // Relaxed: the CAS in `new_page` re-checks with Acquire.
@@ -188,9 +188,24 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
     // it cannot pass as the owner's.
     p.shared.heap.store(ptr::null_mut(), Ordering::Relaxed);
     // Relaxed: published by the Release store of FREE below.
-    p.shared.freed_at.store(os::now_ms(), Ordering::Relaxed);
+    // The clock modulo 2^32 (see `Shared::freed_at`).
+    p.shared.freed_at.store(os::now_ms() as u32, Ordering::Relaxed);
+    // A page whose free blocks gave their inside back has holes that
+    // `touched` cannot describe: it is purged whole now, which only
+    // happens under pressure (see "Free blocks given back" in `page.rs`).
+    let holes = p.own.holes.replace(0) as usize;
+    let now = if holes > 0 {
+        let touched = p.touched();
+        os::purge(p.shared.start, touched);
+        commit::on_purge(touched - holes);
+        p.set_touched(0);
+        p.own.decommitted.set(ptr::null_mut());
+        state::PURGED
+    } else {
+        state::FREE
+    };
     // Release pairs with the Acquire CAS of the purger and of `new_page`.
-    p.shared.state.store(state::FREE, Ordering::Release);
+    p.shared.state.store(now, Ordering::Release);
     s.used_pages.set(s.used_pages.get() - 1);
     if s.used_pages.get() == 0 {
         seg_list_remove(heap, s);
@@ -257,4 +272,25 @@ pub fn release_empty_pages(heap: &Heap) {
             page = next;
         }
     }
+}
+
+/// Gives back to the OS the inside of the free blocks of 8 KiB or more on
+/// the heap's pages (see "Free blocks given back" in `page.rs`): under
+/// pressure, after the empty pages went back whole. Returns the bytes.
+/// The calling thread owns `heap`.
+pub fn decommit_free_blocks(heap: &Heap) -> usize {
+    let mut bytes = 0;
+    for class in 0..CLASSES {
+        if size_class::size_of(class) < DECOMMIT_MIN_BLOCK {
+            continue;
+        }
+        let mut page = heap.queues[class].head();
+        while !page.is_null() {
+            // SAFETY: pages on the heap's queues are live and owned by it.
+            let p = unsafe { &*page };
+            bytes += p.decommit_free();
+            page = p.own.next.get();
+        }
+    }
+    bytes
 }

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
 use crate::page::{state, Page};
-use crate::page_alloc::release_empty_pages;
+use crate::page_alloc::{decommit_free_blocks, release_empty_pages};
 use crate::segment::{self, Kind, ALL};
 use crate::{commit, huge, os, thread};
 
@@ -57,10 +57,16 @@ pub fn tick(heap: &Heap) {
 fn tick_now(heap: &Heap, epoch: u64) {
     heap.tick_countdown.set(TICK_EVERY);
     let now = os::now_ms();
-    if now >= heap.next_collect.get() || epoch != heap.collect_epoch.get() {
+    let asked = epoch != heap.collect_epoch.get();
+    if now >= heap.next_collect.get() || asked {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);
         release_empty_pages(heap);
+        if asked {
+            // A purge asked (reclaim, or the program): the inside of free
+            // blocks goes back too.
+            decommit_free_blocks(heap);
+        }
     }
     global_tick(now);
 }
@@ -95,11 +101,12 @@ pub(crate) fn tick_period_ms() -> u64 {
 }
 
 /// Returns every free page and cached segment to the OS now, after giving
-/// back the empty pages of the calling thread and of exited threads.
-/// Returns the bytes released.
+/// back the empty pages of the calling thread and of exited threads, and
+/// the inside of the calling thread's free blocks of 8 KiB or more (their
+/// next use commits it again). Returns the bytes released.
 ///
-/// Other live threads give back their empty pages at their next allocation
-/// slow path.
+/// Other live threads do the same with their empty pages and free blocks
+/// at their next allocation slow path.
 ///
 /// ```
 /// let v = vec![0u8; 8 << 20];
@@ -111,12 +118,15 @@ pub fn purge() -> usize {
     // Relaxed: see `COLLECT_EPOCH`.
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
     let heap = heap::current();
+    let mut bytes = 0;
     if heap != empty_heap() {
         // SAFETY: a heap other than the empty one is this thread's own.
-        release_empty_pages(unsafe { &*heap });
+        let heap = unsafe { &*heap };
+        release_empty_pages(heap);
+        bytes += decommit_free_blocks(heap);
     }
     thread::collect_abandoned();
-    purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
+    bytes + purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
 }
 
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
@@ -151,7 +161,9 @@ fn purge_page(page: &Page, now: u64, delay: u64, force: bool) -> usize {
     if sh.state.load(Ordering::Relaxed) != state::FREE {
         return 0;
     }
-    let idle = now.saturating_sub(sh.freed_at.load(Ordering::Relaxed));
+    // Wrapping, on the clock modulo 2^32: exact for idle times under 49
+    // days (a page idle longer may wait one more delay).
+    let idle = u64::from((now as u32).wrapping_sub(sh.freed_at.load(Ordering::Relaxed)));
     if !force && idle < delay {
         return 0;
     }

@@ -314,7 +314,7 @@ pub fn map_segment(kind: Kind, size: usize, align: usize) -> Option<*mut Segment
     for (i, page) in s.pages[..page_count].iter_mut().enumerate() {
         let off = if i == 0 { HEADER_RESERVE } else { i << page_shift };
         page.shared.start = mem.as_ptr().wrapping_add(off);
-        page.shared.size = if kind == Kind::Huge { 0 } else { ((i + 1) << page_shift) - off };
+        page.shared.size = if kind == Kind::Huge { 0 } else { (((i + 1) << page_shift) - off) as u32 };
         *page.shared.state.get_mut() = state::PURGED;
     }
     map_set(seg, size, Some(kind));

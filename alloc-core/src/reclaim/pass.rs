@@ -177,6 +177,9 @@ impl Meter {
 pub(crate) fn run(p: &Pass) -> (Freed, Owed) {
     let started = Instant::now();
     let _r = Reclaiming::enter();
+    // The blocks shrinkers free into other threads' pages give their
+    // inside back at once: their owners may not allocate again soon.
+    let decommitting = crate::free::set_decommit_frees(true);
     let scope = p.scope.effective();
     let mut owed = [false; ContextClass::COUNT];
     let mut meter = Meter::start(p.measure(), purge_measured(p.measure()));
@@ -189,6 +192,7 @@ pub(crate) fn run(p: &Pass) -> (Freed, Owed) {
             }
         }
     }
+    crate::free::set_decommit_frees(decommitting);
     let freed = Freed { bytes: meter.freed(), objects };
     stats::record_pass(&PassRecord {
         level: p.level,
