@@ -14,10 +14,11 @@
 //! | | cgroup v2 | cgroup v1 |
 //! |---|---|---|
 //! | group limit `L` | `memory.max` | `memory.limit_in_bytes` |
-//! | hard limit | `L - max(L/8, 8 MiB)` | the same |
+//! | hard limit | `L - max(L/8, 8 MiB)`; none without `L` | `L - max(L/8, 8 MiB)` |
 //! | soft limit | `H - H/16` with `H` = `memory.high` if set, else `3L/4` | `memory.soft_limit_in_bytes` if set, else `3L/4` |
 //!
-//! The soft limit never exceeds the hard one. The margin under `L` leaves
+//! A v1 group without `L` gives no limits; a v2 group without `L` gives
+//! them only with `memory.high`. The soft limit never exceeds the hard one. The margin under `L` leaves
 //! room for what the process maps outside the allocator (code, stacks,
 //! page cache charged to the group). On v2 the soft line stays 1/16 under
 //! `memory.high`: past it the kernel throttles every thread of the group
@@ -164,6 +165,13 @@ pub struct PathBuf {
     len: usize,
 }
 
+impl Default for PathBuf {
+    /// The empty path.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PathBuf {
     pub(crate) const fn new() -> Self {
         Self { buf: [0; 1024], len: 0 }
@@ -239,10 +247,21 @@ pub struct Found {
 }
 
 impl Found {
-    /// The (soft, hard) limits derived from the group's limits; `None`
-    /// when the group sets no limit.
-    pub fn derived_limits(&self) -> Option<(u64, u64)> {
-        let limit = self.limit?;
+    /// The (soft, hard) limits derived from the group's limits (see the
+    /// module's table); `None` when the group sets no limit. On v2,
+    /// `memory.high` without `memory.max` gives a soft line and no hard one:
+    /// the kernel never OOM-kills there, but throttles.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::cgroup::{Found, PathBuf, Version};
+    /// let high_only = Found { version: Version::V2, dir: PathBuf::default(), limit: None, high: Some(160 << 20) };
+    /// assert_eq!(high_only.derived_limits(), Some((150 << 20, None)));
+    /// ```
+    pub fn derived_limits(&self) -> Option<(u64, Option<u64>)> {
+        let Some(limit) = self.limit else {
+            let high = self.high.filter(|_| self.version == Version::V2)?;
+            return (high >= 16).then_some((high - high / 16, None));
+        };
         let hard = limit.saturating_sub((limit / 8).max(8 << 20));
         let soft = match (self.version, self.high) {
             (Version::V2, Some(high)) => high - high / 16,
@@ -250,7 +269,7 @@ impl Found {
             (_, None) => limit / 4 * 3,
         };
         let soft = soft.min(hard);
-        (hard > 0).then_some((soft, hard))
+        (hard > 0).then_some((soft, Some(hard)))
     }
 }
 
@@ -545,9 +564,9 @@ short line\n";
     #[test]
     fn derived_limits_leave_a_margin_and_keep_soft_under_hard() {
         let f = |limit, high| Found { version: Version::V1, dir: PathBuf::new(), limit, high };
-        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, 336 << 20)));
-        assert_eq!(f(Some(1 << 30), Some(900 << 20)).derived_limits(), Some((896 << 20, 896 << 20)));
-        assert_eq!(f(Some(64 << 20), Some(16 << 20)).derived_limits(), Some((16 << 20, 56 << 20)));
+        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, Some(336 << 20))));
+        assert_eq!(f(Some(1 << 30), Some(900 << 20)).derived_limits(), Some((896 << 20, Some(896 << 20))));
+        assert_eq!(f(Some(64 << 20), Some(16 << 20)).derived_limits(), Some((16 << 20, Some(56 << 20))));
         assert_eq!(f(None, Some(1 << 20)).derived_limits(), None);
         assert_eq!(f(Some(4 << 20), None).derived_limits(), None);
     }
@@ -556,12 +575,19 @@ short line\n";
     fn on_v2_the_soft_line_stays_a_sixteenth_under_memory_high() {
         let f = |limit, high| Found { version: Version::V2, dir: PathBuf::new(), limit, high };
         // memory.high throttles: background reclaim works under it.
-        assert_eq!(f(Some(128 << 20), Some(100 << 20)).derived_limits(), Some(((100 << 20) * 15 / 16, 112 << 20)));
-        assert_eq!(f(Some(1 << 30), Some(960 << 20)).derived_limits(), Some((896 << 20, 896 << 20)));
-        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, 336 << 20)));
-        // v1's soft limit throttles nothing: taken as it is.
+        assert_eq!(
+            f(Some(128 << 20), Some(100 << 20)).derived_limits(),
+            Some(((100 << 20) * 15 / 16, Some(112 << 20)))
+        );
+        assert_eq!(f(Some(1 << 30), Some(960 << 20)).derived_limits(), Some((896 << 20, Some(896 << 20))));
+        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, Some(336 << 20))));
+        // memory.high alone: a soft line, no hard one.
+        assert_eq!(f(None, Some(100 << 20)).derived_limits(), Some(((100 << 20) * 15 / 16, None)));
+        // v1's soft limit throttles nothing: taken as it is, and alone it
+        // gives nothing.
         let v1 = Found { version: Version::V1, ..f(Some(128 << 20), Some(100 << 20)) };
-        assert_eq!(v1.derived_limits(), Some((100 << 20, 112 << 20)));
+        assert_eq!(v1.derived_limits(), Some((100 << 20, Some(112 << 20))));
+        assert_eq!(Found { limit: None, ..v1 }.derived_limits(), None);
     }
 
     #[test]
@@ -602,7 +628,7 @@ short line\n";
         assert!(found.dir.as_bytes().ends_with(b"/memory/a/b"));
         assert_eq!(found.limit, Some(384 << 20));
         assert_eq!(found.high, None);
-        assert_eq!(found.derived_limits(), Some((288 << 20, 336 << 20)));
+        assert_eq!(found.derived_limits(), Some((288 << 20, Some(336 << 20))));
         std::fs::remove_dir_all(root).unwrap();
     }
 

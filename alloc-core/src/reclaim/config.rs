@@ -85,7 +85,7 @@ fn from_cgroup(derive: bool) {
     let found = cgroup::discover();
     let derived = found.as_ref().and_then(|f| f.derived_limits());
     if let (Some((soft, hard)), true) = (derived, derive) {
-        limit::set_initial(soft as usize, hard as usize, true);
+        limit::set_initial(soft as usize, hard.unwrap_or(0) as usize, true);
     }
     if let Some(f) = &found {
         keep_huge_pages_out(f);
@@ -95,7 +95,8 @@ fn from_cgroup(derive: bool) {
 }
 
 /// Turns transparent huge pages off for the process (`os::disable_thp`)
-/// when its group has a limit and the system's mode is `always`: the group
+/// when its group limits it (lines are derived from it: `cgroup.rs`) and
+/// the system's mode is `always`: the group
 /// is then charged for what the allocator commits, which its lines count,
 /// and a purge gives back what it reports. With them, in a VM running
 /// Debian's kernel (`always`), a cache daemon under `memory.high` was
@@ -106,7 +107,7 @@ fn from_cgroup(derive: bool) {
 /// is the TLB reach of 2 MiB pages, only in a process whose memory is
 /// limited; its children, in the same group, inherit the setting.
 fn keep_huge_pages_out(found: &cgroup::Found) {
-    if found.limit.is_none() {
+    if found.derived_limits().is_none() {
         return;
     }
     let mut buf = [0u8; 64];

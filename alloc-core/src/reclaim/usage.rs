@@ -39,8 +39,9 @@ pub(crate) struct Group {
     /// The soft and hard lines, as limits on the working set.
     pub(crate) lines: Limits,
     /// The group's real limit: the smallest `memory.max` /
-    /// `memory.limit_in_bytes` on the way to the root.
-    pub(crate) limit: u64,
+    /// `memory.limit_in_bytes` on the way to the root (`None`: only
+    /// `memory.high`).
+    pub(crate) limit: Option<u64>,
     /// Whether the soft line comes from a line where the kernel throttles
     /// the group: `memory.high` on v2 (v1's soft limit throttles nothing).
     pub(crate) throttled: bool,
@@ -48,12 +49,12 @@ pub(crate) struct Group {
 
 impl Group {
     /// The group discovery found, with the lines derived from it; `None`
-    /// when it sets no limit.
+    /// when it sets no limit (`Found::derived_limits`).
     fn from_found(f: &Found) -> Option<Group> {
         let (soft, hard) = f.derived_limits()?;
-        let lines = Limits::new(soft as usize, hard as usize);
+        let lines = Limits::new(soft as usize, hard.unwrap_or(0) as usize);
         let throttled = f.version == Version::V2 && f.high.is_some();
-        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit?, throttled })
+        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit, throttled })
     }
 
     /// Raw usage past which reclaim acts whatever the allocator holds for
@@ -243,10 +244,11 @@ pub(crate) fn read_if_due() -> Option<Reading> {
 }
 
 /// Whether `bytes` more keep the group's working set (read now) within its
-/// real limit; `true` without a group or a reading: the kernel decides.
+/// real limit; `true` without a group, a limit or a reading: the kernel
+/// decides.
 pub(crate) fn fits_real_limit(bytes: usize) -> bool {
-    match (group(), read_now()) {
-        (Some(g), Some(r)) => r.working_set.saturating_add(bytes as u64) <= g.limit,
+    match (group().and_then(|g| g.limit), read_now()) {
+        (Some(limit), Some(r)) => r.working_set.saturating_add(bytes as u64) <= limit,
         _ => true,
     }
 }
@@ -266,6 +268,18 @@ mod tests {
     /// A group with a 128 MiB limit (hard line 112 MiB).
     fn group(version: Version, high: Option<u64>) -> Group {
         Group::from_found(&Found { version, dir: PathBuf::new(), limit: Some(128 << 20), high }).unwrap()
+    }
+
+    #[test]
+    fn memory_high_alone_gives_a_soft_line_and_the_guard_at_it() {
+        let high_only = Found { version: Version::V2, dir: PathBuf::new(), limit: None, high: Some(100 << 20) };
+        let g = Group::from_found(&high_only).unwrap();
+        let soft = 100 * MIB - 100 * MIB / 16;
+        assert_eq!((g.lines.soft(), g.lines.hard(), g.limit), (Some(soft), None, None));
+        assert_eq!(g.guard(), soft, "raw usage counts from the soft line on, under memory.high");
+        assert!(g.lines.fits(usize::MAX), "no hard line: nothing is ever critical for it");
+        // v1's soft limit alone: no group to watch.
+        assert!(Group::from_found(&Found { version: Version::V1, ..high_only }).is_none());
     }
 
     #[test]
