@@ -14,11 +14,11 @@
 //! over the environment. Unless `SHRINKALLOC_CGROUP=off`, the process's
 //! memory cgroup is found (`cgroup.rs`); with neither limit configured,
 //! both are derived from it (as lines that start reclaim, never refuse),
-//! and in any case its whole usage is watched (`usage.rs`); under its limit,
-//! transparent huge pages in the system's `always` mode are turned off for
-//! the process (`keep_huge_pages_out`). The monitor
-//! (`monitor.rs`) says whether it should start on its own
-//! (`SHRINKALLOC_MONITOR=on`); if so, past a few more MiB committed.
+//! and in any case its whole usage is watched (`usage.rs`); under its
+//! lines, transparent huge pages in the system's `always` mode are turned
+//! off for the process (`keep_huge_pages_out`). The monitor (`monitor.rs`)
+//! says whether it should start on its own (`SHRINKALLOC_MONITOR=on`); if
+//! so, past a few more MiB committed.
 //!
 //! Invariant: [`ensure`] returns only once the configuration is read (or
 //! after a bounded wait, for a thread that finds a fork's parent thread
@@ -96,9 +96,9 @@ fn from_cgroup(derive: bool) {
 
 /// Turns transparent huge pages off for the process (`os::disable_thp`)
 /// when its group limits it (lines are derived from it: `cgroup.rs`) and
-/// the system's mode is `always`: the group
-/// is then charged for what the allocator commits, which its lines count,
-/// and a purge gives back what it reports. With them, in a VM running
+/// the system's mode is `always`: the group is then charged for what the
+/// allocator commits, which its lines count, and a purge gives back what
+/// it reports. With them, in a VM running
 /// Debian's kernel (`always`), a cache daemon under `memory.high` was
 /// charged 20-35 MiB more than it had committed (a first touch takes
 /// 2 MiB, khugepaged fills partly used 2 MiB ranges, and a purge of part of
