@@ -171,7 +171,13 @@ fn check_survivor(run: &Run) {
         }
         _ => {
             assert!(r.get("v2_events").is_some_and(|s| s.starts_with("Active,")), "{}", out.output());
-            assert!(r.num("cgroup_usage_events") > 0, "{}", out.output());
+            // As on v1: the group's usage less the allocator's reusable
+            // memory seldom passes the soft line's high watermark once the
+            // group is charged only what the allocator commits
+            // (transparent huge pages off under a limit): the derived
+            // soft line's background passes did the work.
+            let usage = r.num("cgroup_usage_events");
+            assert!(usage + r.num("passes_background") > 0, "{}", out.output());
         }
     }
     // PSI: the triggers went to the child's own v2 group and were accepted.

@@ -14,12 +14,24 @@
 //! | | cgroup v2 | cgroup v1 |
 //! |---|---|---|
 //! | group limit `L` | `memory.max` | `memory.limit_in_bytes` |
-//! | hard limit | `L - max(L/8, 8 MiB)` | the same |
-//! | soft limit | `memory.high` if set, else `3L/4` | `memory.soft_limit_in_bytes` if set, else `3L/4` |
+//! | hard limit | `L - max(L/8, 8 MiB)`; none without `L` | `L - max(L/8, 8 MiB)` |
+//! | soft limit | `H - H/16` with `H` = `memory.high` if set, else `3L/4` | `memory.soft_limit_in_bytes` if set, else `3L/4` |
 //!
-//! The soft limit never exceeds the hard one. The margin under `L` leaves
+//! A v1 group without `L` gives no limits; a v2 group without `L` gives
+//! them only with `memory.high`. The soft limit never exceeds the hard one. The margin under `L` leaves
 //! room for what the process maps outside the allocator (code, stacks,
-//! page cache charged to the group).
+//! page cache charged to the group). On v2 the soft line stays 1/16 under
+//! `memory.high`: past it the kernel throttles every thread of the group
+//! that charges memory, the library's reclaimers included, so background
+//! reclaim must work below it; v1's soft limit throttles nothing and is
+//! taken as it is.
+//!
+//! Transparent huge pages in the system's `always` mode would charge the
+//! group for memory the allocator never committed (a first touch takes
+//! 2 MiB; khugepaged fills partly used 2 MiB ranges; a purge of part of a
+//! huge page gives nothing back until the kernel itself reclaims):
+//! [`thp_always`] says whether that mode is in force, and configuration
+//! (`config.rs`) then turns them off for a process under a limit.
 //!
 //! Invariant: every parser here takes bytes and returns a value or `None`;
 //! none can panic on any input (fixture tests feed them garbage).
@@ -60,6 +72,24 @@ pub fn parse_value(text: &[u8]) -> Option<Value> {
     }
     let n = t.iter().try_fold(0u64, |acc, &b| acc.checked_mul(10)?.checked_add(u64::from(b - b'0')))?;
     Some(if n >= V1_UNLIMITED { Value::Max } else { Value::Bytes(n) })
+}
+
+/// Where the kernel says which transparent huge page mode is in force.
+pub(crate) const THP_ENABLED: &[u8] = b"/sys/kernel/mm/transparent_hugepage/enabled\0";
+
+/// Whether the text of `/sys/kernel/mm/transparent_hugepage/enabled` selects
+/// `always` (the kernel brackets the mode in force: `[always] madvise never`).
+/// In `madvise` and `never` the allocator's memory gets no huge page, since
+/// it never asks for one.
+///
+/// ```
+/// use shrinkalloc::reclaim::cgroup::thp_always;
+/// assert!(thp_always(b"[always] madvise never\n"));
+/// assert!(!thp_always(b"always [madvise] never\n"));
+/// assert!(!thp_always(b""));
+/// ```
+pub fn thp_always(text: &[u8]) -> bool {
+    text.split(u8::is_ascii_whitespace).any(|w| w == b"[always]")
 }
 
 /// The process's cgroup paths, from `/proc/self/cgroup`.
@@ -133,6 +163,13 @@ pub fn parse_mountinfo_line<'a>(line: &'a [u8], mounts: &mut Mounts<'a>) {
 pub struct PathBuf {
     buf: [u8; 1024],
     len: usize,
+}
+
+impl Default for PathBuf {
+    /// The empty path.
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PathBuf {
@@ -210,13 +247,29 @@ pub struct Found {
 }
 
 impl Found {
-    /// The (soft, hard) limits derived from the group's limits; `None`
-    /// when the group sets no limit.
-    pub fn derived_limits(&self) -> Option<(u64, u64)> {
-        let limit = self.limit?;
+    /// The (soft, hard) limits derived from the group's limits (see the
+    /// module's table); `None` when the group sets no limit. On v2,
+    /// `memory.high` without `memory.max` gives a soft line and no hard one:
+    /// the kernel never OOM-kills there, but throttles.
+    ///
+    /// ```
+    /// use shrinkalloc::reclaim::cgroup::{Found, PathBuf, Version};
+    /// let high_only = Found { version: Version::V2, dir: PathBuf::default(), limit: None, high: Some(160 << 20) };
+    /// assert_eq!(high_only.derived_limits(), Some((150 << 20, None)));
+    /// ```
+    pub fn derived_limits(&self) -> Option<(u64, Option<u64>)> {
+        let Some(limit) = self.limit else {
+            let high = self.high.filter(|_| self.version == Version::V2)?;
+            return (high >= 16).then_some((high - high / 16, None));
+        };
         let hard = limit.saturating_sub((limit / 8).max(8 << 20));
-        let soft = self.high.unwrap_or(limit / 4 * 3).min(hard);
-        (hard > 0).then_some((soft, hard))
+        let soft = match (self.version, self.high) {
+            (Version::V2, Some(high)) => high - high / 16,
+            (Version::V1, Some(high)) => high,
+            (_, None) => limit / 4 * 3,
+        };
+        let soft = soft.min(hard);
+        (hard > 0).then_some((soft, Some(hard)))
     }
 }
 
@@ -510,12 +563,40 @@ short line\n";
 
     #[test]
     fn derived_limits_leave_a_margin_and_keep_soft_under_hard() {
-        let f = |limit, high| Found { version: Version::V2, dir: PathBuf::new(), limit, high };
-        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, 336 << 20)));
-        assert_eq!(f(Some(1 << 30), Some(900 << 20)).derived_limits(), Some((896 << 20, 896 << 20)));
-        assert_eq!(f(Some(64 << 20), Some(16 << 20)).derived_limits(), Some((16 << 20, 56 << 20)));
+        let f = |limit, high| Found { version: Version::V1, dir: PathBuf::new(), limit, high };
+        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, Some(336 << 20))));
+        assert_eq!(f(Some(1 << 30), Some(900 << 20)).derived_limits(), Some((896 << 20, Some(896 << 20))));
+        assert_eq!(f(Some(64 << 20), Some(16 << 20)).derived_limits(), Some((16 << 20, Some(56 << 20))));
         assert_eq!(f(None, Some(1 << 20)).derived_limits(), None);
         assert_eq!(f(Some(4 << 20), None).derived_limits(), None);
+    }
+
+    #[test]
+    fn on_v2_the_soft_line_stays_a_sixteenth_under_memory_high() {
+        let f = |limit, high| Found { version: Version::V2, dir: PathBuf::new(), limit, high };
+        // memory.high throttles: background reclaim works under it.
+        assert_eq!(
+            f(Some(128 << 20), Some(100 << 20)).derived_limits(),
+            Some(((100 << 20) * 15 / 16, Some(112 << 20)))
+        );
+        assert_eq!(f(Some(1 << 30), Some(960 << 20)).derived_limits(), Some((896 << 20, Some(896 << 20))));
+        assert_eq!(f(Some(384 << 20), None).derived_limits(), Some((288 << 20, Some(336 << 20))));
+        // memory.high alone: a soft line, no hard one.
+        assert_eq!(f(None, Some(100 << 20)).derived_limits(), Some(((100 << 20) * 15 / 16, None)));
+        // v1's soft limit throttles nothing: taken as it is, and alone it
+        // gives nothing.
+        let v1 = Found { version: Version::V1, ..f(Some(128 << 20), Some(100 << 20)) };
+        assert_eq!(v1.derived_limits(), Some((100 << 20, Some(112 << 20))));
+        assert_eq!(Found { limit: None, ..v1 }.derived_limits(), None);
+    }
+
+    #[test]
+    fn only_the_always_mode_of_transparent_huge_pages_counts() {
+        assert!(thp_always(b"[always] madvise never\n"));
+        assert!(!thp_always(b"always [madvise] never\n"));
+        assert!(!thp_always(b"always madvise [never]\n"));
+        assert!(!thp_always(b"always"));
+        assert!(!thp_always(b"\xff[always"));
     }
 
     /// A fake cgroup tree on disk: `root/memory/a/b` with limits at `a` and `b`.
@@ -547,7 +628,7 @@ short line\n";
         assert!(found.dir.as_bytes().ends_with(b"/memory/a/b"));
         assert_eq!(found.limit, Some(384 << 20));
         assert_eq!(found.high, None);
-        assert_eq!(found.derived_limits(), Some((288 << 20, 336 << 20)));
+        assert_eq!(found.derived_limits(), Some((288 << 20, Some(336 << 20))));
         std::fs::remove_dir_all(root).unwrap();
     }
 

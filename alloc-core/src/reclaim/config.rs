@@ -14,9 +14,11 @@
 //! over the environment. Unless `SHRINKALLOC_CGROUP=off`, the process's
 //! memory cgroup is found (`cgroup.rs`); with neither limit configured,
 //! both are derived from it (as lines that start reclaim, never refuse),
-//! and in any case its whole usage is watched (`usage.rs`). The monitor
-//! (`monitor.rs`) says whether it should start on its own
-//! (`SHRINKALLOC_MONITOR=on`); if so, past a few more MiB committed.
+//! and in any case its whole usage is watched (`usage.rs`); under its
+//! lines, transparent huge pages in the system's `always` mode are turned
+//! off for the process (`keep_huge_pages_out`). The monitor (`monitor.rs`)
+//! says whether it should start on its own (`SHRINKALLOC_MONITOR=on`); if
+//! so, past a few more MiB committed.
 //!
 //! Invariant: [`ensure`] returns only once the configuration is read (or
 //! after a bounded wait, for a thread that finds a fork's parent thread
@@ -31,6 +33,7 @@ use super::limit::{self, Which};
 use super::sources::{self, Source, SourceState};
 use super::{cgroup, monitor, usage};
 use crate::options::{self, Var};
+use crate::os;
 
 /// 0: unread; 1: being read; 2: read.
 static STATE: AtomicU8 = AtomicU8::new(0);
@@ -82,10 +85,37 @@ fn from_cgroup(derive: bool) {
     let found = cgroup::discover();
     let derived = found.as_ref().and_then(|f| f.derived_limits());
     if let (Some((soft, hard)), true) = (derived, derive) {
-        limit::set_initial(soft as usize, hard as usize, true);
+        limit::set_initial(soft as usize, hard.unwrap_or(0) as usize, true);
+    }
+    if let Some(f) = &found {
+        keep_huge_pages_out(f);
     }
     usage::set_group(found.as_ref());
     cgroup::remember(found);
+}
+
+/// Turns transparent huge pages off for the process (`os::disable_thp`)
+/// when its group limits it (lines are derived from it: `cgroup.rs`) and
+/// the system's mode is `always`: the group is then charged for what the
+/// allocator commits, which its lines count, and a purge gives back what
+/// it reports. With them, in a VM running
+/// Debian's kernel (`always`), a cache daemon under `memory.high` was
+/// charged 20-35 MiB more than it had committed (a first touch takes
+/// 2 MiB, khugepaged fills partly used 2 MiB ranges, and a purge of part of
+/// a huge page only splits it), sat past `memory.high`, throttled, with
+/// passes that lowered nothing (`stress/README.md`, "cgroup v2"). The cost
+/// is the TLB reach of 2 MiB pages, only in a process whose memory is
+/// limited; its children, in the same group, inherit the setting.
+fn keep_huge_pages_out(found: &cgroup::Found) {
+    if found.derived_limits().is_none() {
+        return;
+    }
+    let mut buf = [0u8; 64];
+    let always = os::read_file(cgroup::THP_ENABLED, &mut buf).is_some_and(|n| cgroup::thp_always(&buf[..n]));
+    if always {
+        // Refused only by kernels older than 3.15: nothing else to do then.
+        let _ = os::disable_thp();
+    }
 }
 
 /// Sets the soft limit on committed bytes (`None` or `Some(0)`: none, and

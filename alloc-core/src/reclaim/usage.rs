@@ -3,8 +3,8 @@
 //! limits derived from it, applied to the group's working set), and one
 //! reading of its usage turned into a level and a target.
 //!
-//! The group's *lines* (`cgroup.rs`): the soft line (`memory.high` /
-//! `memory.soft_limit_in_bytes`, else 3/4 of the limit) and the hard line
+//! The group's *lines* (`cgroup.rs`): the soft line (`memory.high` less
+//! 1/16, `memory.soft_limit_in_bytes`, else 3/4 of the limit) and the hard line
 //! (the limit less max(1/8, 8 MiB)). They apply to the whole group's
 //! working set (usage less inactive file cache, which the kernel drops
 //! unaided; a group that reads files would sit at its limit otherwise),
@@ -39,28 +39,38 @@ pub(crate) struct Group {
     /// The soft and hard lines, as limits on the working set.
     pub(crate) lines: Limits,
     /// The group's real limit: the smallest `memory.max` /
-    /// `memory.limit_in_bytes` on the way to the root.
-    pub(crate) limit: u64,
-    /// Where the kernel starts throttling the group: `memory.high` on v2
-    /// (v1's soft limit throttles nothing). The guard stays under it.
-    pub(crate) throttle: Option<u64>,
+    /// `memory.limit_in_bytes` on the way to the root (`None`: only
+    /// `memory.high`).
+    pub(crate) limit: Option<u64>,
+    /// Whether the soft line comes from a line where the kernel throttles
+    /// the group: `memory.high` on v2 (v1's soft limit throttles nothing).
+    pub(crate) throttled: bool,
 }
 
 impl Group {
+    /// The group discovery found, with the lines derived from it; `None`
+    /// when it sets no limit (`Found::derived_limits`).
+    fn from_found(f: &Found) -> Option<Group> {
+        let (soft, hard) = f.derived_limits()?;
+        let lines = Limits::new(soft as usize, hard.unwrap_or(0) as usize);
+        let throttled = f.version == Version::V2 && f.high.is_some();
+        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit, throttled })
+    }
+
     /// Raw usage past which reclaim acts whatever the allocator holds for
-    /// reuse: halfway from the soft to the hard line, but never past the
-    /// soft line's high watermark when the soft line is `memory.high`: above
-    /// it the kernel throttles every thread of the group, the reclaimers
-    /// too, so the group must not reach it (a cache daemon under
-    /// `memory.high` sat at 99% of it without a pass, then stalled).
+    /// reuse: halfway from the soft to the hard line, but under
+    /// `memory.high` at the soft line itself (1/16 under it, `cgroup.rs`):
+    /// above `memory.high` the kernel throttles every thread of the group
+    /// that charges memory, the reclaimers too, so the group must not reach
+    /// it, and free blocks the allocator holds are charged to the group as
+    /// much as live ones (a cache daemon under `memory.high` sat at 99% of
+    /// it without a pass, then stalled; with the guard 1/32 under it, its
+    /// peak came 2.3 MiB short of a 100 MiB `memory.high`).
     pub(crate) fn guard(&self) -> usize {
         let guard = self.lines.guard();
-        match self.throttle {
-            Some(t) => {
-                let t = usize::try_from(t).unwrap_or(usize::MAX);
-                guard.min(t - t / 32)
-            }
-            None => guard,
+        match self.lines.soft() {
+            Some(soft) if self.throttled => guard.min(soft),
+            _ => guard,
         }
     }
 
@@ -97,12 +107,7 @@ const LOST: u8 = 2;
 /// Records the group discovery found (`None`: none, or no limit). Called
 /// once per process, by the thread that reads the limits first.
 pub(crate) fn set_group(found: Option<&Found>) {
-    let group = found.and_then(|f| {
-        let (soft, hard) = f.derived_limits()?;
-        let lines = Limits::new(soft as usize, hard as usize);
-        let throttle = if f.version == Version::V2 { f.high } else { None };
-        Some(Group { version: f.version, dir: f.dir, lines, limit: f.limit?, throttle })
-    });
+    let group = found.and_then(Group::from_found);
     if let Some(f) = found {
         sources::set_path(Source::Cgroup, f.dir.as_bytes());
     }
@@ -239,10 +244,11 @@ pub(crate) fn read_if_due() -> Option<Reading> {
 }
 
 /// Whether `bytes` more keep the group's working set (read now) within its
-/// real limit; `true` without a group or a reading: the kernel decides.
+/// real limit; `true` without a group, a limit or a reading: the kernel
+/// decides.
 pub(crate) fn fits_real_limit(bytes: usize) -> bool {
-    match (group(), read_now()) {
-        (Some(g), Some(r)) => r.working_set.saturating_add(bytes as u64) <= g.limit,
+    match (group().and_then(|g| g.limit), read_now()) {
+        (Some(limit), Some(r)) => r.working_set.saturating_add(bytes as u64) <= limit,
         _ => true,
     }
 }
@@ -259,19 +265,33 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// A group with a 128 MiB limit (hard line 112 MiB).
     fn group(version: Version, high: Option<u64>) -> Group {
-        let lines = Limits::new(100 * MIB, 112 * MIB);
-        let throttle = if version == Version::V2 { high } else { None };
-        Group { version, dir: PathBuf::new(), lines, limit: 128 << 20, throttle }
+        Group::from_found(&Found { version, dir: PathBuf::new(), limit: Some(128 << 20), high }).unwrap()
+    }
+
+    #[test]
+    fn memory_high_alone_gives_a_soft_line_and_the_guard_at_it() {
+        let high_only = Found { version: Version::V2, dir: PathBuf::new(), limit: None, high: Some(100 << 20) };
+        let g = Group::from_found(&high_only).unwrap();
+        let soft = 100 * MIB - 100 * MIB / 16;
+        assert_eq!((g.lines.soft(), g.lines.hard(), g.limit), (Some(soft), None, None));
+        assert_eq!(g.guard(), soft, "raw usage counts from the soft line on, under memory.high");
+        assert!(g.lines.fits(usize::MAX), "no hard line: nothing is ever critical for it");
+        // v1's soft limit alone: no group to watch.
+        assert!(Group::from_found(&Found { version: Version::V1, ..high_only }).is_none());
     }
 
     #[test]
     fn the_guard_stays_under_memory_high_on_v2_only() {
-        // v2 with memory.high = 100 MiB: the raw usage counts from its high
-        // watermark on, not from halfway to the hard line (106 MiB).
-        assert_eq!(group(Version::V2, Some(100 << 20)).guard(), 100 * MIB - 100 * MIB / 32);
+        // v2 with memory.high = 100 MiB: the soft line is 93.75 MiB, and
+        // the raw usage counts from there on, not from halfway to the hard
+        // line (102.875 MiB).
+        let v2 = group(Version::V2, Some(100 << 20));
+        assert_eq!(v2.lines.soft(), Some(100 * MIB - 100 * MIB / 16));
+        assert_eq!(v2.guard(), 100 * MIB - 100 * MIB / 16);
         // v1's soft limit throttles nothing: halfway, as without one.
         assert_eq!(group(Version::V1, Some(100 << 20)).guard(), 106 * MIB);
-        assert_eq!(group(Version::V2, None).guard(), 106 * MIB);
+        assert_eq!(group(Version::V2, None).guard(), 104 * MIB);
     }
 }
