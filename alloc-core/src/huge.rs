@@ -11,8 +11,7 @@
 //! Invariant: a huge segment is either live (page 0 `IN_USE`, owned by the
 //! block's holder) or on the cache list (`FREE`), never both; the cache holds
 //! at most `Opt::HugeCacheBytes` of mapped blocks. Cached blocks are
-//! purged once idle for an eighth of the purge delay ([`IDLE_PURGE_SHARE`])
-//! and unmapped after ten times the delay.
+//! purged after the purge delay and unmapped after ten times it.
 //! `usable <= committed_len` while live, `committed_len <= reserve` always.
 
 use core::ptr;
@@ -304,19 +303,8 @@ pub unsafe fn free(seg: *mut Segment) {
     }
 }
 
-/// A cached huge block's memory is purged once the block has been idle for
-/// this share of the purge delay: a program that frees a big buffer and
-/// wants one again does so within microseconds (the reuse the cache is
-/// for), and one that does not would keep megabytes resident for the whole
-/// delay. The mapping stays cached, so a later reuse costs page faults, not
-/// an `mmap`. (CPython's test slice in `benches/programs`, whose peak held
-/// 20 MiB of cached blocks: with the purge delay at 250 ms, 49 MiB peak RSS
-/// when they waited the whole delay, 42-44 MiB in most runs with an eighth.)
-const IDLE_PURGE_SHARE: u64 = 8;
-
-/// Purges cached blocks idle for `delay / IDLE_PURGE_SHARE` ms and unmaps
-/// those idle for ten times `delay` (all of them when `force`). Returns the
-/// bytes given back.
+/// Purges cached blocks idle for `delay` ms and unmaps those idle for ten
+/// times that (all of them when `force`). Returns the bytes given back.
 pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
     let mut victims: *mut Segment = ptr::null_mut();
     let mut bytes = 0;
@@ -344,7 +332,7 @@ pub fn purge_cache(now: u64, delay: u64, force: bool) -> usize {
                 victims = s;
                 bytes += committed;
             } else {
-                if idle >= delay / IDLE_PURGE_SHARE && committed > 0 {
+                if idle >= delay && committed > 0 {
                     os::purge(s.cast::<u8>().wrapping_add(seg.block_offset.get()), committed);
                     commit::on_purge(committed);
                     seg.committed_len.set(0);
