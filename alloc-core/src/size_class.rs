@@ -1,15 +1,18 @@
 //! Size classes: which block size serves a request, and what page kind holds it.
 //!
 //! Classes are multiples of 8 up to 128 bytes, then 4 per power of two up to
-//! [`MAX_CLASS_SIZE`] (160, 192, 224, 256, 320, ... 1 MiB), as mimalloc's.
-//! Above 128 bytes a request wastes at most 1/5 (20%) of its block, about 10% on
-//! average over evenly spread sizes. Four classes per doubling rather
-//! than eight halve the pages a heap holds partly carved (at least one per
-//! class in use), and on the programs of `benches/programs` those pages
-//! cost more resident memory than the coarser rounding does: with eight,
-//! peak RSS was 61 MiB on `mix` (now 56) and 9.0 MiB on `perthread` (8.3). Every class size is a multiple of 8,
-//! and a class of size `s` is a multiple of every power of two up to
-//! `s / 8`, which is what aligned allocation relies on.
+//! [`MAX_CLASS_SIZE`] (160, 192, 224, 256, 320, ... 1 MiB), as mimalloc's
+//! and jemalloc's. Above 128 bytes a request wastes at most 1/5 (20%) of its
+//! block, about 10% on average over evenly spread sizes. Four classes per
+//! doubling rather than eight halve the pages a heap holds partly carved
+//! (at least one per class in use), and on the programs of
+//! `benches/programs` those pages cost more resident memory than the
+//! coarser rounding does: with eight, peak RSS was 61 MiB on `mix` (now 56)
+//! and 9.0 MiB on `perthread` (8.3). The cost falls on requests just past a
+//! power of two: redis's 1 KiB values with their `sds` header take 1,280
+//! bytes instead of 1,152. Every class size is a multiple of 8, and a class
+//! of size `s` is a multiple of every power of two up to `s / 8`, which is
+//! what aligned allocation relies on.
 
 /// log2 of the classes per power of two above 128 bytes.
 const STEPS_LOG: usize = 2;
