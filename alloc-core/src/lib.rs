@@ -7,8 +7,8 @@
 //! process-wide byte map records which 4 MiB regions are ours, so `free` can
 //! tell a foreign pointer from one of ours. A segment is cut into *pages* of
 //! one kind (64 KiB small, 128 KiB medium, 2 MiB large); each page
-//! holds blocks of one *size class* (`size_class.rs`, 8 classes per power of
-//! two, at most 12.5% internal waste above 128 bytes). Blocks larger than the
+//! holds blocks of one *size class* (`size_class.rs`, 4 classes per power of
+//! two, at most 20% internal waste above 128 bytes). Blocks larger than the
 //! biggest class get a *huge* segment of their own (`huge.rs`).
 //!
 //! Every thread owns a *heap* (`heap.rs`) with a queue of pages per class
