@@ -307,6 +307,15 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
     if !unsafe { pg.push_remote(block) } {
         return;
     }
+    notify_owner(page);
+}
+
+/// Pushes `page` on its owner's `remote_pages` stack, for a thread that
+/// won the right to ([`Page::push_remote`] returned `true`).
+pub(crate) fn notify_owner(page: *mut Page) {
+    // SAFETY: the page is live: it carries XF_QUEUED, so it is not retired
+    // until its owner drains it.
+    let pg = unsafe { &*page };
     let owner = pg.heap().cast::<Heap>();
     // SAFETY: heaps are never unmapped, and a page with a live block has its
     // owner; `remote_pages` is the one field other threads touch, atomically.

@@ -50,8 +50,9 @@
 //! when the block's whole page is empty. A thread that frees another
 //! thread's block while reclaiming does it before the push
 //! ([`Page::decommit_block`]) and marks the block; the owner sorts marked
-//! blocks onto `decommitted` when it collects, and gives back the inside of
-//! the blocks on its own lists when asked ([`Page::decommit_free`]). The
+//! blocks onto `decommitted` when it collects. (Doing the same for every
+//! heap's own free blocks at each purge was tried: hits rose, but usage
+//! dipped by the whole free-block slack at once, widening the band.) The
 //! allocation slow path takes a block off `decommitted` only when `free` ran
 //! dry, charging its inside again ([`Page::refill`]); a page that empties
 //! with holes is purged whole at once (`page_alloc::release_page`), since
@@ -530,40 +531,6 @@ impl Page {
         true
     }
 
-    /// Gives back to the OS the inside of the free blocks on the page's own
-    /// lists (owner only, under pressure): each goes to `decommitted`.
-    /// Returns the bytes given back. Blocks under [`DECOMMIT_MIN_BLOCK`]
-    /// have no whole OS page inside and are left alone.
-    pub fn decommit_free(&self) -> usize {
-        let bs = self.block_size();
-        if bs < DECOMMIT_MIN_BLOCK {
-            return 0;
-        }
-        self.collect();
-        let mut bytes = 0;
-        let mut keep: *mut Block = ptr::null_mut();
-        let mut b = self.own.free.replace(ptr::null_mut());
-        while !b.is_null() {
-            // SAFETY: blocks on the owner's `free` list are free blocks of
-            // the page, linked by their first word; the owner alone
-            // touches them.
-            let next = unsafe { (*b).next };
-            // SAFETY: as above: the block is free and the page's.
-            let hole = unsafe { self.give_back_inside(b) };
-            if hole == 0 {
-                // SAFETY: as above.
-                unsafe { (*b).next = keep };
-                keep = b;
-            } else {
-                self.push_decommitted(b, hole);
-                bytes += hole;
-            }
-            b = next;
-        }
-        self.own.free.set(keep);
-        bytes
-    }
-
     /// Puts a block whose inside went back to the OS on `decommitted`
     /// (owner only).
     fn push_decommitted(&self, b: *mut Block, hole: usize) {
@@ -611,6 +578,68 @@ impl Page {
             unsafe { block.cast::<usize>().add(DECOMMIT_MARK_WORD).write(self.decommit_mark()) };
         }
         hole
+    }
+
+    /// For a thread making room (a reclaim pass under a line), on a page it
+    /// does not own: gives back the inside of the blocks waiting on the
+    /// page's cross-thread list that have not given it back yet, and marks
+    /// them. Blocks other threads freed there while no pass was running
+    /// (a background pass lets their owners reuse them) would otherwise
+    /// stay committed until an owner that may be blocked collects them.
+    /// Takes the list off `xfree` and puts it back; returns whether the
+    /// caller must now push the page on its owner's `remote_pages` stack
+    /// (as for [`Page::push_remote`]), and the bytes given back.
+    pub fn decommit_remote(&self) -> (bool, usize) {
+        if self.block_size() < DECOMMIT_MIN_BLOCK {
+            return (false, 0);
+        }
+        let xfree = &self.shared.xfree;
+        // Relaxed first look; the CAS takes.
+        let mut old = xfree.load(Ordering::Relaxed);
+        loop {
+            if old & !XF_FLAGS == 0 {
+                return (false, 0);
+            }
+            // Acquire pairs with the pushers' Release: their links are seen.
+            match xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        let head = (old & !XF_FLAGS) as *mut Block;
+        let (mark, mut bytes, mut tail) = (self.decommit_mark(), 0, head);
+        let mut b = head;
+        while !b.is_null() {
+            // SAFETY: the chain taken off `xfree` holds free blocks of this
+            // page (8 KiB or more: a committed third word), linked by their
+            // first word; this thread alone holds it until it is put back,
+            // and the page stays in use meanwhile (the blocks count in
+            // `used` until the owner collects them).
+            unsafe {
+                let word = b.cast::<usize>().add(DECOMMIT_MARK_WORD);
+                if word.read() != mark {
+                    let hole = self.give_back_inside(b);
+                    if hole > 0 {
+                        word.write(mark);
+                        bytes += hole;
+                    }
+                }
+                tail = b;
+                b = (*b).next;
+            }
+        }
+        let mut old = xfree.load(Ordering::Relaxed);
+        loop {
+            let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
+            let new = head as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
+            // SAFETY: `tail` ends the chain this thread holds.
+            unsafe { (*tail).next = (old & !XF_FLAGS) as *mut Block };
+            // Release publishes the chain's writes to the owner's Acquire.
+            match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return (notify, bytes),
+                Err(now) => old = now,
+            }
+        }
     }
 
     /// The decommit mark of this page's blocks.

@@ -18,7 +18,7 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::heap::Heap;
-use crate::page::{state, Page, DECOMMIT_MIN_BLOCK, FIRST_CARVE, PF_IN_FULL};
+use crate::page::{state, Page, FIRST_CARVE, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{self, CLASSES, MAX_MEDIUM, MAX_SMALL};
 use crate::{commit, os};
@@ -272,25 +272,4 @@ pub fn release_empty_pages(heap: &Heap) {
             page = next;
         }
     }
-}
-
-/// Gives back to the OS the inside of the free blocks of 8 KiB or more on
-/// the heap's pages (see "Free blocks given back" in `page.rs`): under
-/// pressure, after the empty pages went back whole. Returns the bytes.
-/// The calling thread owns `heap`.
-pub fn decommit_free_blocks(heap: &Heap) -> usize {
-    let mut bytes = 0;
-    for class in 0..CLASSES {
-        if size_class::size_of(class) < DECOMMIT_MIN_BLOCK {
-            continue;
-        }
-        let mut page = heap.queues[class].head();
-        while !page.is_null() {
-            // SAFETY: pages on the heap's queues are live and owned by it.
-            let p = unsafe { &*page };
-            bytes += p.decommit_free();
-            page = p.own.next.get();
-        }
-    }
-    bytes
 }

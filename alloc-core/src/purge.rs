@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
 use crate::page::{state, Page};
-use crate::page_alloc::{decommit_free_blocks, release_empty_pages};
+use crate::page_alloc::release_empty_pages;
 use crate::segment::{self, Kind, ALL};
 use crate::{commit, huge, os, thread};
 
@@ -57,16 +57,10 @@ pub fn tick(heap: &Heap) {
 fn tick_now(heap: &Heap, epoch: u64) {
     heap.tick_countdown.set(TICK_EVERY);
     let now = os::now_ms();
-    let asked = epoch != heap.collect_epoch.get();
-    if now >= heap.next_collect.get() || asked {
+    if now >= heap.next_collect.get() || epoch != heap.collect_epoch.get() {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);
         release_empty_pages(heap);
-        if asked {
-            // A purge asked (reclaim, or the program): the inside of free
-            // blocks goes back too.
-            decommit_free_blocks(heap);
-        }
     }
     global_tick(now);
 }
@@ -101,12 +95,11 @@ pub(crate) fn tick_period_ms() -> u64 {
 }
 
 /// Returns every free page and cached segment to the OS now, after giving
-/// back the empty pages of the calling thread and of exited threads, and
-/// the inside of the calling thread's free blocks of 8 KiB or more (their
-/// next use commits it again). Returns the bytes released.
+/// back the empty pages of the calling thread and of exited threads.
+/// Returns the bytes released.
 ///
-/// Other live threads do the same with their empty pages and free blocks
-/// at their next allocation slow path.
+/// Other live threads give back their empty pages at their next allocation
+/// slow path.
 ///
 /// ```
 /// let v = vec![0u8; 8 << 20];
@@ -118,15 +111,12 @@ pub fn purge() -> usize {
     // Relaxed: see `COLLECT_EPOCH`.
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
     let heap = heap::current();
-    let mut bytes = 0;
     if heap != empty_heap() {
         // SAFETY: a heap other than the empty one is this thread's own.
-        let heap = unsafe { &*heap };
-        release_empty_pages(heap);
-        bytes += decommit_free_blocks(heap);
+        release_empty_pages(unsafe { &*heap });
     }
     thread::collect_abandoned();
-    bytes + purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
+    purge_pass(os::now_ms(), options::get(Opt::PurgeDelayMs) as u64, true)
 }
 
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
@@ -182,4 +172,33 @@ fn purge_page(page: &Page, now: u64, delay: u64, force: bool) -> usize {
     // Release pairs with the Acquire CAS in `page_alloc::new_page`.
     sh.state.store(state::PURGED, Ordering::Release);
     touched
+}
+
+/// For a reclaim pass making room: gives back the inside of the blocks of
+/// 8 KiB or more waiting on every page's cross-thread list (see
+/// `Page::decommit_remote`). Returns the bytes given back.
+pub(crate) fn decommit_stranded() -> usize {
+    let mut bytes = 0;
+    let all = ALL.lock();
+    let mut seg = all.0;
+    while !seg.is_null() {
+        // SAFETY: segments on `ALL` stay mapped while we hold its lock; of
+        // the pages only their shared part is touched.
+        let s = unsafe { &*seg };
+        if s.kind != Kind::Huge {
+            for page in &s.pages[..s.page_count] {
+                // Acquire pairs with the Release of IN_USE in `Page::init`.
+                if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
+                    continue;
+                }
+                let (notify, n) = page.decommit_remote();
+                bytes += n;
+                if notify {
+                    crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
+                }
+            }
+        }
+        seg = s.all_next.get();
+    }
+    bytes
 }
