@@ -6,29 +6,12 @@
 //! onto the page's atomic `xfree` list otherwise (its shared part only).
 //! Huge blocks go back to the huge cache or the OS.
 
-use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
 use crate::heap::{self, Heap};
 use crate::page::{state, Block, Page, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
 use crate::{huge, os};
-
-thread_local! {
-    /// Whether this thread's frees of other threads' blocks give the
-    /// blocks' inside back to the OS (see "Free blocks given back" in
-    /// `page.rs`): set by reclaim around the shrinkers it calls.
-    static DECOMMIT_FREES: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Sets whether the calling thread's frees of other threads' blocks of
-/// 8 KiB or more give their inside back to the OS at once (their owners may
-/// not allocate again for a long time: a thread blocked in `pthread_join`
-/// would hold them committed). Returns the previous setting. Reclaim turns
-/// it on while a pass calls shrinkers.
-pub(crate) fn set_decommit_frees(on: bool) -> bool {
-    DECOMMIT_FREES.try_with(|d| d.replace(on)).unwrap_or(false)
-}
 
 /// Frees a block known to be ours. Fast path for the owner: three stores and
 /// one compare, no atomic.
@@ -298,20 +281,16 @@ unsafe fn free_remote(seg: *mut Segment, page: *mut Page, p: *mut u8) {
         let me = unsafe { &*me };
         me.remote_freed.set(me.remote_freed.get() + pg.block_size());
     }
-    let block = pg.block_at(p);
-    if DECOMMIT_FREES.try_with(Cell::get).unwrap_or(false) {
-        // SAFETY: `p` is a live block of the page, freed now (caller promise).
-        unsafe { pg.decommit_block(block) };
-    }
     // SAFETY: `p` is a live block of the page, freed once (caller promise).
-    if !unsafe { pg.push_remote(block) } {
+    if !unsafe { pg.push_remote(pg.block_at(p)) } {
         return;
     }
     notify_owner(page);
 }
 
 /// Pushes `page` on its owner's `remote_pages` stack, for a thread that
-/// won the right to ([`Page::push_remote`] returned `true`).
+/// won the right to ([`Page::push_remote`] or [`Page::decommit_remote`]
+/// said so).
 pub(crate) fn notify_owner(page: *mut Page) {
     // SAFETY: the page is live: it carries XF_QUEUED, so it is not retired
     // until its owner drains it.

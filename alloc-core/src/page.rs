@@ -47,10 +47,10 @@
 //! gives the OS pages inside it back (`MADV_DONTNEED`; the first three
 //! words stay, for the link, the free mark and the *decommit mark*), so that
 //! the memory a shrinker frees leaves the committed count at once, not
-//! when the block's whole page is empty. A thread that frees another
-//! thread's block while reclaiming does it before the push
-//! ([`Page::decommit_block`]) and marks the block; the owner sorts marked
-//! blocks onto `decommitted` when it collects. (Doing the same for every
+//! when the block's whole page is empty. A reclaim pass that must make
+//! room does it, on pages it does not own, for the blocks waiting on their
+//! cross-thread lists, and marks them ([`Page::decommit_remote`]); the
+//! owner sorts marked blocks onto `decommitted` when it collects. (Doing the same for every
 //! heap's own free blocks at each purge was tried: hits rose, but usage
 //! dipped by the whole free-block slack at once, widening the band.) The
 //! allocation slow path takes a block off `decommitted` only when `free` ran
@@ -559,27 +559,6 @@ impl Page {
         len
     }
 
-    /// For a thread that frees another thread's block while reclaiming:
-    /// gives back the block's inside before the push, and marks it so that
-    /// the owner sorts it onto `decommitted` ([`Page::collect`]). Returns
-    /// the bytes given back (0: the block is too small, left as it is).
-    ///
-    /// # Safety
-    ///
-    /// `block` is a live block of this page that the caller is freeing.
-    pub unsafe fn decommit_block(&self, block: *mut Block) -> usize {
-        if self.block_size() < DECOMMIT_MIN_BLOCK {
-            return 0;
-        }
-        // SAFETY: the caller gives up the block: its memory is ours.
-        let hole = unsafe { self.give_back_inside(block) };
-        if hole > 0 {
-            // SAFETY: blocks of 8 KiB or more have a third word, committed.
-            unsafe { block.cast::<usize>().add(DECOMMIT_MARK_WORD).write(self.decommit_mark()) };
-        }
-        hole
-    }
-
     /// For a thread making room (a reclaim pass under a line), on a page it
     /// does not own: gives back the inside of the blocks waiting on the
     /// page's cross-thread list that have not given it back yet, and marks
@@ -628,18 +607,8 @@ impl Page {
                 b = (*b).next;
             }
         }
-        let mut old = xfree.load(Ordering::Relaxed);
-        loop {
-            let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
-            let new = head as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
-            // SAFETY: `tail` ends the chain this thread holds.
-            unsafe { (*tail).next = (old & !XF_FLAGS) as *mut Block };
-            // Release publishes the chain's writes to the owner's Acquire.
-            match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return (notify, bytes),
-                Err(now) => old = now,
-            }
-        }
+        // SAFETY: `head..tail` is the chain this thread took and holds.
+        (unsafe { self.push_chain(head, tail) }, bytes)
     }
 
     /// The decommit mark of this page's blocks.
@@ -691,7 +660,7 @@ impl Page {
 
     /// Merges a taken `xfree` word's list into `free`: those blocks leave
     /// `used`. Blocks of 8 KiB or more that carry the decommit mark go to
-    /// `decommitted` instead (see [`Page::decommit_block`]).
+    /// `decommitted` instead (see [`Page::decommit_remote`]).
     fn merge_remote(&self, word: usize) {
         let list = (word & !XF_FLAGS) as *mut Block;
         if list.is_null() {
@@ -867,17 +836,32 @@ impl Page {
     ///
     /// `block` is a live block of this page, freed exactly once.
     pub unsafe fn push_remote(&self, block: *mut Block) -> bool {
-        // SAFETY: the caller gives up the live block.
-        unsafe { self.mark_free(block) };
+        // SAFETY: the caller gives up the live block, a chain of one.
+        unsafe {
+            self.mark_free(block);
+            self.push_chain(block, block)
+        }
+    }
+
+    /// Pushes the chain `head..tail` of free blocks on the cross-thread
+    /// list, from a thread that does not own the page. Returns whether this
+    /// thread must now push the page on the owner's `remote_pages` stack
+    /// (the page is full and nobody queued it yet).
+    ///
+    /// # Safety
+    ///
+    /// `head` to `tail` are free blocks of this page linked by their first
+    /// word, held by the calling thread alone.
+    unsafe fn push_chain(&self, head: *mut Block, tail: *mut Block) -> bool {
         let xfree = &self.shared.xfree;
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
             let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
-            let new = block as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
-            // SAFETY: the caller gives up the block, so this thread alone
+            let new = head as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
+            // SAFETY: the caller holds the chain, so this thread alone
             // writes it until the CAS below publishes it.
-            unsafe { (*block).next = (old & !XF_FLAGS) as *mut Block };
-            // Release publishes the link write to the owner's Acquire in `collect`.
+            unsafe { (*tail).next = (old & !XF_FLAGS) as *mut Block };
+            // Release publishes the chain's writes to the owner's Acquire in `collect`.
             match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return notify,
                 Err(now) => old = now,

@@ -123,21 +123,7 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     let evict_before = if force { u64::MAX } else { now.saturating_sub(delay.saturating_mul(10)) };
     let mut bytes = segment::evict_cached(evict_before);
     bytes += huge::purge_cache(now, delay, force);
-    let all = ALL.lock();
-    let mut seg = all.0;
-    while !seg.is_null() {
-        // SAFETY: segments on `ALL` stay mapped while we hold its lock; a
-        // shared reference aliases no `&mut` (mutable fields are `Cell`s or
-        // atomics), and of the pages only their shared part is touched.
-        let s = unsafe { &*seg };
-        if s.kind != Kind::Huge {
-            for page in &s.pages[..s.page_count] {
-                bytes += purge_page(page, now, delay, force);
-            }
-        }
-        seg = s.all_next.get();
-    }
-    drop(all);
+    for_each_page(|page| bytes += purge_page(page, now, delay, force));
     bytes
 }
 
@@ -179,26 +165,34 @@ fn purge_page(page: &Page, now: u64, delay: u64, force: bool) -> usize {
 /// `Page::decommit_remote`). Returns the bytes given back.
 pub(crate) fn decommit_stranded() -> usize {
     let mut bytes = 0;
+    for_each_page(|page| {
+        // Acquire pairs with the Release of IN_USE in `Page::init`.
+        if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
+            return;
+        }
+        let (notify, n) = page.decommit_remote();
+        bytes += n;
+        if notify {
+            crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
+        }
+    });
+    bytes
+}
+
+/// Calls `f` on every page of every mapped segment but huge ones, holding
+/// `ALL`'s lock (so `f` may touch a page's shared part only, and must not
+/// map or unmap segments).
+fn for_each_page(mut f: impl FnMut(&Page)) {
     let all = ALL.lock();
     let mut seg = all.0;
     while !seg.is_null() {
-        // SAFETY: segments on `ALL` stay mapped while we hold its lock; of
-        // the pages only their shared part is touched.
+        // SAFETY: segments on `ALL` stay mapped while we hold its lock; a
+        // shared reference aliases no `&mut` (mutable fields are `Cell`s or
+        // atomics), and of the pages only their shared part is touched.
         let s = unsafe { &*seg };
         if s.kind != Kind::Huge {
-            for page in &s.pages[..s.page_count] {
-                // Acquire pairs with the Release of IN_USE in `Page::init`.
-                if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
-                    continue;
-                }
-                let (notify, n) = page.decommit_remote();
-                bytes += n;
-                if notify {
-                    crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
-                }
-            }
+            s.pages[..s.page_count].iter().for_each(&mut f);
         }
         seg = s.all_next.get();
     }
-    bytes
 }
