@@ -84,6 +84,12 @@ fn alloc_from(size: usize, align: usize, reserve: usize, may_map: bool) -> *mut 
             None => return ptr::null_mut(),
         },
     };
+    publish_block(seg, offset)
+}
+
+/// Hands out the block of a huge segment readied for it: marks it in use
+/// and returns its address.
+fn publish_block(seg: *mut Segment, offset: usize) -> *mut u8 {
     // SAFETY: the segment is ours alone until the block is handed out.
     let s = unsafe { &*seg };
     // Release pairs with the Acquire of statistics and the checked free:
@@ -156,58 +162,89 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
     // Up to twice the address space asked is fine: untouched reserve costs
     // nothing, and what a cached block kept committed stays counted.
     let (least, most) = (size.max(reserve / 2), reserve.saturating_mul(2));
+    let seg = take_best(offset, align, usable, |s| s.reserve.get() >= least && s.reserve.get() <= most)?;
+    prepare_cached(seg, usable)
+}
+
+/// The cached block that holds `usable` bytes committed already, with at
+/// most the surplus [`trim_to`] leaves whole and any reserve that holds
+/// `usable`: null when there is none. A block that `realloc` grows past
+/// its committed bytes moves into such a block rather than fault its
+/// growth in: copying a page costs a fraction of faulting one in, and the
+/// block it leaves goes to the cache, committed, for the next taker.
+pub fn alloc_committed(size: usize, align: usize) -> *mut u8 {
+    if align > MAX_HUGE_ALIGN || size > isize::MAX as usize / 8 {
+        return ptr::null_mut();
+    }
+    let offset = HEADER_RESERVE.next_multiple_of(align.max(os::OS_PAGE));
+    let Some(usable) = round_usable(size.max(1)) else { return ptr::null_mut() };
+    let fits = |s: &Segment| {
+        let committed = s.committed_len.get();
+        s.reserve.get() >= usable && committed >= usable && trim_to(committed, usable).is_none()
+    };
+    match take_best(offset, align, usable, fits).and_then(|seg| prepare_cached(seg, usable)) {
+        Some(seg) => publish_block(seg, offset),
+        None => ptr::null_mut(),
+    }
+}
+
+/// Takes off the cache the block with the block offset `offset`, aligned
+/// to `align`, for which `fits` holds, that fits `usable` best by
+/// committed bytes (see [`better_fit`]).
+fn take_best(offset: usize, align: usize, usable: usize, fits: impl Fn(&Segment) -> bool) -> Option<*mut Segment> {
     // Relaxed: see `CACHED_BYTES`.
     if CACHED_BYTES.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let seg = {
-        let mut cache = HCACHE.lock();
-        // The best fit so far and the segment before it on the list.
-        let (mut best, mut best_prev): (*mut Segment, *mut Segment) = (ptr::null_mut(), ptr::null_mut());
-        let mut prev: *mut Segment = ptr::null_mut();
-        let mut s = cache.head;
-        while !s.is_null() {
-            // SAFETY: cached segments are live; their links change only under
-            // the cache's lock, which we hold.
-            let seg = unsafe { &*s };
-            let fits = seg.reserve.get() >= least && seg.reserve.get() <= most;
-            let shape = seg.block_offset.get() == offset && (s as usize + offset) % align == 0;
-            // The committed bytes of the best fit so far (none: any fits).
-            let best_committed = if best.is_null() {
-                None
-            } else {
-                // SAFETY: `best` is a live cached segment (as above).
-                Some(unsafe { (*best).committed_len.get() })
-            };
-            let better = best_committed.is_none_or(|b| better_fit(seg.committed_len.get(), b, usable));
-            if fits && shape && better {
-                (best, best_prev) = (s, prev);
-                if seg.committed_len.get() == usable {
-                    break;
-                }
+    let mut cache = HCACHE.lock();
+    // The best fit so far and the segment before it on the list.
+    let (mut best, mut best_prev): (*mut Segment, *mut Segment) = (ptr::null_mut(), ptr::null_mut());
+    let mut prev: *mut Segment = ptr::null_mut();
+    let mut s = cache.head;
+    while !s.is_null() {
+        // SAFETY: cached segments are live; their links change only under
+        // the cache's lock, which we hold.
+        let seg = unsafe { &*s };
+        let shape = seg.block_offset.get() == offset && (s as usize + offset) % align == 0;
+        // The committed bytes of the best fit so far (none: any fits).
+        let best_committed = if best.is_null() {
+            None
+        } else {
+            // SAFETY: `best` is a live cached segment (as above).
+            Some(unsafe { (*best).committed_len.get() })
+        };
+        let better = best_committed.is_none_or(|b| better_fit(seg.committed_len.get(), b, usable));
+        if shape && better && fits(seg) {
+            (best, best_prev) = (s, prev);
+            if seg.committed_len.get() == usable {
+                break;
             }
-            prev = s;
-            s = seg.next.get();
         }
-        if !best.is_null() {
-            // SAFETY: `best` and `best_prev` are live cached segments (as above).
-            let next = unsafe { (*best).next.get() };
-            if best_prev.is_null() {
-                cache.head = next;
-            } else {
-                // SAFETY: as above.
-                unsafe { (*best_prev).next.set(next) };
-            }
-            // SAFETY: as above.
-            cache.bytes -= unsafe { (*best).size };
-            publish(&cache);
-        }
-        best
-    };
-    if seg.is_null() {
+        prev = s;
+        s = seg.next.get();
+    }
+    if best.is_null() {
         return None;
     }
-    // SAFETY: taken off the cache above: live, and ours alone.
+    // SAFETY: `best` and `best_prev` are live cached segments (as above).
+    let next = unsafe { (*best).next.get() };
+    if best_prev.is_null() {
+        cache.head = next;
+    } else {
+        // SAFETY: as above.
+        unsafe { (*best_prev).next.set(next) };
+    }
+    // SAFETY: as above.
+    cache.bytes -= unsafe { (*best).size };
+    publish(&cache);
+    Some(best)
+}
+
+/// Readies a block just taken off the cache to hold `usable` bytes: gives
+/// back the part of its committed tail [`trim_to`] cuts and commits what
+/// it lacks. `None`, the segment unmapped, when the memory is refused.
+fn prepare_cached(seg: *mut Segment, usable: usize) -> Option<*mut Segment> {
+    // SAFETY: taken off the cache by the caller: live, and ours alone.
     let s = unsafe { &*seg };
     let usable = usable.min(s.reserve.get());
     // Committed pages past the block's use stay with it while it lives,
@@ -219,7 +256,7 @@ fn take_cached(size: usize, usable: usize, offset: usize, align: usize, reserve:
         s.committed_len.set(keep);
     }
     s.huge_zero.set(s.committed_len.get() == 0);
-    // Relaxed: published with the block (see `alloc_from`).
+    // Relaxed: published with the block (see `publish_block`).
     s.usable.store(0, Ordering::Relaxed);
     // The cached block may reserve less than the rounded size (never
     // less than `size`).
@@ -271,6 +308,23 @@ pub unsafe fn resize_in_place(seg: *mut Segment, new_size: usize) -> bool {
         s.committed_len.set(len);
     }
     commit_to(s, len)
+}
+
+/// Bytes that growing the live huge block of `seg` to `new_size` would
+/// fault in: what goes past its committed bytes when its reserve holds
+/// `new_size`, else all of it (a new mapping).
+///
+/// # Safety
+///
+/// `seg` is the live huge segment of a block the caller owns.
+pub unsafe fn growth_faults(seg: *mut Segment, new_size: usize) -> usize {
+    let Some(len) = round_usable(new_size.max(1)) else { return 0 };
+    // SAFETY: the caller promises a live huge segment it owns.
+    let s = unsafe { &*seg };
+    if new_size > len.min(s.reserve.get()) {
+        return len;
+    }
+    len.saturating_sub(s.committed_len.get())
 }
 
 /// Frees a huge block: into the cache while it has room, else to the OS.
