@@ -100,27 +100,32 @@ pub fn hole_of(b: usize, bs: usize) -> (usize, usize) {
     (lo, hi.saturating_sub(lo))
 }
 
-/// Bytes `Page::extend` carves at a time (in blocks: see
-/// [`carve_blocks`]). 8 KiB rather than 16: every size class a heap uses
-/// touches one carving before it holds a block, so the smaller step lowers
-/// the peak of programs with few blocks per class (`benches/programs`,
-/// peak RSS, 5 interleaved runs: `perthread` 8.14 -> 7.89 MiB, `mix` 55.6
-/// -> 55.0). A carving of 4 KiB saved no more there and cost one more
-/// instruction per malloc+free at 1 KiB in the callgrind loop (a page's
-/// free list runs out every 4 blocks instead of every 8).
-pub const FIRST_CARVE: usize = 8 * 1024;
+/// Bytes `Page::extend` carves at a time from a page of blocks larger
+/// than [`SMALL_CARVE_MAX`] (at least one block).
+pub const FIRST_CARVE: usize = 16 * 1024;
 
-/// Blocks of `block_size` bytes one carving takes (before the page's end):
-/// two at least up to [`FIRST_CARVE`]-sized blocks, as many as a 16 KiB
-/// carving took, since a single block would send every other allocation
-/// on a freshly taken page down the slow path; one above.
+/// Blocks up to this size are carved [`SMALL_CARVE`] bytes at a time (16
+/// blocks at least).
+pub const SMALL_CARVE_MAX: usize = 512;
+
+/// Bytes `Page::extend` carves at a time from a page of blocks of at most
+/// [`SMALL_CARVE_MAX`] bytes. Every size class a heap uses touches one
+/// carving before it holds a block, so the smaller step lowers the peak of
+/// programs with few blocks per class (`benches/programs`, peak RSS, 5
+/// interleaved runs with 8 KiB for every class: `perthread` 8.14 -> 7.89
+/// MiB, `mix` 55.6 -> 55.0). Larger blocks keep 16 KiB: fewer than 16
+/// blocks per carving send the callgrind loop's malloc+free at 1 KiB down
+/// the slow path often enough to cost a third of an instruction more
+/// (55.3 -> 55.6), and 4 KiB carvings for all cost one.
+pub const SMALL_CARVE: usize = 8 * 1024;
+
+/// Blocks of `block_size` bytes one carving takes (before the page's end).
 #[inline]
 pub const fn carve_blocks(block_size: usize) -> usize {
-    let n = FIRST_CARVE / block_size;
-    if n >= 2 {
-        n
-    } else if n == 1 {
-        2
+    if block_size <= SMALL_CARVE_MAX {
+        SMALL_CARVE / block_size
+    } else if block_size <= FIRST_CARVE {
+        FIRST_CARVE / block_size
     } else {
         1
     }
