@@ -336,10 +336,16 @@ pub unsafe fn resize_in_place(seg: *mut Segment, new_size: usize) -> bool {
 /// # Safety
 ///
 /// `seg` is the live huge segment of a block the caller owns.
+#[inline]
 pub unsafe fn growth_faults(seg: *mut Segment, new_size: usize) -> usize {
-    let Some(len) = round_usable(new_size.max(1)) else { return 0 };
     // SAFETY: the caller promises a live huge segment it owns.
     let s = unsafe { &*seg };
+    // Within its committed bytes (the common case of a buffer regrown in
+    // a block taken from the cache): at most the rounding faults.
+    if new_size <= s.committed_len.get() {
+        return 0;
+    }
+    let Some(len) = round_usable(new_size) else { return 0 };
     if new_size > len.min(s.reserve.get()) {
         return len;
     }
