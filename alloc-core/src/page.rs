@@ -22,9 +22,10 @@
 //!              by other threads and not yet collected
 //! ```
 //!
-//! `free` is the allocation list (fast path pops), `local_free` takes the
-//! owner's frees (fast path pushes), `xfree` takes other threads' frees
-//! (atomic push). The owner moves `local_free` and `xfree` into `free` on its
+//! `free` is the allocation list (fast path pops; the C library's free of a
+//! small page's block pushes there too, see `free.rs`), `local_free` takes
+//! the owner's other frees (fast path pushes), `xfree` takes other threads'
+//! frees (atomic push). The owner moves `local_free` and `xfree` into `free` on its
 //! slow path, so the fast paths never touch an atomic read-modify-write.
 //!
 //! `xfree` also carries two flag bits in its low bits: [`XF_IN_FULL`] (the
@@ -456,6 +457,18 @@ impl Page {
         // SAFETY: `block` is a free block of this page, now handed out.
         unsafe { unmark(block) };
         Some(block)
+    }
+
+    /// The head of the list the owner's last free went to: `free` for the
+    /// C entry points' small pages (`TO_FREE`), else `local_free` (owner
+    /// only; see `free.rs`). The immediate double-free test compares it.
+    #[inline(always)]
+    pub fn last_freed<const TO_FREE: bool>(&self) -> *mut Block {
+        if TO_FREE {
+            self.own.free.get()
+        } else {
+            self.own.local_free.get()
+        }
     }
 
     /// Takes the owner's frees back when `free` ran dry (owner only): pops

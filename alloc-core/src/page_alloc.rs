@@ -81,7 +81,9 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
         if s.used_pages.get() == s.page_count {
             seg_list_remove(heap, s);
         }
-        page.init(heap.id(), class, block_size, was == state::PURGED);
+        // A small page takes the C library's frees on `free` (`free.rs`):
+        // its list never says "zeroed".
+        page.init(heap.id(), class, block_size, was == state::PURGED && s.kind != Kind::Small);
         return ptr::from_ref(page).cast_mut();
     }
 }
