@@ -6,16 +6,18 @@
 //! part), onto the page's atomic `xfree` list otherwise (its shared part
 //! only). Huge blocks go back to the huge cache or the OS.
 //!
-//! The owner's list: the C entry points ([`free_checked`]) push a block of
-//! a small page straight onto `free`, so that the block freed last is the
+//! The owner's list: the C entry points ([`free_checked`], which `realloc`
+//! also uses for the block it leaves) push a block of a small page
+//! straight onto `free`, so that the block freed last is the
 //! next one handed out while it is still in the cache (jemalloc's and
 //! tcmalloc's thread caches do the same; `benches/programs/churn.py` with
 //! `PYTHONMALLOC=malloc` took 0.69 s of CPU against 0.77 with
 //! `local_free`, jemalloc 0.64, 7 interleaved runs). Small pages therefore
 //! never claim zeroed memory (`Page::init`): `calloc` clears their blocks.
-//! Every other free of the owner goes to `local_free`, which keeps the
-//! fast path of the Rust allocator and the zeroed pages of larger blocks
-//! as they were.
+//! Every other free of the owner (the Rust allocator's `dealloc`, blocks
+//! of medium and large pages) goes to `local_free`, which keeps the fast
+//! path of the Rust allocator and the zeroed pages of larger blocks as
+//! they were.
 
 use core::sync::atomic::Ordering;
 

@@ -172,7 +172,10 @@ unsafe fn move_block(seg: *mut Segment, p: *mut u8, q: *mut u8, usable: usize, n
     // copied length.
     unsafe { ptr::copy_nonoverlapping(src, q, usable.min(new_size)) };
     // SAFETY: `p` is live (caller promise) and freed once, after the copy.
-    unsafe { free::free_block(p) };
+    // The checked entry: a small block goes where the next `malloc` of its
+    // class looks first (see `free.rs`), the look-up costs no more than
+    // the masking `free_block` does.
+    unsafe { free::free_checked(p) };
     // The heap may have been set up by the allocation above.
     let heap = heap::current();
     if grows && heap != empty_heap() {
