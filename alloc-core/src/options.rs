@@ -132,7 +132,7 @@ pub const VARS: [VarSpec; 10] = [
         var: Var::HugeCache,
         name: "SHRINKALLOC_HUGE_CACHE",
         kind: Kind::Number { default: 256 << 20, max: 1 << 40 },
-        doc: "bytes of address space of freed huge blocks kept mapped for reuse",
+        doc: "bytes freed huge blocks keep committed for reuse (and four times that of address space)",
     },
     VarSpec {
         var: Var::SoftLimit,

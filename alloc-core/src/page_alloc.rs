@@ -18,7 +18,7 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::heap::Heap;
-use crate::page::{state, Page, FIRST_CARVE, PF_IN_FULL};
+use crate::page::{carve_blocks, state, Page, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{self, CLASSES, MAX_MEDIUM, MAX_SMALL};
 use crate::{commit, os};
@@ -62,7 +62,7 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
         // rest for a free one that held smaller blocks (a 128 KiB block on
         // a page that touched 12 KiB). Reclaim may run here and re-enter
         // this heap; look again after.
-        let first = FIRST_CARVE.max(block_size).next_multiple_of(os::OS_PAGE).min(page.size());
+        let first = (carve_blocks(block_size) * block_size).next_multiple_of(os::OS_PAGE).min(page.size());
         let need = first.saturating_sub(if was == state::PURGED { 0 } else { page.touched() });
         if need > charged {
             if !commit::charge(need) {
@@ -81,7 +81,9 @@ pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
         if s.used_pages.get() == s.page_count {
             seg_list_remove(heap, s);
         }
-        page.init(heap.id(), class, block_size, was == state::PURGED);
+        // A small page takes the C library's frees on `free` (`free.rs`):
+        // its list never says "zeroed".
+        page.init(heap.id(), class, block_size, was == state::PURGED && s.kind != Kind::Small);
         return ptr::from_ref(page).cast_mut();
     }
 }

@@ -2,9 +2,12 @@
 //! growing block moves.
 //!
 //! A block whose usable size still fits, and is not more than twice what is
-//! asked, stays; a huge block grows or shrinks inside its reserve. A block
-//! that grows moves: past 64 KiB to a huge block with room to grow in
-//! place; a buffer the thread grows again and again (a *streak*) to a
+//! asked, stays; a huge block grows or shrinks inside its reserve, unless
+//! the growth would fault in a quarter of its size or more and a freed huge
+//! block holds the new size committed: then it moves there (a copy costs
+//! less than the faults, and the block it leaves is cached committed). A
+//! block that grows moves: past 64 KiB to a huge block with room to grow
+//! in place; a buffer the thread grows again and again (a *streak*) to a
 //! cached huge block from 4 KiB, or to a block with half as much room again.
 //!
 //! Invariant: on failure the old block is untouched; on success it is freed
@@ -34,6 +37,13 @@ const STREAK_HUGE_MIN: usize = 4 << 10;
 /// again from this size: below it, copies are cheap and the room would
 /// cost more.
 const ROOMY_MIN: usize = 1 << 10;
+
+/// A huge block that would fault in at least 1/`MOVE_RATIO` of its size
+/// to grow in place moves into a cached block that holds the new size
+/// committed (see [`huge::alloc_committed`]): a page copied costs about a
+/// tenth of a page faulted in (zeroed, mapped, a trap), so the copy pays
+/// back from there with a margin.
+const MOVE_RATIO: usize = 4;
 
 /// Address space a growing block reserves: four times the size asked, and
 /// at least the rest of its segment, so that a buffer grows to about 4 MiB
@@ -116,6 +126,18 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     let checked = huge && new_size > usable;
     if checked {
         crate::alloc::check_watched();
+        // A huge block that would fault much of its growth in moves into a
+        // cached block that holds it committed, if there is one.
+        // SAFETY: `seg` is the live huge segment of the caller's block.
+        let faults = unsafe { huge::growth_faults(seg, new_size) };
+        if faults > 0 && faults.saturating_mul(MOVE_RATIO) >= usable {
+            let q = huge::alloc_committed(new_size, align.max(MIN_ALIGN));
+            if !q.is_null() {
+                // SAFETY: forwarded from the caller; `q` is a fresh block
+                // of at least `new_size` bytes.
+                return unsafe { move_block(seg, p, q, usable, new_size) };
+            }
+        }
     }
     // Growth takes the reserve; shrinking stays in place while still huge.
     // SAFETY: `seg` is the live huge segment of the caller's block.
@@ -129,6 +151,20 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     if q.is_null() {
         return q;
     }
+    // SAFETY: forwarded from the caller; `q` is a fresh block of at least
+    // `new_size` bytes.
+    unsafe { move_block(seg, p, q, usable, new_size) }
+}
+
+/// Copies the live block `p` of `seg` (`usable` bytes) into the fresh
+/// block `q` of at least `new_size` bytes, frees `p` and returns `q`.
+///
+/// # Safety
+///
+/// `p` is a live block of this allocator in `seg` with `usable` bytes;
+/// `q` is a distinct live block of at least `new_size` bytes.
+unsafe fn move_block(seg: *mut Segment, p: *mut u8, q: *mut u8, usable: usize, new_size: usize) -> *mut u8 {
+    let grows = new_size > usable;
     // Read through the segment's provenance, not `p`'s: a program's pointer
     // may cover only the bytes it asked for, and we copy the usable size.
     let src = seg.cast::<u8>().wrapping_add(p as usize - seg as usize);
@@ -136,7 +172,10 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     // copied length.
     unsafe { ptr::copy_nonoverlapping(src, q, usable.min(new_size)) };
     // SAFETY: `p` is live (caller promise) and freed once, after the copy.
-    unsafe { free::free_block(p) };
+    // The checked entry: a small block goes where the next `malloc` of its
+    // class looks first (see `free.rs`), the look-up costs no more than
+    // the masking `free_block` does.
+    unsafe { free::free_checked(p) };
     // The heap may have been set up by the allocation above.
     let heap = heap::current();
     if grows && heap != empty_heap() {

@@ -2,8 +2,11 @@
 //! appending to a buffer grow them, are not copied at every size class:
 //! a buffer grown by half its size at each step leaves the size classes at
 //! 64 KiB (or at 4 KiB when a freed huge block is cached) and then grows in
-//! place; a small one does not pin the pages of the cached block it takes; one appended to in small pieces gets room to grow and moves only
-//! a few times per doubling. Content is checked at every step.
+//! place; a small one does not pin the pages of the cached block it takes;
+//! a huge one that outgrows its committed pages moves into a cached block
+//! that holds them rather than fault them in; one appended to in small
+//! pieces gets room to grow and moves only a few times per doubling.
+//! Content is checked at every step.
 
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::sync::Mutex;
@@ -108,4 +111,38 @@ fn a_small_buffer_does_not_pin_a_cached_blocks_pages() {
     // SAFETY: `p` is live with this layout.
     unsafe { dealloc(p, layout(size)) };
     assert!(after + 2 * MIB <= before, "a {size} B buffer kept the cached block's pages: {before} -> {after}");
+}
+
+/// A huge block that outgrows what it has committed moves into a freed
+/// block the cache holds committed, rather than fault its growth in on a
+/// new mapping.
+#[test]
+fn a_huge_block_grows_into_a_cached_committed_block() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    shrinkalloc::purge();
+    let layout = |size| Layout::from_size_align(size, 1).unwrap();
+    // SAFETY: a non-zero size.
+    let cached = std::hint::black_box(unsafe { alloc(layout(4 * MIB)) });
+    assert!(!cached.is_null());
+    // SAFETY: `cached` holds 4 MiB; every page is touched, then freed into the cache.
+    unsafe {
+        cached.write_bytes(7, 4 * MIB);
+        dealloc(std::hint::black_box(cached), layout(4 * MIB));
+    }
+    // A 1.5 MiB block of its own (the cached one is too big for its shape).
+    // SAFETY: a non-zero size.
+    let p = std::hint::black_box(unsafe { alloc(layout(3 * MIB / 2)) });
+    assert!(!p.is_null() && p != cached);
+    // SAFETY: `p` holds 1.5 MiB.
+    unsafe { p.write_bytes(3, 3 * MIB / 2) };
+    let before = shrinkalloc::stats().committed;
+    // SAFETY: `p` is live with this layout; the new size is non-zero.
+    let q = unsafe { realloc(p, layout(3 * MIB / 2), 3 * MIB) };
+    let after = shrinkalloc::stats().committed;
+    assert_eq!(q, cached, "the growing block did not take the cached one");
+    // SAFETY: `q` holds 3 MiB, the first 1.5 MiB copied from `p`.
+    assert!(unsafe { (0..3 * MIB / 2).step_by(4096).all(|i| q.add(i).read() == 3) }, "content lost");
+    assert!(after < before + MIB, "the growth committed new memory: {before} -> {after}");
+    // SAFETY: `q` is live with this layout.
+    unsafe { dealloc(q, layout(3 * MIB)) };
 }
