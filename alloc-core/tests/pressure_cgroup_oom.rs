@@ -145,8 +145,9 @@ fn check_survivor(run: &Run) {
     // The derived limits match the group.
     assert_eq!(r.get("cgroup_dir"), Some(run.group_dir.as_str()), "{}", out.output());
     assert_eq!(r.num("cgroup_limit"), LIMIT as u64);
-    assert_eq!(r.num("hard"), (LIMIT - LIMIT / 8) as u64, "hard limit = limit - max(limit/8, 8 MiB)");
-    assert_eq!(r.num("soft"), (LIMIT / 4 * 3) as u64, "soft limit = 3/4 of the limit");
+    let hard = LIMIT - LIMIT / 16;
+    assert_eq!(r.num("hard"), hard as u64, "hard limit = limit - max(limit/16, 8 MiB)");
+    assert_eq!(r.num("soft"), (hard - LIMIT / 8) as u64, "soft limit = hard - max(limit/8, 8 MiB)");
     // The cache grew past the limit and the shrinker gave most of it back.
     assert_eq!(r.num("refused"), 0, "no insertion may fail: {}", out.output());
     assert!(r.num("inserted") as usize * BLOCK >= DEMAND, "{}", out.output());

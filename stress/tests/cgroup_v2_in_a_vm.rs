@@ -6,7 +6,8 @@
 //! 1. the demo's scenario (`cache`, 96 MiB, demand 1.5x) under shrinkalloc and
 //!    glibc with `memory.max`: shrinkalloc survives under the limit with no
 //!    `oom_kill` in its group's `memory.events` and the limits derived from
-//!    `memory.max` (hard `L - max(L/8, 8 MiB)`, soft `3L/4`,
+//!    `memory.max` (hard `L - max(L/16, 8 MiB)`, soft that less
+//!    `max(L/8, 8 MiB)`,
 //!    `alloc-core/src/reclaim/cgroup.rs`); glibc, the control, is OOM-killed
 //!    (`oom_kill` counted);
 //! 2. the same under shrinkalloc with `memory.high` set as well (`--high`,
@@ -34,7 +35,7 @@ const MIB: u64 = 1 << 20;
 /// survivor peaking at 98-100% of the limit.
 const LIMIT: u64 = 96 * MIB;
 /// The second run's `memory.max` and `memory.high`: 100 MiB is not the
-/// 3/4 of the limit that shrinkalloc derives without it.
+/// soft line (hard less max(1/8, 8 MiB)) that shrinkalloc derives without it.
 const HIGH_LIMIT: u64 = 128 * MIB;
 const HIGH: u64 = 100 * MIB;
 /// The binary of `alloc-core/tests/pressure_cgroup_oom.rs`.
@@ -128,8 +129,10 @@ fn in_a_v2_vm_shrinkalloc_survives_memory_max_where_glibc_is_oom_killed_and_stay
     assert_eq!(shrink.num("oom_kills"), 0, "oom_kill in memory.events: {shrink:#?}");
     assert!(shrink.col("cgroup").starts_with("/sys/fs/cgroup/shrinkalloc-stress."), "{shrink:#?}");
     assert!(shrink.num("peak_bytes") <= LIMIT, "{shrink:#?}");
-    assert_eq!(shrink.field("hard_limit"), LIMIT - LIMIT / 8, "hard = memory.max - max(max/8, 8 MiB)");
-    assert_eq!(shrink.field("soft_limit"), LIMIT / 4 * 3, "soft = 3/4 of memory.max without memory.high");
+    let hard = LIMIT - (LIMIT / 16).max(8 * MIB);
+    assert_eq!(shrink.field("hard_limit"), hard, "hard = memory.max - max(max/16, 8 MiB)");
+    let soft = hard - (LIMIT / 8).max(8 * MIB);
+    assert_eq!(shrink.field("soft_limit"), soft, "soft = hard - max(max/8, 8 MiB) without memory.high");
     let glibc = run("glibc");
     assert_eq!(glibc.col("outcome"), "oom_killed", "the control was not OOM-killed: {glibc:#?}");
     assert!(glibc.num("oom_kills") >= 1, "no oom_kill in memory.events: {glibc:#?}");
@@ -174,5 +177,5 @@ fn check_memory_high_run(console: &str) {
     assert!(before < HIGH, "the first pass came only once usage had reached memory.high ({before} bytes)");
     assert!(high.num("peak_bytes") < HIGH, "the group's peak reached memory.high: {high:#?}");
     assert_eq!(high.field("soft_limit"), HIGH - HIGH / 16, "soft = memory.high less 1/16: {high:#?}");
-    assert_eq!(high.field("hard_limit"), HIGH_LIMIT - HIGH_LIMIT / 8, "{high:#?}");
+    assert_eq!(high.field("hard_limit"), HIGH_LIMIT - HIGH_LIMIT / 16, "{high:#?}");
 }
