@@ -172,7 +172,7 @@ fn usage_panel<DB: DrawingBackend>(
         }
         if let Some((lo, hi)) = r.band(plan.duration).filter(|_| r.outcome == Outcome::Survived && r.oracle().is_some())
         {
-            let (x0, x1) = (plan.duration.as_secs_f64() / 4.0, plan.duration.as_secs_f64());
+            let (x0, x1) = (r.band_from(plan.duration), plan.duration.as_secs_f64());
             for b in [lo, hi] {
                 let y = b as f64 / MIB;
                 chart.draw_series(DashedLineSeries::new([(x0, y), (x1, y)], 4, 4, c.stroke_width(1)))?;

@@ -48,6 +48,9 @@ pub struct ResultRow {
     band_max_bytes: Option<usize>,
     band_min_pct: Option<f64>,
     band_max_pct: Option<f64>,
+    /// Where the band's window opens, seconds into the run
+    /// (`RunResult::band_from`).
+    band_from_s: Option<f64>,
     trace_error: Option<String>,
     final_fields: String,
     detail: String,
@@ -99,6 +102,7 @@ impl ResultRow {
             band_max_bytes: band.map(|b| b.1),
             band_min_pct: band.map(|b| pct(b.0)),
             band_max_pct: band.map(|b| pct(b.1)),
+            band_from_s: band.map(|_| round(r.band_from(plan.duration), 2)),
             trace_error: match &r.replay {
                 Some(Err(e)) => Some(e.clone()),
                 _ => None,

@@ -222,7 +222,7 @@ fn print_header(plan: &Plan, limiter: &Limiter) {
     if plan.scenario.traced {
         println!(
             "each child's cache requests are traced and replayed through an exact LRU of {}% of the limit \
-             (hits/ideal); band: usage over the last three quarters of the duration",
+             (hits/ideal); band: usage after warm-up (from a quarter of the duration, later while the cache still fills, at most half)",
             oracle::BUDGET_PERCENT
         );
     }

@@ -291,12 +291,28 @@ impl RunResult {
     }
 
     /// The usage band after warm-up: the least and the most usage sampled
-    /// over the last three quarters of the run's `duration` (what a paced
-    /// workload spans; not the checks and the freeing after it).
+    /// from [`RunResult::band_from`] to the end of the run's `duration`
+    /// (what a paced workload spans; not the checks and the freeing after
+    /// it).
     pub fn band(&self, duration: Duration) -> Option<(usize, usize)> {
-        let end = duration.as_secs_f64();
-        let after = self.samples.iter().filter(|s| s.t >= end / 4.0 && s.t <= end).map(|s| s.usage);
+        let (from, end) = (self.band_from(duration), duration.as_secs_f64());
+        let after = self.samples.iter().filter(|s| s.t >= from && s.t <= end).map(|s| s.usage);
         after.fold(None, |b, u| Some(b.map_or((u, u), |(lo, hi): (usize, usize)| (lo.min(u), hi.max(u)))))
+    }
+
+    /// Where warm-up ends, in seconds: a quarter into the run's `duration`,
+    /// or later while the cache is still filling, at the first sample whose
+    /// usage reaches 90% of the run's highest; never past half the
+    /// duration, so that usage that creeps up all run long still widens the
+    /// band. (A run whose demand is twice its limit, spread evenly over the
+    /// duration, fills its cache only 40% of the way in: its first quarter
+    /// is not its warm-up.) A sawtooth's first peak is reached early, so
+    /// every later drop stays in the window.
+    pub fn band_from(&self, duration: Duration) -> f64 {
+        let end = duration.as_secs_f64();
+        let peak = self.samples.iter().filter(|s| s.t <= end).map(|s| s.usage).max().unwrap_or(0);
+        let filled = self.samples.iter().find(|s| s.usage as f64 >= 0.9 * peak as f64).map_or(0.0, |s| s.t);
+        filled.clamp(end / 4.0, end / 2.0)
     }
 
     /// Operations per second over the child's run (until it died).
