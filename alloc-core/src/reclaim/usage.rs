@@ -286,12 +286,12 @@ mod tests {
     fn the_guard_stays_under_memory_high_on_v2_only() {
         // v2 with memory.high = 100 MiB: the soft line is 93.75 MiB, and
         // the raw usage counts from there on, not from halfway to the hard
-        // line (102.875 MiB).
+        // line (106.875 MiB).
         let v2 = group(Version::V2, Some(100 << 20));
         assert_eq!(v2.lines.soft(), Some(100 * MIB - 100 * MIB / 16));
         assert_eq!(v2.guard(), 100 * MIB - 100 * MIB / 16);
         // v1's soft limit throttles nothing: halfway, as without one.
-        assert_eq!(group(Version::V1, Some(100 << 20)).guard(), 106 * MIB);
-        assert_eq!(group(Version::V2, None).guard(), 104 * MIB);
+        assert_eq!(group(Version::V1, Some(100 << 20)).guard(), 110 * MIB);
+        assert_eq!(group(Version::V2, None).guard(), 112 * MIB);
     }
 }
