@@ -1,0 +1,74 @@
+#!/bin/bash
+# redis requests per second under each allocator, the server and
+# redis-benchmark pinned to different CPUs, in interleaved rounds.
+#
+#   benches/programs/redis_rps.sh ROUNDS REQUESTS [NAME=LIB ...]
+#
+# On a 2-core machine the harness (run.py) lets the server and
+# redis-benchmark share both cores, and requests per second move by 10-30%
+# between two runs of one library. Here the server runs on CPU 0 and the
+# client on CPU 1 (`taskset`), each round runs every allocator once, the
+# order rotated from round to round, and the medians are printed, with each
+# allocator's ratio to mimalloc. The requests are the harness's: SET, GET,
+# LPUSH, LRANGE_100 with 1 KiB values from 50 clients, then SET and GET
+# pipelined 16 deep (5x REQUESTS each). Default allocators: shrinkalloc
+# (target/release/libshrinkalloc.so), glibc, jemalloc, mimalloc, tcmalloc
+# (Debian's; glibc is "preloaded" as libc.so.6, as in run.py, because
+# Debian's redis-server links libjemalloc).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-5}; requests=${2:-20000}; shift 2 || true
+lib=/usr/lib/x86_64-linux-gnu
+if [ $# -eq 0 ]; then
+    set -- shrinkalloc=target/release/libshrinkalloc.so glibc=$lib/libc.so.6 jemalloc=$lib/libjemalloc.so.2 \
+        mimalloc=$lib/libmimalloc.so.2 tcmalloc=$lib/libtcmalloc_minimal.so.4
+fi
+for tool in redis-server redis-benchmark redis-cli taskset python3; do
+    command -v $tool >/dev/null || { echo "redis_rps: $tool is missing" >&2; exit 1; }
+done
+[ "$(nproc)" -ge 2 ] || { echo "redis_rps: needs 2 CPUs (server and client apart)" >&2; exit 1; }
+port=26613
+out=$(mktemp -d)
+trap 'redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
+pairs=("$@")
+n=${#pairs[@]}
+for round in $(seq "$rounds"); do
+    for i in $(seq 0 $((n - 1))); do
+        pair=${pairs[$(((i + round) % n))]}
+        name=${pair%%=*}; so=${pair#*=}
+        [ -e "$so" ] || { echo "redis_rps: $so not found" >&2; exit 1; }
+        dir=$out/$name.$round; mkdir -p "$dir"
+        LD_PRELOAD=$so taskset -c 0 redis-server --port $port --bind 127.0.0.1 --save "" --appendonly no \
+            --jemalloc-bg-thread no --dir "$dir" --logfile "$dir/log" >/dev/null 2>&1 &
+        server=$!
+        for _ in $(seq 150); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.1; done
+        taskset -c 1 redis-benchmark -h 127.0.0.1 -p $port -n "$requests" -c 50 -d 1024 -r 100000 -P 1 \
+            -t SET,GET,LPUSH,LRANGE_100 --csv >"$dir/plain.csv"
+        taskset -c 1 redis-benchmark -h 127.0.0.1 -p $port -n $((requests * 5)) -c 50 -d 1024 -r 100000 -P 16 \
+            -t SET,GET --csv >"$dir/piped.csv"
+        redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
+        wait $server || true
+    done
+done
+python3 - "$out" "${pairs[@]}" <<'PY'
+import csv, glob, os, statistics, sys
+out, names = sys.argv[1], [p.split("=", 1)[0] for p in sys.argv[2:]]
+rps = {}
+for name in names:
+    for d in glob.glob(os.path.join(out, name + ".*")):
+        for kind, suffix in (("plain.csv", ""), ("piped.csv", " -P 16")):
+            for row in csv.reader(open(os.path.join(d, kind))):
+                test = row[0].split(" ")[0]
+                if test == "test":
+                    continue
+                rps.setdefault(test + suffix, {}).setdefault(name, []).append(float(row[1]))
+print("requests/s, median of the rounds (ratio to mimalloc)")
+print(f"{'test':<16}" + "".join(f"{n:>22}" for n in names))
+for test, by in rps.items():
+    med = {n: statistics.median(v) for n, v in by.items()}
+    base = med.get("mimalloc")
+    cells = [f"{med[n]:>12.0f} ({med[n] / base:.2f})" if base else f"{med[n]:>22.0f}" for n in names]
+    print(f"{test:<16}" + "".join(f"{c:>22}" for c in cells))
+spread = {n: [max(v) / min(v) for v in (by[n] for by in rps.values())] for n in names}
+print("largest max/min over the rounds of one test: " + ", ".join(f"{n} {max(s):.2f}" for n, s in spread.items()))
+PY
