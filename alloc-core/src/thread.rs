@@ -29,16 +29,27 @@ use crate::{huge, options, os};
 struct Pool {
     all: *mut Heap,
     abandoned: *mut Heap,
+    /// Threads in `collect_abandoned` holding abandoned heaps off the list.
+    collecting: usize,
     chunk: *mut u8,
     chunk_left: usize,
 }
 // SAFETY: only touched under its lock.
 unsafe impl Send for Pool {}
 
-static POOL: SpinLock<Pool> =
-    SpinLock::new(Pool { all: ptr::null_mut(), abandoned: ptr::null_mut(), chunk: ptr::null_mut(), chunk_left: 0 });
+static POOL: SpinLock<Pool> = SpinLock::new(Pool {
+    all: ptr::null_mut(),
+    abandoned: ptr::null_mut(),
+    collecting: 0,
+    chunk: ptr::null_mut(),
+    chunk_left: 0,
+});
 
 const HEAP_CHUNK: usize = 256 * 1024;
+
+/// Yields a starting thread makes while abandoned heaps are being collected
+/// before it makes a heap of its own (see `take_heap`).
+const COLLECT_WAIT_TRIES: u32 = 1000;
 
 static INIT: AtomicU8 = AtomicU8::new(0);
 static KEY: AtomicU32 = AtomicU32::new(0);
@@ -69,6 +80,18 @@ pub fn init_heap() -> *mut Heap {
 
 fn take_heap() -> *mut Heap {
     let mut pool = POOL.lock();
+    // Abandoned heaps that another thread is collecting come back in a
+    // moment: wait for them rather than make a heap (and a segment) more.
+    // Thread churn made a heap per collection that a starting thread ran
+    // into (7 heaps for 3 threads in `benches/programs/churn`). The wait is
+    // bounded: were the collector itself to get here, it would not spin.
+    let mut tries = 0;
+    while pool.abandoned.is_null() && pool.collecting > 0 && tries < COLLECT_WAIT_TRIES {
+        drop(pool);
+        std::thread::yield_now();
+        tries += 1;
+        pool = POOL.lock();
+    }
     let heap = pool.abandoned;
     if !heap.is_null() {
         // SAFETY: abandoned heaps are live and owned by no thread; the lock
@@ -151,7 +174,12 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
 pub fn collect_abandoned() {
     let head = {
         let mut pool = POOL.lock();
-        core::mem::replace(&mut pool.abandoned, ptr::null_mut())
+        let head = core::mem::replace(&mut pool.abandoned, ptr::null_mut());
+        if head.is_null() {
+            return;
+        }
+        pool.collecting += 1;
+        head
     };
     let mut tail = ptr::null_mut();
     let mut h = head;
@@ -164,13 +192,11 @@ pub fn collect_abandoned() {
         release_empty_pages(heap);
         h = heap.abandoned_next.get();
     }
-    if tail.is_null() {
-        return;
-    }
     let mut pool = POOL.lock();
     // SAFETY: the taken heaps are still ours; they go back under the lock.
     unsafe { (*tail).abandoned_next.set(pool.abandoned) };
     pool.abandoned = head;
+    pool.collecting -= 1;
 }
 
 fn abandon(heap: *mut Heap) {
@@ -231,6 +257,9 @@ pub(crate) unsafe extern "C" fn fork_child() {
     // Only the forking thread survives: every other owned heap is orphaned.
     let me = heap::current();
     let mut pool = POOL.lock();
+    // A thread that was collecting abandoned heaps is gone, and so are the
+    // heaps it held off the list (it may have been halfway through one).
+    pool.collecting = 0;
     let mut h = pool.all;
     while !h.is_null() {
         // SAFETY: heaps are never unmapped, and we are the only thread, so
