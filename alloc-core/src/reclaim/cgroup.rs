@@ -15,7 +15,9 @@
 //! |---|---|---|
 //! | group limit `L` | `memory.max` | `memory.limit_in_bytes` |
 //! | hard limit | `L - max(L/16, 8 MiB)`; none without `L` | `L - max(L/16, 8 MiB)` |
-//! | soft limit | `H - H/16` with `H` = `memory.high` if set, else hard `- max(L/8, 8 MiB)` | `memory.soft_limit_in_bytes` if set, else hard `- max(L/8, 8 MiB)` |
+//! | soft limit | `H - H/16` with `H` = `memory.high` if set, else `S` | `memory.soft_limit_in_bytes` if set, else `S` |
+//!
+//! with `S` = the larger of hard `- max(L/8, 8 MiB)` and `3L/4`.
 //!
 //! A v1 group without `L` gives no limits; a v2 group without `L` gives
 //! them only with `memory.high`. The soft limit never exceeds the hard one.
@@ -25,7 +27,8 @@
 //! floor in bytes because what they cover does not grow with the limit:
 //! from 128 MiB on, the hard line is at 15/16 of `L` and the soft one at
 //! 13/16 (background reclaim keeps the group near the guard, halfway
-//! between, 7/8), under 128 MiB they are `L` less 8 and 16 MiB. With
+//! between, 7/8); from 64 to 128 MiB `L` less 8 and 16 MiB; under 64 MiB
+//! the soft line stays at `3L/4`, where it always was. With
 //! `L - max(L/8, 8 MiB)` and `3L/4` a cache daemon's usage sat at 81-83% of
 //! its limit at 128 MiB, and its cache got 0.86 of the hits of an exact LRU
 //! of 75% of the limit; now 87-90% and 0.92 (issue 10, stress/README.md). On v2 the soft line stays 1/16 under
@@ -274,7 +277,10 @@ impl Found {
         let soft = match (self.version, self.high) {
             (Version::V2, Some(high)) => high - high / 16,
             (Version::V1, Some(high)) => high,
-            (_, None) => hard.saturating_sub((limit / 8).max(8 << 20)),
+            // Never under 3/4 of the limit: under 64 MiB the floors would
+            // put it there (32 MiB: 16 MiB), and a small group's cache
+            // would shrink for what a large one gains.
+            (_, None) => hard.saturating_sub((limit / 8).max(8 << 20)).max(limit / 4 * 3),
         };
         let soft = soft.min(hard);
         (hard > 0).then_some((soft, Some(hard)))
@@ -578,6 +584,9 @@ short line\n";
         // Under it, the floors: 8 MiB under the limit, 8 more under that.
         assert_eq!(f(Some(64 << 20), None).derived_limits(), Some((48 << 20, Some(56 << 20))));
         assert_eq!(f(Some(96 << 20), None).derived_limits(), Some((76 << 20, Some(88 << 20))));
+        // Under 64 MiB the soft line never falls under 3/4 of the limit.
+        assert_eq!(f(Some(32 << 20), None).derived_limits(), Some((24 << 20, Some(24 << 20))));
+        assert_eq!(f(Some(48 << 20), None).derived_limits(), Some((36 << 20, Some(40 << 20))));
         assert_eq!(f(Some(1 << 30), Some(1000 << 20)).derived_limits(), Some((960 << 20, Some(960 << 20))));
         assert_eq!(f(Some(64 << 20), Some(16 << 20)).derived_limits(), Some((16 << 20, Some(56 << 20))));
         assert_eq!(f(None, Some(1 << 20)).derived_limits(), None);

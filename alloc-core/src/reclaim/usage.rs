@@ -5,7 +5,8 @@
 //!
 //! The group's *lines* (`cgroup.rs`): the soft line (`memory.high` less
 //! 1/16, `memory.soft_limit_in_bytes`, else the hard line less max(1/8 of
-//! the limit, 8 MiB)) and the hard line (the limit less max(1/16, 8 MiB)). They apply to the whole group's
+//! the limit, 8 MiB) but at least 3/4 of the limit) and the hard line (the
+//! limit less max(1/16, 8 MiB)). They apply to the whole group's
 //! working set (usage less inactive file cache, which the kernel drops
 //! unaided; a group that reads files would sit at its limit otherwise),
 //! whatever limits the allocator itself was given. Neither refuses memory:
