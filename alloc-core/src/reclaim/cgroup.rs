@@ -31,11 +31,12 @@
 //! the soft line stays at `3L/4`, where it always was. With
 //! `L - max(L/8, 8 MiB)` and `3L/4` a cache daemon's usage sat at 81-83% of
 //! its limit at 128 MiB, and its cache got 0.86 of the hits of an exact LRU
-//! of 75% of the limit; now 87-90% and 0.92 (issue 10, stress/README.md). On v2 the soft line stays 1/16 under
-//! `memory.high`: past it the kernel throttles every thread of the group
-//! that charges memory, the library's reclaimers included, so background
-//! reclaim must work below it; v1's soft limit throttles nothing and is
-//! taken as it is.
+//! of 75% of the limit; now 87-90% and 0.92 (issue 10, stress/README.md).
+//!
+//! On v2 the soft line stays 1/16 under `memory.high`: past it the kernel
+//! throttles every thread of the group that charges memory, the library's
+//! reclaimers included, so background reclaim must work below it; v1's
+//! soft limit throttles nothing and is taken as it is.
 //!
 //! Transparent huge pages in the system's `always` mode would charge the
 //! group for memory the allocator never committed (a first touch takes
