@@ -107,17 +107,18 @@ pub const FIRST_CARVE: usize = 16 * 1024;
 
 /// Blocks up to this size are carved [`SMALL_CARVE`] bytes at a time (16
 /// blocks at least).
-pub const SMALL_CARVE_MAX: usize = 512;
+pub const SMALL_CARVE_MAX: usize = 2048;
 
 /// Bytes `Page::extend` carves at a time from a page of blocks of at most
 /// [`SMALL_CARVE_MAX`] bytes. Every size class a heap uses touches one
 /// carving before it holds a block, so the smaller step lowers the peak of
 /// programs with few blocks per class (`benches/programs`, peak RSS, 5
 /// interleaved runs with 8 KiB for every class: `perthread` 8.14 -> 7.89
-/// MiB, `mix` 55.6 -> 55.0). Larger blocks keep 16 KiB: fewer than 16
-/// blocks per carving send the callgrind loop's malloc+free at 1 KiB down
-/// the slow path often enough to cost a third of an instruction more
-/// (55.3 -> 55.6), and 4 KiB carvings for all cost one.
+/// MiB, `mix` 55.6 -> 55.0). Up to 2 KiB (4 blocks a carving at least)
+/// since the header classes (`size_class`) put three more classes in that
+/// range; the callgrind loop's malloc+free stays at 55 instructions at
+/// 1 KiB. Larger blocks keep 16 KiB; 4 KiB carvings for all cost an
+/// instruction.
 pub const SMALL_CARVE: usize = 8 * 1024;
 
 /// Blocks of `block_size` bytes one carving takes (before the page's end).

@@ -2,26 +2,34 @@
 //!
 //! Classes are multiples of 8 up to 128 bytes, then 4 per power of two up to
 //! [`MAX_CLASS_SIZE`] (160, 192, 224, 256, 320, ... 1 MiB), as mimalloc's
-//! and jemalloc's. Above 128 bytes a request wastes at most 1/5 (20%) of its
+//! and jemalloc's, plus one *header class* just past each power of two from
+//! 1 KiB to 4 KiB: 1,088, 2,176 and 4,352 bytes (the power of two and a
+//! sixteenth). Above 128 bytes a request wastes at most 1/5 (20%) of its
 //! block, about 10% on average over evenly spread sizes. Four classes per
 //! doubling rather than eight halve the pages a heap holds partly carved
 //! (at least one per class in use), and on the programs of
 //! `benches/programs` those pages cost more resident memory than the
 //! coarser rounding does: with eight, peak RSS was 61 MiB on `mix` (now 56)
-//! and 9.0 MiB on `perthread` (8.3). The cost falls on requests just past a
-//! power of two: redis's 1 KiB values with their `sds` header take 1,280
-//! bytes instead of 1,152. Every class size is a multiple of 8, and a class
-//! of size `s` is a multiple of every power of two up to `s / 8`, which is
-//! what aligned allocation relies on.
+//! and 9.0 MiB on `perthread` (8.3). The header classes take what that
+//! costs the most common sizes back: a power of two and a small header (a
+//! 1 KiB buffer in a struct, redis's 1 KiB values with their `sds` header,
+//! 1,028 bytes) took 1,280 bytes, a quarter more; now 1,088. Every class
+//! size is a multiple of 8; aligned requests search for a class that is a
+//! multiple of their alignment ([`class_for_aligned`]).
 
 /// log2 of the classes per power of two above 128 bytes.
 const STEPS_LOG: usize = 2;
 /// Classes per power of two above 128 bytes.
 const STEPS: usize = 1 << STEPS_LOG;
 
+/// log2 of the first and last powers of two followed by a header class
+/// (1 KiB and 4 KiB).
+const HEADER_FROM: usize = 10;
+const HEADER_TO: usize = 12;
+
 /// Number of size classes: 16 up to 128 bytes, then [`STEPS`] for each of
-/// the 13 powers of two up to 1 MiB.
-pub const CLASSES: usize = 16 + 13 * STEPS;
+/// the 13 powers of two up to 1 MiB, and the 3 header classes.
+pub const CLASSES: usize = 16 + 13 * STEPS + (HEADER_TO + 1 - HEADER_FROM);
 
 /// The largest block a class serves; bigger requests are huge blocks.
 pub const MAX_CLASS_SIZE: usize = 1 << 20;
@@ -107,28 +115,96 @@ const fn class_of_computed(size: usize) -> usize {
     }
     let s = size - 1;
     let b = (usize::BITS - 1 - s.leading_zeros()) as usize; // size in (2^b, 2^(b+1)]
-    16 + (b - 7) * STEPS + ((s >> (b - STEPS_LOG)) & (STEPS - 1))
+    let first = first_of_doubling(b);
+    if has_header_class(b) {
+        if size <= header_size(b) {
+            return first;
+        }
+        return first + 1 + ((s >> (b - STEPS_LOG)) & (STEPS - 1));
+    }
+    first + ((s >> (b - STEPS_LOG)) & (STEPS - 1))
+}
+
+/// Whether the sizes in `(2^b, 2^(b+1)]` start with a header class.
+const fn has_header_class(b: usize) -> bool {
+    b >= HEADER_FROM && b <= HEADER_TO
+}
+
+/// The header class's block size past `2^b`: the power of two and a
+/// sixteenth of it.
+const fn header_size(b: usize) -> usize {
+    (1 << b) + (1 << (b - 4))
+}
+
+/// The first class of the sizes in `(2^b, 2^(b+1)]`, `b >= 7`.
+const fn first_of_doubling(b: usize) -> usize {
+    let headers_before = if b <= HEADER_FROM {
+        0
+    } else if b > HEADER_TO {
+        HEADER_TO + 1 - HEADER_FROM
+    } else {
+        b - HEADER_FROM
+    };
+    16 + (b - 7) * STEPS + headers_before
 }
 
 const fn size_of_computed(class: usize) -> usize {
     if class < 16 {
         return (class + 1) * 8;
     }
-    let b = (class - 16) / STEPS + 7;
-    let step = 1usize << (b - STEPS_LOG);
-    (1usize << b) + ((class - 16) % STEPS + 1) * step
+    // The doubling `class` is in: the last whose first class is at most it.
+    let mut b = 7;
+    while b < 19 && first_of_doubling(b + 1) <= class {
+        b += 1;
+    }
+    let mut step = class - first_of_doubling(b);
+    if has_header_class(b) {
+        if step == 0 {
+            return header_size(b);
+        }
+        step -= 1;
+    }
+    (1usize << b) + (step + 1) * (1usize << (b - STEPS_LOG))
 }
 
+/// Largest size [`MID_TABLE`] covers: the header classes end below it.
+const MID_MAX: usize = 8 << 10;
+
+/// Class index for sizes from 1 KiB to 8 KiB, indexed by `(size + 63) /
+/// 64` (every class there is a multiple of 64): one load where the header
+/// classes would otherwise cost a computation of a dozen instructions
+/// more per `malloc` (callgrind, malloc+free at 8 KiB: 68 -> 89).
+static MID_TABLE: [u8; MID_MAX / 64 + 1] = {
+    let mut t = [0u8; MID_MAX / 64 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = class_of_computed(if i == 0 { 1 } else { i * 64 }) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The class of a request of `size` bytes (`size <= MAX_CLASS_SIZE`).
-/// One table load for sizes up to 1 KiB.
+/// One table load for sizes up to 8 KiB.
 #[inline(always)]
 pub fn class_of(size: usize) -> usize {
     if size <= TABLE_MAX {
         // Indexing stays in bounds: (1024 + 7) / 8 = 128 < 129.
         SMALL_TABLE[(size + 7) >> 3] as usize
+    } else if size <= MID_MAX {
+        // In bounds: (8192 + 63) / 64 = 128 < 129.
+        MID_TABLE[(size + 63) >> 6] as usize
     } else {
-        class_of_computed(size)
+        class_above_mid(size)
     }
+}
+
+/// [`class_of_computed`] above [`MID_MAX`], past every header class.
+#[inline(always)]
+fn class_above_mid(size: usize) -> usize {
+    let s = size - 1;
+    let b = (usize::BITS - 1 - s.leading_zeros()) as usize;
+    16 + (b - 7) * STEPS + (HEADER_TO + 1 - HEADER_FROM) + ((s >> (b - STEPS_LOG)) & (STEPS - 1))
 }
 
 /// The class of a C `malloc` of `size` bytes (`size <= 1024`): 16-aligned
@@ -184,6 +260,25 @@ mod tests {
             assert!(c >= smallest, "size {size} class {c}");
             assert!(c == smallest || size_of(c - 1) < size, "size {size} class {c}");
         }
+    }
+
+    #[test]
+    fn the_tables_and_the_fast_formula_agree_with_the_computation() {
+        for size in 1..=MAX_CLASS_SIZE {
+            assert_eq!(class_of(size), class_of_computed(size), "size {size}");
+        }
+        const { assert!(HEADER_TO < 13, "a header class past MID_MAX") };
+    }
+
+    #[test]
+    fn header_classes_follow_1_2_and_4_kib() {
+        let block = |size| size_of(class_of(size));
+        assert_eq!([block(1025), block(1028), block(1088), block(1089)], [1088, 1088, 1088, 1280]);
+        assert_eq!([block(2049), block(2176), block(2177)], [2176, 2176, 2560]);
+        assert_eq!([block(4100), block(4352), block(4353)], [4352, 4352, 5120]);
+        // None past 512 bytes or 8 KiB.
+        assert_eq!([block(513), block(8193)], [640, 10240]);
+        assert!((1..CLASSES).all(|c| size_of(c) > size_of(c - 1)), "class sizes not increasing");
     }
 
     #[test]
