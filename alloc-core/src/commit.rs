@@ -104,6 +104,13 @@ pub(crate) fn threshold() -> usize {
     THRESHOLD.load(Ordering::Relaxed)
 }
 
+/// Whether no line is in force: no soft or hard limit, no wake point of the
+/// pressure monitor (the threshold is `usize::MAX` then).
+#[inline]
+pub(crate) fn no_line() -> bool {
+    threshold() == usize::MAX
+}
+
 /// Sets the threshold (reclaim's limits, recomputed under their lock).
 pub(crate) fn set_threshold(bytes: usize) {
     // Relaxed: see `threshold`.
