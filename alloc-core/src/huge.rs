@@ -361,7 +361,7 @@ pub unsafe fn growth_faults(seg: *mut Segment, new_size: usize) -> usize {
 /// last. A full cache that refused every newcomer kept whatever it held
 /// first, which fitted fewer and fewer requests (the harness's `large`, 20
 /// buffers of 5-25 MiB: with a budget of 128 MiB, 140-170k page faults
-/// refusing, 66-76k evicting; 96 MiB, 215-240k against 115-123k).
+/// refusing, 66-81k evicting; 96 MiB, 215-240k against 112-123k).
 ///
 /// # Safety
 ///

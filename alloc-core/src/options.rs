@@ -128,18 +128,20 @@ pub const VARS: [VarSpec; 10] = [
         kind: Kind::Number { default: 4, max: 1024 },
         doc: "empty 4 MiB segments kept mapped per page kind",
     },
-    // 96 MiB rather than 256: within the purge delay the cache keeps what
+    // 128 MiB rather than 256: within the purge delay the cache keeps what
     // it holds resident, and a freed big buffer is mostly wanted again by
     // the next request of about its size, which the newest blocks serve
     // (the cache makes room by unmapping its oldest). On the harness's
-    // `large` (20 live buffers of 5-25 MiB): 256 / 96 / 64 MiB gave peak
-    // RSS 45 / 34.6 / 32.3 MiB at 22k / 117k / 183k page faults and
-    // 0.03 / 0.11 / 0.17 s (jemalloc 33.4 MiB at 697k faults, 0.50 s;
-    // tcmalloc 220 MiB, 0.14 s).
+    // `large` (20 live buffers of 5-25 MiB, 2 threads; interleaved runs):
+    // 256 / 128 / 96 / 64 MiB gave peak RSS 45 / 37.4 / 34.1 / 32.3 MiB at
+    // 22k / 77k / 118k / 183k page faults and 0.05 / 0.13 / 0.20 / 0.28 s
+    // of CPU (jemalloc 33.4 MiB at 697k faults, 0.9 s; tcmalloc 230 MiB,
+    // 0.12-0.30 s): 96 MiB was within 1.2x of tcmalloc's time only on
+    // some runs.
     VarSpec {
         var: Var::HugeCache,
         name: "SHRINKALLOC_HUGE_CACHE",
-        kind: Kind::Number { default: 96 << 20, max: 1 << 40 },
+        kind: Kind::Number { default: 128 << 20, max: 1 << 40 },
         doc: "bytes freed huge blocks keep committed for reuse (and four times that of address space)",
     },
     VarSpec {
