@@ -42,7 +42,7 @@ fn static_unwinder() -> Option<PathBuf> {
 /// Where the C compiler finds `name` when the target is the host's
 /// GNU/Linux; `None` elsewhere or when it does not find it.
 fn native_gnu_file(name: &str) -> Option<PathBuf> {
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let var = |key: &str| std::env::var(key).unwrap_or_default();
     let native = var("TARGET") == var("HOST");
     if !native || var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
         return None;

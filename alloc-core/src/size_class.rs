@@ -26,10 +26,12 @@ const STEPS: usize = 1 << STEPS_LOG;
 /// (1 KiB and 4 KiB).
 const HEADER_FROM: usize = 10;
 const HEADER_TO: usize = 12;
+/// The number of header classes.
+const HEADERS: usize = HEADER_TO + 1 - HEADER_FROM;
 
 /// Number of size classes: 16 up to 128 bytes, then [`STEPS`] for each of
-/// the 13 powers of two up to 1 MiB, and the 3 header classes.
-pub const CLASSES: usize = 16 + 13 * STEPS + (HEADER_TO + 1 - HEADER_FROM);
+/// the 13 powers of two up to 1 MiB, and the [`HEADERS`] header classes.
+pub const CLASSES: usize = 16 + 13 * STEPS + HEADERS;
 
 /// The largest block a class serves; bigger requests are huge blocks.
 pub const MAX_CLASS_SIZE: usize = 1 << 20;
@@ -141,7 +143,7 @@ const fn first_of_doubling(b: usize) -> usize {
     let headers_before = if b <= HEADER_FROM {
         0
     } else if b > HEADER_TO {
-        HEADER_TO + 1 - HEADER_FROM
+        HEADERS
     } else {
         b - HEADER_FROM
     };
@@ -204,7 +206,7 @@ pub fn class_of(size: usize) -> usize {
 fn class_above_mid(size: usize) -> usize {
     let s = size - 1;
     let b = (usize::BITS - 1 - s.leading_zeros()) as usize;
-    16 + (b - 7) * STEPS + (HEADER_TO + 1 - HEADER_FROM) + ((s >> (b - STEPS_LOG)) & (STEPS - 1))
+    16 + (b - 7) * STEPS + HEADERS + ((s >> (b - STEPS_LOG)) & (STEPS - 1))
 }
 
 /// The class of a C `malloc` of `size` bytes (`size <= 1024`): 16-aligned
