@@ -100,19 +100,28 @@ fn malloc_generic(size: usize) -> *mut u8 {
     if size <= MAX_CLASS_SIZE {
         alloc_class(size_class::class_of(size))
     } else {
-        check_watched();
+        before_bypass();
         huge::alloc(size, MIN_ALIGN, 0)
     }
 }
 
-/// Reclaim lockdep's check for an allocation that bypasses the heap (a
-/// huge block, a block growing in place): taken when the thread's heap is
-/// watched (see `Heap::watched`). One thread-local load and a flag.
+/// Before an allocation that bypasses the heap (a huge block, a block
+/// growing in place): a thread without a heap gets one, so that it counts
+/// among the threads allocating at once (`thread::live_threads`, which the
+/// huge cache's budget follows: the harness's `large` allocates nothing
+/// else); reclaim lockdep's check runs when the heap is watched (see
+/// `Heap::watched`). One thread-local load and a flag.
 #[inline]
-pub(crate) fn check_watched() {
-    // SAFETY: the thread's heap is its own (or the empty heap, never
-    // written): a shared reference aliases no `&mut`.
-    if unsafe { (*heap::current()).watched.get() } {
+pub(crate) fn before_bypass() {
+    let heap = heap::current();
+    if heap == empty_heap() {
+        // A new heap is not watched; null (no memory) only loses the count.
+        thread::init_heap();
+        return;
+    }
+    // SAFETY: a heap other than the empty one is the thread's own: a
+    // shared reference aliases no `&mut`.
+    if unsafe { (*heap).watched.get() } {
         commit::on_watched_alloc();
     }
 }
@@ -145,7 +154,7 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
             return alloc_class(class);
         }
     }
-    check_watched();
+    before_bypass();
     huge::alloc(size, align, 0)
 }
 

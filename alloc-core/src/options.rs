@@ -142,7 +142,7 @@ pub const VARS: [VarSpec; 10] = [
         var: Var::HugeCache,
         name: "SHRINKALLOC_HUGE_CACHE",
         kind: Kind::Number { default: 128 << 20, max: 1 << 40 },
-        doc: "bytes freed huge blocks keep committed for reuse (and four times that of address space)",
+        doc: "bytes freed huge blocks keep committed for reuse per four threads allocating at once (1-4 times; four times that of address space)",
     },
     VarSpec {
         var: Var::SoftLimit,

@@ -95,6 +95,36 @@ pub fn purge(p: *mut u8, size: usize) {
     unsafe { ptr::write_bytes(p, 0, size) };
 }
 
+/// CPUs this process may run on (its affinity mask), read once; 1 when the
+/// kernel will not say (and under Miri).
+pub fn cpus() -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static CPUS: AtomicUsize = AtomicUsize::new(0);
+    // Relaxed: every thread computes the same value.
+    let known = CPUS.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let n = if cfg!(miri) {
+        1
+    } else {
+        // SAFETY: an all-zero `cpu_set_t` is a valid (empty) set.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: the kernel writes at most `size_of::<cpu_set_t>()` bytes
+        // into `set`, a local of that size.
+        let ok = unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+        if ok {
+            // SAFETY: `set` is an initialized set the kernel filled.
+            unsafe { libc::CPU_COUNT(&set) as usize }
+        } else {
+            1
+        }
+    };
+    let n = n.max(1);
+    CPUS.store(n, Ordering::Relaxed);
+    n
+}
+
 /// Milliseconds on a monotonic clock that is cheap to read (vDSO, coarse).
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -120,8 +120,12 @@ pub fn purge() -> usize {
 }
 
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
-    let evict_before = if force { u64::MAX } else { now.saturating_sub(delay.saturating_mul(10)) };
-    let mut bytes = segment::evict_cached(evict_before);
+    let (before, surplus_before) = if force {
+        (u64::MAX, u64::MAX)
+    } else {
+        (now.saturating_sub(delay.saturating_mul(10)), now.saturating_sub(delay))
+    };
+    let mut bytes = segment::evict_cached(before, surplus_before);
     bytes += huge::purge_cache(now, delay, force);
     for_each_page(|page| bytes += purge_page(page, now, delay, force));
     bytes

@@ -59,7 +59,7 @@ fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool, check
     if (STREAK_HUGE_MIN..=isize::MAX as usize / 8).contains(&new_size) {
         if !checked && (streak || new_size >= REALLOC_HUGE_MIN) {
             // Reclaim lockdep: a huge block bypasses the heap's slow path.
-            crate::alloc::check_watched();
+            crate::alloc::before_bypass();
         }
         let huge_align = align.max(MIN_ALIGN);
         let q = if new_size >= REALLOC_HUGE_MIN {
@@ -125,7 +125,7 @@ pub unsafe fn realloc_in(seg: *mut Segment, p: *mut u8, new_size: usize, align: 
     // Reclaim lockdep: growing in place may commit memory.
     let checked = huge && new_size > usable;
     if checked {
-        crate::alloc::check_watched();
+        crate::alloc::before_bypass();
         // A huge block that would fault much of its growth in moves into a
         // cached block that holds it committed, if there is one.
         // SAFETY: `seg` is the live huge segment of the caller's block.

@@ -56,6 +56,16 @@ static KEY: AtomicU32 = AtomicU32::new(0);
 /// Heaps created since start.
 static HEAPS: AtomicUsize = AtomicUsize::new(0);
 
+/// Threads that own a heap now.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads that own a heap now: a hint for budgets that grow with the
+/// threads allocating at once (the huge cache's).
+pub fn live_threads() -> usize {
+    // Relaxed: a tally.
+    LIVE.load(Ordering::Relaxed)
+}
+
 /// Thread heaps created since start (owned or abandoned).
 pub fn heaps_created() -> usize {
     // Relaxed: a tally.
@@ -100,6 +110,8 @@ fn take_heap() -> *mut Heap {
         let h = unsafe { &*heap };
         pool.abandoned = h.abandoned_next.get();
         h.owned.set(true);
+        // Relaxed: a tally.
+        LIVE.fetch_add(1, Ordering::Relaxed);
         return heap;
     }
     let size = core::mem::size_of::<Heap>().next_multiple_of(64);
@@ -119,8 +131,9 @@ fn take_heap() -> *mut Heap {
     h.owned.set(true);
     h.all_next.set(pool.all);
     pool.all = heap;
-    // Relaxed: a tally.
+    // Relaxed: tallies.
     HEAPS.fetch_add(1, Ordering::Relaxed);
+    LIVE.fetch_add(1, Ordering::Relaxed);
     heap
 }
 
@@ -207,6 +220,8 @@ fn abandon(heap: *mut Heap) {
     h.owned.set(false);
     h.abandoned_next.set(pool.abandoned);
     pool.abandoned = heap;
+    // Relaxed: a tally.
+    LIVE.fetch_sub(1, Ordering::Relaxed);
 }
 
 // Around fork(): hold every allocator lock so the child never inherits one
@@ -271,5 +286,31 @@ pub(crate) unsafe extern "C" fn fork_child() {
             pool.abandoned = h;
         }
         h = heap.all_next.get();
+    }
+    // Relaxed: a tally; the forking thread alone is left.
+    LIVE.store(usize::from(me != empty_heap()), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::heap::{self, empty_heap};
+
+    /// A thread that allocates only huge blocks (which bypass the heap)
+    /// still gets a heap, so it counts in `live_threads`, which the huge
+    /// cache's budget follows.
+    #[test]
+    fn a_thread_allocating_only_huge_blocks_gets_a_heap() {
+        let had_heap = std::thread::spawn(|| {
+            assert_eq!(heap::current(), empty_heap(), "a new thread starts without a heap");
+            let p = crate::alloc::malloc(8 << 20);
+            assert!(!p.is_null());
+            let had = heap::current() != empty_heap();
+            // SAFETY: `p` is a live block of ours, freed once.
+            unsafe { crate::free::free_block(p) };
+            had
+        })
+        .join()
+        .unwrap();
+        assert!(had_heap, "the huge allocation left the thread without a heap");
     }
 }

@@ -18,6 +18,12 @@ Usage (from the repository root, after `cargo build --release -p shrinkalloc-ffi
     python3 benches/programs/run.py --json out.json     # keep the raw runs
     python3 benches/programs/run.py --report out.json   # reprint tables from them
 
+On a machine without the packages (the 16-core device, say), carry the built
+programs, the peers' libraries and GNU time, and name them:
+
+    python3 benches/programs/run.py --no-build --build-dir DIR/programs \
+        --peer-dir DIR --time DIR/time --no-callgrind --only server,mix,...
+
 Needs: cc, g++, valgrind, redis-server and redis-benchmark, python3.11 and
 its test suite (Debian: libpython3.11-testsuite), and the peers' libraries
 (libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4).
@@ -69,6 +75,7 @@ C_PROGRAMS = {
     "churn": ("churn.c", "thread churn: 400 rounds of short-lived threads"),
 }
 PY = "/usr/bin/python3.11"
+TIME = "/usr/bin/time"
 PY_TESTS = ["test_dict", "test_re", "test_heapq", "test_collections",
             "test_textwrap", "test_string", "test_bisect"]
 REDIS_TESTS = ["SET", "GET", "LPUSH", "LRANGE_100"]
@@ -104,7 +111,7 @@ def timed(cmd, report):
     Not wait4() here: a child forked from this Python process would count
     the runner's own pages in its peak RSS (Linux keeps the high-water mark
     of the image it had before exec); GNU time is small."""
-    return ["/usr/bin/time", "-o", report, "-f", "%U %S %M %R %F"] + cmd
+    return [TIME, "-o", report, "-f", "%U %S %M %R %F"] + cmd
 
 
 def read_time(report):
@@ -363,6 +370,7 @@ def report(data):
 
 
 def main():
+    global TIME
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--scale", type=float, default=1.0)
@@ -376,6 +384,10 @@ def main():
     ap.add_argument("--redis-requests", type=int, default=20000)
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--build-dir", default=str(REPO / "target/programs"))
+    ap.add_argument("--no-build", action="store_true",
+                    help="run the programs already in --build-dir (no compiler needed)")
+    ap.add_argument("--peer-dir", help="take the peers' libraries from here, not Debian's")
+    ap.add_argument("--time", default=TIME, help="GNU time's binary")
     ap.add_argument("--json", help="write the raw runs here")
     ap.add_argument("--report", help="only print the tables of a --json file")
     args = ap.parse_args()
@@ -384,6 +396,10 @@ def main():
         return
     if args.lib:
         ALLOCATORS[SUBJECT] = Path(args.lib).resolve()
+    if args.peer_dir:
+        for a in ("jemalloc", "mimalloc", "tcmalloc"):
+            ALLOCATORS[a] = Path(args.peer_dir).resolve() / ALLOCATORS[a].name
+    TIME = str(Path(args.time).resolve()) if os.sep in args.time else args.time
     allocs = args.allocators.split(",")
     for extra in args.extra:
         name, path = extra.split("=", 1)
@@ -392,14 +408,19 @@ def main():
     for a in allocs:
         if not ALLOCATORS[a].exists():
             sys.exit(f"{a}: {ALLOCATORS[a]} not found")
-    for tool in ("cc", "g++", "redis-server", "redis-benchmark", "redis-cli", "valgrind",
-                 "/usr/bin/time", PY):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found")
     build_dir = Path(args.build_dir)
-    build(build_dir)
     all_w = workloads(args, build_dir)
     names = args.only.split(",") if args.only else list(all_w)
+    needs = [TIME]
+    needs += [] if args.no_build else ["cc", "g++"]
+    needs += [] if args.no_callgrind else ["valgrind"]
+    needs += ["redis-server", "redis-benchmark", "redis-cli"] if "redis" in names else []
+    needs += [PY] if any(n.startswith("py") for n in names) else []
+    for tool in needs:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found")
+    if not args.no_build:
+        build(build_dir)
     data = {"threads": args.threads, "scale": args.scale, "reps": args.reps,
             "allocators": allocs, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load": round(os.getloadavg()[0], 1),
