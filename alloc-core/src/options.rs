@@ -126,7 +126,7 @@ pub const VARS: [VarSpec; 10] = [
         var: Var::SegmentCache,
         name: "SHRINKALLOC_SEGMENT_CACHE",
         kind: Kind::Number { default: 4, max: 1024 },
-        doc: "empty 4 MiB segments kept mapped per page kind",
+        doc: "empty 4 MiB segments kept mapped per page kind (more for one purge delay, purged)",
     },
     // 128 MiB rather than 256: within the purge delay the cache keeps what
     // it holds resident, and a freed big buffer is mostly wanted again by
