@@ -99,9 +99,14 @@ def run_checked(cmd):
         sys.exit(f"failed: {' '.join(cmd)}\n{res.stderr}")
 
 
+# Environment variables set for an allocator given as --extra NAME=PATH,VAR=VALUE.
+ALLOC_ENV = {}
+
+
 def env_for(alloc, extra=None):
     env = dict(os.environ)
     env["LD_PRELOAD"] = str(ALLOCATORS[alloc])
+    env.update(ALLOC_ENV.get(alloc, {}))
     env.update(extra or {})
     return env
 
@@ -378,8 +383,9 @@ def main():
     ap.add_argument("--only", help="comma-separated workloads (default: all)")
     ap.add_argument("--allocators", default=",".join(ALLOCATORS))
     ap.add_argument("--lib", help="shrinkalloc's library (default target/release/libshrinkalloc.so)")
-    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
-                    help="one more library to measure, e.g. an older shrinkalloc")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH[,VAR=VALUE...]",
+                    help="one more library to measure, e.g. an older shrinkalloc, with "
+                         "environment variables of its own (SHRINKALLOC_PURGE_DELAY_MS=10)")
     ap.add_argument("--redis-port", type=int, default=26479)
     ap.add_argument("--redis-requests", type=int, default=20000)
     ap.add_argument("--no-callgrind", action="store_true")
@@ -402,8 +408,10 @@ def main():
     TIME = str(Path(args.time).resolve()) if os.sep in args.time else args.time
     allocs = args.allocators.split(",")
     for extra in args.extra:
-        name, path = extra.split("=", 1)
+        name, spec = extra.split("=", 1)
+        path, *assignments = spec.split(",")
         ALLOCATORS[name] = Path(path).resolve()
+        ALLOC_ENV[name] = dict(a.split("=", 1) for a in assignments)
         allocs.append(name)
     for a in allocs:
         if not ALLOCATORS[a].exists():
