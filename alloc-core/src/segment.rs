@@ -422,41 +422,41 @@ pub unsafe fn release_segment(seg: *mut Segment) {
 }
 
 /// Purges the free pages of `s`, a segment with no page in use that is
-/// ours alone, merging neighbouring pages into one `madvise`. A page the
-/// purger holds (`PURGING`) is left to it.
+/// ours alone, with one `madvise` over them where it can (each call
+/// interrupts every CPU the process runs on): the range may span pages
+/// already purged, which are not resident and no one else's, and stops only
+/// at a page the purger holds (`PURGING`), left to it.
 fn purge_free_pages(s: &Segment) {
     const _: () = assert!(MAX_PAGES <= 64);
     let mut won = 0u64;
     let mut bytes = 0;
-    // The range being gathered: start and length.
-    let mut run: Option<(*mut u8, usize)> = None;
+    // The range being gathered: from its first resident byte to its last.
+    let mut run: Option<(*mut u8, *mut u8)> = None;
+    let flush = |run: &mut Option<(*mut u8, *mut u8)>| {
+        if let Some((start, end)) = run.take() {
+            os::purge(start, end as usize - start as usize);
+        }
+    };
     for (i, page) in s.pages[..s.page_count].iter().enumerate() {
         let sh = &page.shared;
         // Acquire pairs with the owner's Release of FREE: its last writes to
         // the page's memory and `touched` happened before our madvise.
-        if sh.state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            continue;
-        }
-        won |= 1 << i;
-        // Only what was carved can be resident.
-        let touched = page.touched();
-        if touched == 0 {
-            continue;
-        }
-        page.set_touched(0);
-        bytes += touched;
-        run = match run {
-            Some((start, len)) if start.wrapping_add(len) == sh.start => Some((start, len + touched)),
-            Some((start, len)) => {
-                os::purge(start, len);
-                Some((sh.start, touched))
+        match sh.state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => {
+                won |= 1 << i;
+                // Only what was carved can be resident.
+                let touched = page.touched();
+                if touched > 0 {
+                    page.set_touched(0);
+                    bytes += touched;
+                    run = Some((run.map_or(sh.start, |(start, _)| start), sh.start.wrapping_add(touched)));
+                }
             }
-            None => Some((sh.start, touched)),
-        };
+            Err(state::PURGED) => {}
+            Err(_) => flush(&mut run),
+        }
     }
-    if let Some((start, len)) = run {
-        os::purge(start, len);
-    }
+    flush(&mut run);
     if bytes > 0 {
         commit::on_purge(bytes);
     }
