@@ -111,6 +111,20 @@ pub(crate) fn no_line() -> bool {
     threshold() == usize::MAX
 }
 
+/// Whether the committed bytes are past the lowest line in force (the soft
+/// line's high watermark, a hard limit, the monitor's wake point): memory
+/// is short, and what is free should go back to the OS without waiting.
+/// Two relaxed loads and a compare; `false` with no line.
+pub(crate) fn past_line() -> bool {
+    // Relaxed: see `threshold` and `set_exact_line`. A refusing hard limit
+    // keeps the threshold at 0 and its line in `EXACT_LINE`.
+    let line = match EXACT_LINE.load(Ordering::Relaxed) {
+        0 => threshold(),
+        exact => exact,
+    };
+    committed() > line
+}
+
 /// Sets the threshold (reclaim's limits, recomputed under their lock).
 pub(crate) fn set_threshold(bytes: usize) {
     // Relaxed: see `threshold`.

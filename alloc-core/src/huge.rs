@@ -47,15 +47,21 @@ fn cost(s: &Segment) -> usize {
 
 /// The cache's committed budget: `Opt::HugeCacheBytes` for every four
 /// threads that allocate at once (those owning a heap, at most as many as
-/// the CPUs), between one and four times it. Threads that free and
+/// the CPUs), between one and four times it; under a memory line, the
+/// option alone. Threads that free and
 /// allocate big buffers side by side need room for each other's: on the
 /// harness's `large` at 16 threads on 16 cores, 128 MiB kept too few blocks
 /// for the requests that followed, and unmapping the rest serialized the
 /// threads on the kernel's mapping lock (wall 0.076 s, 133k faults; with
 /// 512 MiB, 0.035 s and 63k faults at a peak RSS 4% higher; tcmalloc 0.071 s).
 fn budget() -> usize {
+    let base = options::get(Opt::HugeCacheBytes);
+    if !commit::no_line() {
+        // Under a limit, what the cache keeps counts against it.
+        return base;
+    }
     let threads = crate::thread::live_threads().min(os::cpus());
-    options::get(Opt::HugeCacheBytes).saturating_mul((threads / 4).clamp(1, 4))
+    base.saturating_mul((threads / 4).clamp(1, 4))
 }
 
 /// Address space the cache may keep per byte of its committed budget: a
