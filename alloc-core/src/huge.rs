@@ -10,10 +10,10 @@
 //!
 //! Invariant: a huge segment is either live (page 0 `IN_USE`, owned by the
 //! block's holder) or on the cache list (`FREE`), never both; the cache holds
-//! at most its budget (`Opt::HugeCacheBytes`, more with many threads, see
-//! [`budget`]) committed (headers included) and four
-//! times that of address space, making room for a block freed by unmapping
-//! the ones cached longest ago. Cached blocks are purged after the purge
+//! at most its budget (`Opt::HugeCacheBytes`, more with many threads: see
+//! [`budget`]) committed (headers included) and four times that of address
+//! space, making room for a block freed by unmapping the ones cached
+//! longest ago. Cached blocks are purged after the purge
 //! delay and unmapped after ten times it.
 //! `usable <= committed_len` while live, `committed_len <= reserve` always.
 
@@ -48,12 +48,12 @@ fn cost(s: &Segment) -> usize {
 /// The cache's committed budget: `Opt::HugeCacheBytes` for every four
 /// threads that allocate at once (those owning a heap, at most as many as
 /// the CPUs), between one and four times it; under a memory line, the
-/// option alone. Threads that free and
-/// allocate big buffers side by side need room for each other's: on the
-/// harness's `large` at 16 threads on 16 cores, 128 MiB kept too few blocks
-/// for the requests that followed, and unmapping the rest serialized the
-/// threads on the kernel's mapping lock (wall 0.076 s, 133k faults; with
-/// 512 MiB, 0.035 s and 63k faults at a peak RSS 4% higher; tcmalloc 0.071 s).
+/// option alone. Threads that free and allocate big buffers side by side
+/// need room for each other's: on the harness's `large` at 16 threads on
+/// 16 cores, 128 MiB kept too few blocks for the requests that followed,
+/// and unmapping the rest serialized the threads on the kernel's mapping
+/// lock (wall 0.076 s, 133k faults; with 512 MiB, 0.035 s and 63k faults
+/// at a peak RSS 4% higher; tcmalloc 0.071 s).
 fn budget() -> usize {
     let base = options::get(Opt::HugeCacheBytes);
     if !commit::no_line() {
