@@ -25,7 +25,7 @@
 //! heap but its own abandoned, so nothing waits on a thread that is gone.
 //!
 //! Pages that become empty go back to their segment and are returned to the
-//! OS (`madvise`) after a delay, or at once on [`purge`] and under pressure
+//! OS (`madvise`) after a delay, or at once on [`purge()`] and under pressure
 //! (`purge.rs`). Empty segments wait in a small cache before being unmapped.
 //! Counters live on slow paths only (`stats.rs`).
 //!

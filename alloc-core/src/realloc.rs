@@ -53,7 +53,7 @@ fn growing_reserve(size: usize) -> usize {
 }
 
 /// The block a block of `usable` bytes growing to `new_size` moves to; a
-/// `streak` is a block this thread grew last (see [`Heap::last_grown`]);
+/// `streak` is a block this thread grew last (see [`crate::heap::Heap::last_grown`]);
 /// `checked`: reclaim lockdep already checked this reallocation.
 fn grown_block(new_size: usize, usable: usize, align: usize, streak: bool, checked: bool) -> *mut u8 {
     if (STREAK_HUGE_MIN..=isize::MAX as usize / 8).contains(&new_size) {

@@ -22,7 +22,7 @@
 //! small per-thread stack and has its heap *watched* (`Heap::watched`):
 //! every class of its heap misses the allocation fast path, so every
 //! allocation it makes while it holds such a lock reaches the slow path,
-//! which calls [`check`] through the core's seam (`commit::Watcher`).
+//! which calls `check` through the core's seam (`commit::Watcher`).
 //! There, for every held lock and every shrinker needs that taught it, an
 //! allocation whose scope would still let reclaim call such a shrinker is
 //! reported (`report.rs`), once per lock and call site, and counted in the
