@@ -225,20 +225,19 @@ const BORROW_CLASSES: usize = 2;
 
 /// For a medium class whose first page has no free block: a free block of
 /// one of the next [`BORROW_CLASSES`] classes, from the first of their
-/// pages that has one, rather than a block carved anew. A medium page holds only a
-/// few blocks, and each class of a program that frees at random kept its
-/// own pages at its own high-water mark, with holes that the requests of
-/// its neighbours, a few KiB smaller, could not use (the harness's `mix`,
-/// 8-64 KiB blocks: 6.1 MB in use in 9.0 MB carved per heap; peak RSS
-/// 56.7 -> 54.8 MiB, and 54.5 borrowing from three classes; classes from
-/// 4 KiB up borrowing too: 56.9). Not under a line: there a cache keeps
-/// its values in what the limit allows, and a value in a block a class or
-/// two too big holds that much less of them for as long as it lives
-/// (`stress` `cache-c` at 128 MiB of 1 GiB: hits 0.92 -> 0.85 of an exact
-/// LRU's when borrowing). Only classes
-/// whose blocks are aligned as this class's are (at least to the OS page,
-/// or to its own largest power of two): an aligned request chose its
-/// class for that.
+/// pages that has one, rather than a block carved anew. A medium page holds
+/// only a few blocks, and each class of a program that frees at random kept
+/// its own pages at its own high-water mark, with holes that the requests
+/// of its neighbours, a few KiB smaller, could not use (the harness's
+/// `mix`, 8-64 KiB blocks: 6.1 MB in use in 9.0 MB carved per heap; peak
+/// RSS 56.7 -> 54.8 MiB, and 54.5 borrowing from three classes; classes
+/// from 4 KiB up borrowing too: 56.9). Not under a line: there a cache
+/// keeps its values in what the limit allows, and a value in a block a
+/// class or two too big holds that much less of them for as long as it
+/// lives (`stress` `cache-c` at 128 MiB of 1 GiB: hits 0.92 -> 0.85 of an
+/// exact LRU's when borrowing). Only classes whose blocks are aligned as
+/// this class's are (at least to the OS page, or to its own largest power
+/// of two): an aligned request chose its class for that.
 fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
     let bs = size_class::size_of(class);
     if bs <= size_class::MAX_SMALL || !commit::no_line() {
@@ -247,11 +246,7 @@ fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
     let head = heap.queues[class].head();
     if !head.is_null() {
         // SAFETY: pages on the heap's queues are live and owned by it.
-        let p = unsafe { &*head };
-        if p.own.free.get().is_null() {
-            p.collect();
-        }
-        if !p.own.free.get().is_null() {
+        if unsafe { (*head).has_free() } {
             return None;
         }
     }
@@ -265,11 +260,8 @@ fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
         while !page.is_null() {
             // SAFETY: as above.
             let p = unsafe { &*page };
-            if p.own.free.get().is_null() {
-                p.collect();
-            }
-            if let Some(b) = p.pop_free() {
-                return Some(b.cast());
+            if p.has_free() {
+                return p.pop_free().map(|b| b.cast());
             }
             page = p.own.next.get();
         }
@@ -290,10 +282,7 @@ fn find_page(heap: &Heap, class: usize) -> *mut Page {
         while !page.is_null() {
             // SAFETY: pages on the heap's queues are live and owned by it.
             let p = unsafe { &*page };
-            if p.own.free.get().is_null() {
-                p.collect();
-            }
-            if p.own.free.get().is_null() {
+            if !p.has_free() {
                 let cost = p.refill_cost();
                 if cost > 0 && !commit::fits(cost) {
                     over_limit = over_limit.max(cost);

@@ -677,6 +677,15 @@ impl Page {
         self.merge_remote(old);
     }
 
+    /// Whether `free` holds a block, after collecting the page's other
+    /// frees into it if it ran dry. Owner only.
+    pub fn has_free(&self) -> bool {
+        if self.own.free.get().is_null() {
+            self.collect();
+        }
+        !self.own.free.get().is_null()
+    }
+
     /// Takes the cross-thread list and clears both flags: only for draining
     /// the owner's `remote_pages` stack, which owns the `XF_QUEUED` bit.
     pub fn collect_clearing_flags(&self) {
