@@ -67,7 +67,7 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::os;
+use crate::{commit, os};
 
 /// A free block: its first word links to the next free block.
 #[repr(C)]
@@ -353,6 +353,21 @@ impl Page {
     pub fn set_touched(&self, bytes: usize) {
         // Pages are at most 2 MiB: the count fits.
         self.shared.touched.store(bytes as u32, Ordering::Relaxed)
+    }
+
+    /// Wins this free page for purging (`FREE -> PURGING`, see `purge.rs`):
+    /// its touched bytes, now reset to 0, which the caller gives back to the
+    /// OS (with a [`PurgeRun`]) before storing `PURGED`; `Err` with the
+    /// state found when the page is not free. The page's memory and
+    /// `touched` are the winner's alone until then.
+    pub fn start_purge(&self) -> Result<usize, u8> {
+        // Acquire pairs with the owner's Release of FREE: its last writes to
+        // the page's memory and `touched` happened before our madvise.
+        self.shared.state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed)?;
+        // Only what was carved can be resident.
+        let touched = self.touched();
+        self.set_touched(0);
+        Ok(touched)
     }
 
     /// Prepares a page in state `TAKEN` for `class` in `heap`, then publishes
@@ -949,6 +964,78 @@ unsafe fn unmark(block: *mut Block) {
     }
     #[cfg(not(feature = "double-free-check"))]
     let _ = block;
+}
+
+/// Neighbouring pages of one segment being given back to the OS, by one
+/// `madvise` (each call interrupts every CPU the process runs on to flush
+/// its TLB). Its pages were won by [`Page::start_purge`] and stay
+/// `PURGING`, the caller's, until [`PurgeRun::flush`] stores `PURGED`. The
+/// range runs from the first page's start to the end of the last one's
+/// touched bytes: the untouched tails of the pages between are theirs too,
+/// and not resident. The caller keeps the segment mapped until the flush.
+pub struct PurgeRun {
+    start: *mut u8,
+    end: *mut u8,
+    /// Touched bytes of the run's pages (what leaves the committed count).
+    bytes: usize,
+    /// The run's pages: indices `first..=last` of the segment's.
+    first: usize,
+    last: usize,
+    open: bool,
+}
+
+impl PurgeRun {
+    /// A run with no page.
+    pub const EMPTY: PurgeRun =
+        PurgeRun { start: ptr::null_mut(), end: ptr::null_mut(), bytes: 0, first: 0, last: 0, open: false };
+
+    /// Adds page `index` of `pages` (a segment's), just won, whose first
+    /// `touched` bytes are resident: to this run where it follows the
+    /// run's last page, else to a new one after flushing this.
+    pub fn add(&mut self, pages: &[Page], index: usize, touched: usize) {
+        let start = pages[index].shared.start;
+        if !self.follows(index) {
+            self.flush(pages);
+            (self.start, self.end, self.first, self.open) = (start, start, index, true);
+        }
+        if touched > 0 {
+            self.end = start.wrapping_add(touched);
+        }
+        self.bytes += touched;
+        self.last = index;
+    }
+
+    /// Lets the run go on past page `index`, `PURGED` already: only for a
+    /// segment that is the caller's alone, where no one can take that page
+    /// while the run spans it (and storing `PURGED` again is harmless).
+    pub fn pass(&mut self, index: usize) {
+        if self.follows(index) {
+            self.last = index;
+        }
+    }
+
+    fn follows(&self, index: usize) -> bool {
+        self.open && self.last + 1 == index
+    }
+
+    /// Gives the run back to the OS and marks its pages (of `pages`, its
+    /// segment's) `PURGED`.
+    pub fn flush(&mut self, pages: &[Page]) {
+        if !self.open {
+            return;
+        }
+        if self.end > self.start {
+            os::purge(self.start, self.end as usize - self.start as usize);
+        }
+        if self.bytes > 0 {
+            commit::on_purge(self.bytes);
+        }
+        for page in &pages[self.first..=self.last] {
+            // Release pairs with the Acquire CAS in `page_alloc::new_page`.
+            page.shared.state.store(state::PURGED, Ordering::Release);
+        }
+        *self = PurgeRun::EMPTY;
+    }
 }
 
 #[cfg(test)]

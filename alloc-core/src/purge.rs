@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
-use crate::page::{state, Page};
+use crate::page::{state, Page, PurgeRun};
 use crate::page_alloc::release_empty_pages;
 use crate::segment::{self, Kind, Segment, ALL};
 use crate::{commit, huge, os, thread};
@@ -145,7 +145,7 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
         // A run ends with its segment, flushed while `ALL`'s lock keeps the
         // segment mapped.
         let pages = &s.pages[..s.page_count];
-        let mut run = Run::EMPTY;
+        let mut run = PurgeRun::EMPTY;
         for index in 0..pages.len() {
             bytes += purge_page(pages, index, now, delay, force, &mut run);
         }
@@ -154,63 +154,13 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     bytes
 }
 
-/// Neighbouring pages of one segment being purged, given back by one
-/// `madvise` (each call interrupts every CPU the process runs on to flush
-/// its TLB; a pass over `mix`'s 16 threads made 900 calls, one per 64 KiB
-/// page, most of them next to each other). Its pages are `PURGING`, ours,
-/// until [`Run::flush`] stores `PURGED`. The range runs from the first
-/// page's start to the end of the last one's touched bytes: the untouched
-/// tails of the pages between are theirs too, and not resident.
-struct Run {
-    start: *mut u8,
-    end: *mut u8,
-    /// Touched bytes of the run's pages (what leaves the committed count).
-    bytes: usize,
-    /// The run's pages: indices `first..first + pages` of the segment's.
-    first: usize,
-    pages: usize,
-}
-
-impl Run {
-    const EMPTY: Run = Run { start: core::ptr::null_mut(), end: core::ptr::null_mut(), bytes: 0, first: 0, pages: 0 };
-
-    /// Adds page `index` of `pages`, just won, whose first `touched` bytes
-    /// are resident: to this run where it follows the run's last page, else
-    /// to a new one after flushing this.
-    fn add(&mut self, pages: &[Page], index: usize, touched: usize) {
-        if self.pages == 0 || self.first + self.pages != index {
-            self.flush(pages);
-            (self.start, self.first) = (pages[index].shared.start, index);
-        }
-        self.end = pages[index].shared.start.wrapping_add(touched);
-        self.bytes += touched;
-        self.pages += 1;
-    }
-
-    /// Gives the run back to the OS and marks its pages (of `pages`, its
-    /// segment's) `PURGED`.
-    fn flush(&mut self, pages: &[Page]) {
-        if self.pages == 0 {
-            return;
-        }
-        os::purge(self.start, self.end as usize - self.start as usize);
-        commit::on_purge(self.bytes);
-        for page in &pages[self.first..self.first + self.pages] {
-            // Release pairs with the Acquire CAS in `page_alloc::new_page`.
-            page.shared.state.store(state::PURGED, Ordering::Release);
-        }
-        *self = Run::EMPTY;
-    }
-}
-
 /// Purges page `index` of `pages` (a segment's) if it is free (and idle
-/// for `delay`, unless `force`), by adding it to `run`. Returns the bytes
-/// given back. The page's memory and `touched` are used only after winning
-/// `FREE -> PURGING`, which makes this thread their only user until the
-/// run stores `PURGED`.
-fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, run: &mut Run) -> usize {
-    let page = &pages[index];
-    let sh = &page.shared;
+/// for `delay`, unless `force`), by adding it to `run`: neighbouring pages
+/// go back with one `madvise` (a pass over `mix`'s 16 threads made 900
+/// calls, one per 64 KiB page, most of them next to each other). Returns
+/// the bytes given back.
+fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, run: &mut PurgeRun) -> usize {
+    let sh = &pages[index].shared;
     // Relaxed first look; the CAS decides.
     if sh.state.load(Ordering::Relaxed) != state::FREE {
         return 0;
@@ -221,19 +171,7 @@ fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, r
     if !force && idle < delay {
         return 0;
     }
-    // Acquire pairs with the owner's Release of FREE: its last writes to
-    // the page's memory and `touched` happened before our madvise.
-    if sh.state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        return 0;
-    }
-    // Only what was carved can be resident.
-    let touched = page.touched();
-    if touched == 0 {
-        // Release pairs with the Acquire CAS in `page_alloc::new_page`.
-        sh.state.store(state::PURGED, Ordering::Release);
-        return 0;
-    }
-    page.set_touched(0);
+    let Ok(touched) = pages[index].start_purge() else { return 0 };
     run.add(pages, index, touched);
     touched
 }

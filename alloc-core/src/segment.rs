@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::lock::SpinLock;
 use crate::options::{self, Opt};
-use crate::page::{state, Page};
+use crate::page::{state, Page, PurgeRun};
 use crate::{commit, os};
 
 /// log2 of the segment size.
@@ -434,50 +434,20 @@ pub unsafe fn release_segment(seg: *mut Segment) {
 }
 
 /// Purges the free pages of `s`, a segment with no page in use that is
-/// ours alone, with one `madvise` over them where it can (each call
-/// interrupts every CPU the process runs on): the range may span pages
-/// already purged, which are not resident and no one else's, and stops only
-/// at a page the purger holds (`PURGING`), left to it.
+/// ours alone, with one `madvise` over them where it can: the range may
+/// span pages already purged, which are not resident and no one else's,
+/// and stops only at a page the purger holds (`PURGING`), left to it.
 fn purge_free_pages(s: &Segment) {
-    const _: () = assert!(MAX_PAGES <= 64);
-    let mut won = 0u64;
-    let mut bytes = 0;
-    // The range being gathered: from its first resident byte to its last.
-    let mut run: Option<(*mut u8, *mut u8)> = None;
-    let flush = |run: &mut Option<(*mut u8, *mut u8)>| {
-        if let Some((start, end)) = run.take() {
-            os::purge(start, end as usize - start as usize);
-        }
-    };
-    for (i, page) in s.pages[..s.page_count].iter().enumerate() {
-        let sh = &page.shared;
-        // Acquire pairs with the owner's Release of FREE: its last writes to
-        // the page's memory and `touched` happened before our madvise.
-        match sh.state.compare_exchange(state::FREE, state::PURGING, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => {
-                won |= 1 << i;
-                // Only what was carved can be resident.
-                let touched = page.touched();
-                if touched > 0 {
-                    page.set_touched(0);
-                    bytes += touched;
-                    run = Some((run.map_or(sh.start, |(start, _)| start), sh.start.wrapping_add(touched)));
-                }
-            }
-            Err(state::PURGED) => {}
-            Err(_) => flush(&mut run),
+    let pages = &s.pages[..s.page_count];
+    let mut run = PurgeRun::EMPTY;
+    for (index, page) in pages.iter().enumerate() {
+        match page.start_purge() {
+            Ok(touched) => run.add(pages, index, touched),
+            Err(state::PURGED) => run.pass(index),
+            Err(_) => run.flush(pages),
         }
     }
-    flush(&mut run);
-    if bytes > 0 {
-        commit::on_purge(bytes);
-    }
-    for (i, page) in s.pages[..s.page_count].iter().enumerate() {
-        if won & (1 << i) != 0 {
-            // Release pairs with the Acquire CAS in `page_alloc::new_page`.
-            page.shared.state.store(state::PURGED, Ordering::Release);
-        }
-    }
+    run.flush(pages);
 }
 
 /// Unmaps the cached segments that entered the cache at or before `before`
