@@ -107,7 +107,7 @@ fn malloc_generic(size: usize) -> *mut u8 {
 
 /// Before an allocation that bypasses the heap (a huge block, a block
 /// growing in place): a thread without a heap gets one, so that it counts
-/// among the threads allocating at once (`thread::live_threads`, which the
+/// among the threads allocating at once (`huge::LIVE_THREADS`, which the
 /// huge cache's budget follows: the harness's `large` allocates nothing
 /// else); reclaim lockdep's check runs when the heap is watched (see
 /// `Heap::watched`). One thread-local load and a flag.

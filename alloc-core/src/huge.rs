@@ -45,6 +45,10 @@ fn cost(s: &Segment) -> usize {
     HEADER_RESERVE + s.committed_len.get()
 }
 
+/// Threads that own a heap now, kept by `thread.rs` (which sits above this
+/// module): the threads allocating at once, which [`budget`] follows.
+pub(crate) static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
+
 /// The cache's committed budget: `Opt::HugeCacheBytes` for every four
 /// threads that allocate at once (those owning a heap, at most as many as
 /// the CPUs), between one and four times it; under a memory line, the
@@ -60,7 +64,8 @@ fn budget() -> usize {
         // Under a limit, what the cache keeps counts against it.
         return base;
     }
-    let threads = crate::thread::live_threads().min(os::cpus());
+    // Relaxed: a tally.
+    let threads = LIVE_THREADS.load(Ordering::Relaxed).min(os::cpus());
     base.saturating_mul((threads / 4).clamp(1, 4))
 }
 

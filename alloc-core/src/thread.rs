@@ -56,16 +56,6 @@ static KEY: AtomicU32 = AtomicU32::new(0);
 /// Heaps created since start.
 static HEAPS: AtomicUsize = AtomicUsize::new(0);
 
-/// Threads that own a heap now.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// Threads that own a heap now: a hint for budgets that grow with the
-/// threads allocating at once (the huge cache's).
-pub fn live_threads() -> usize {
-    // Relaxed: a tally.
-    LIVE.load(Ordering::Relaxed)
-}
-
 /// Thread heaps created since start (owned or abandoned).
 pub fn heaps_created() -> usize {
     // Relaxed: a tally.
@@ -80,6 +70,8 @@ pub fn init_heap() -> *mut Heap {
     if heap.is_null() {
         return heap;
     }
+    // Relaxed: a tally.
+    huge::LIVE_THREADS.fetch_add(1, Ordering::Relaxed);
     heap::set_current(heap);
     // From here on the thread allocates from its heap, so the process setup
     // below may itself allocate (pthread_atfork and pthread_key_create can).
@@ -110,8 +102,6 @@ fn take_heap() -> *mut Heap {
         let h = unsafe { &*heap };
         pool.abandoned = h.abandoned_next.get();
         h.owned.set(true);
-        // Relaxed: a tally.
-        LIVE.fetch_add(1, Ordering::Relaxed);
         return heap;
     }
     let size = core::mem::size_of::<Heap>().next_multiple_of(64);
@@ -131,9 +121,8 @@ fn take_heap() -> *mut Heap {
     h.owned.set(true);
     h.all_next.set(pool.all);
     pool.all = heap;
-    // Relaxed: tallies.
+    // Relaxed: a tally.
     HEAPS.fetch_add(1, Ordering::Relaxed);
-    LIVE.fetch_add(1, Ordering::Relaxed);
     heap
 }
 
@@ -221,7 +210,7 @@ fn abandon(heap: *mut Heap) {
     h.abandoned_next.set(pool.abandoned);
     pool.abandoned = heap;
     // Relaxed: a tally.
-    LIVE.fetch_sub(1, Ordering::Relaxed);
+    huge::LIVE_THREADS.fetch_sub(1, Ordering::Relaxed);
 }
 
 // Around fork(): hold every allocator lock so the child never inherits one
@@ -288,7 +277,7 @@ pub(crate) unsafe extern "C" fn fork_child() {
         h = heap.all_next.get();
     }
     // Relaxed: a tally; the forking thread alone is left.
-    LIVE.store(usize::from(me != empty_heap()), Ordering::Relaxed);
+    huge::LIVE_THREADS.store(usize::from(me != empty_heap()), Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -296,8 +285,8 @@ mod tests {
     use crate::heap::{self, empty_heap};
 
     /// A thread that allocates only huge blocks (which bypass the heap)
-    /// still gets a heap, so it counts in `live_threads`, which the huge
-    /// cache's budget follows.
+    /// still gets a heap, so it counts in `huge::LIVE_THREADS`, which the
+    /// huge cache's budget follows.
     #[test]
     fn a_thread_allocating_only_huge_blocks_gets_a_heap() {
         let had_heap = std::thread::spawn(|| {
