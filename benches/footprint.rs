@@ -19,7 +19,7 @@
 //! present before step 1 (the `before` column).
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shrinkalloc_benches::{Allocator, Jemalloc, Mimalloc, Rng, Shrinkalloc, System, NAMES, PEER};
 
@@ -110,21 +110,90 @@ fn workload<A: Allocator>() -> Footprint {
     }
 }
 
-fn run_child(name: &str) {
+/// Buffers of the spike workload and their sizes.
+const SPIKE_BUFFERS: usize = 2_000;
+const SPIKE_MIN: usize = 8 << 10;
+const SPIKE_MAX: usize = 64 << 10;
+
+/// How long the spike workload keeps up its small traffic after the spike.
+const SPIKE_IDLE: Duration = Duration::from_secs(1);
+
+/// The second workload, a daemon after a burst: allocate
+/// [`SPIKE_BUFFERS`] buffers of 8-64 KiB (about 70 MiB) and fill them;
+/// free a random 90% of them, so that most pages keep a survivor or two;
+/// then keep up a small steady traffic for [`SPIKE_IDLE`] (every 2 ms,
+/// 2,000 blocks of 16-256 B allocated and freed) without asking the
+/// allocator for anything; finally purge. Reported in the fields of
+/// [`Footprint`]: `after_free_90` right after the frees, `end` after the
+/// second of small traffic, `end_purged` after the purge, `millis` the
+/// time of the first two steps.
+fn spike<A: Allocator>() -> Footprint {
+    let mut rng = Rng::new(0x5eed_0004);
+    let mut buffers = vec![std::ptr::dangling_mut::<u8>(); SPIKE_BUFFERS];
+    let mut traffic = vec![std::ptr::dangling_mut::<u8>(); 2_000];
+    let before = proc_status_kib("VmRSS");
+    let start = Instant::now();
+    for p in &mut buffers {
+        *p = alloc_filled::<A>(rng.range(SPIKE_MIN, SPIKE_MAX));
+    }
+    for p in &mut buffers {
+        if rng.range(0, 9) != 0 {
+            // SAFETY: `p` is a live block of `A`, nulled so it is freed once.
+            unsafe { A::free(std::mem::replace(p, std::ptr::null_mut())) };
+        }
+    }
+    let millis = start.elapsed().as_millis() as u64;
+    let after_free_90 = proc_status_kib("VmRSS");
+    let idle = Instant::now();
+    while idle.elapsed() < SPIKE_IDLE {
+        for p in &mut traffic {
+            *p = alloc_filled::<A>(rng.range(16, 256));
+        }
+        for &p in &traffic {
+            // SAFETY: a live block of `A`, freed once.
+            unsafe { A::free(p) };
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let end = proc_status_kib("VmRSS");
+    A::purge();
+    let end_purged = proc_status_kib("VmRSS");
+    for &p in &buffers {
+        // SAFETY: each entry is null or a live block of `A`, freed once.
+        unsafe { A::free(p) };
+    }
+    Footprint { before, peak: proc_status_kib("VmHWM"), after_free_90, end, end_purged, millis }
+}
+
+fn run_child(name: &str, spike_workload: bool) {
+    macro_rules! run {
+        ($a:ty) => {
+            if spike_workload {
+                spike::<$a>()
+            } else {
+                workload::<$a>()
+            }
+        };
+    }
     let f = match name {
-        Shrinkalloc::NAME => workload::<Shrinkalloc>(),
-        Mimalloc::NAME => workload::<Mimalloc>(),
-        Jemalloc::NAME => workload::<Jemalloc>(),
-        System::NAME => workload::<System>(),
+        Shrinkalloc::NAME => run!(Shrinkalloc),
+        Mimalloc::NAME => run!(Mimalloc),
+        Jemalloc::NAME => run!(Jemalloc),
+        System::NAME => run!(System),
         _ => panic!("unknown allocator {name:?}; known: {NAMES:?}"),
     };
     println!("{}", f.to_line());
 }
 
-/// Runs the workload for `name` in a child process; `Err` says how it failed.
-fn measure(name: &str) -> Result<Footprint, String> {
+/// Runs a workload (`--spike`: the second one) for `name` in a child
+/// process; `Err` says how it failed.
+fn measure(name: &str, spike_workload: bool) -> Result<Footprint, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(exe).args(["--child", name]).output().map_err(|e| e.to_string())?;
+    let mut args = vec!["--child", name];
+    if spike_workload {
+        args.push("--spike");
+    }
+    let out = Command::new(exe).args(args).output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(format!("{} {}", out.status, stderr.trim()));
@@ -178,12 +247,55 @@ fn print_table(results: &[(&str, Result<Footprint, String>)]) {
     }
 }
 
+/// The spike workload's table: the same [`Footprint`] fields under the
+/// names of [`spike`]'s steps.
+fn print_spike_table(results: &[(&str, Result<Footprint, String>)]) {
+    let peer = results.iter().find(|(n, _)| *n == PEER).and_then(|(_, r)| r.as_ref().ok());
+    println!(
+        "\nA daemon after a burst: {SPIKE_BUFFERS} buffers of 8-64 KiB, 90% freed, then {} s of small \
+         traffic. RSS in MiB (whole process); ratios are to {PEER}.\n",
+        SPIKE_IDLE.as_secs()
+    );
+    println!(
+        "| allocator | before | peak | after freeing 90% | after 1 s of small traffic | after purge \
+         | time ms | after 1 s / {PEER} | after purge / {PEER} |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (name, r) in results {
+        let f = match r {
+            Ok(f) => f,
+            Err(e) => {
+                println!("| {name} | failed: {e} ||||||||");
+                continue;
+            }
+        };
+        let ratios = match peer {
+            Some(p) => [ratio(f.end, p.end), ratio(f.end_purged, p.end_purged)],
+            None => ["-".into(), "-".into()],
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            mib(f.before),
+            mib(f.peak),
+            mib(f.after_free_90),
+            mib(f.end),
+            mib(f.end_purged),
+            f.millis,
+            ratios[0],
+            ratios[1]
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        run_child(args.get(i + 1).expect("--child needs an allocator name"));
+        let name = args.get(i + 1).expect("--child needs an allocator name");
+        run_child(name, args.iter().any(|a| a == "--spike"));
         return;
     }
-    let results: Vec<_> = NAMES.iter().map(|&n| (n, measure(n))).collect();
+    let results: Vec<_> = NAMES.iter().map(|&n| (n, measure(n, false))).collect();
     print_table(&results);
+    let results: Vec<_> = NAMES.iter().map(|&n| (n, measure(n, true))).collect();
+    print_spike_table(&results);
 }

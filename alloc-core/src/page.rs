@@ -59,6 +59,19 @@
 //! with holes is purged whole at once (`page_alloc::release_page`), since
 //! `touched` cannot describe holes.
 //!
+//! Idle free blocks: with no memory line in force, the owner's decay tick
+//! (`purge::tick`, about every 100 ms of slow paths) also gives back the
+//! inside of the free blocks of 8 KiB or more that have sat on `free` for
+//! the purge delay, and moves them to `decommitted` ([`Page::decommit_idle`]):
+//! a daemon that freed most of a burst of buffers, each page keeping a
+//! survivor or two, no longer keeps the burst resident. A block's idleness
+//! is seen through an *idle mark* (its page's address mixed with a
+//! constant, in its fourth word, and the time first seen, in its fifth)
+//! written by the tick; a block handed out and freed again in between
+//! usually has the mark overwritten by the program, and one that keeps it
+//! costs a fault-in, never correctness. Under a line reclaim decides, as
+//! above.
+//!
 //! State is published after the fields it vouches for: a page taken for a
 //! class goes `FREE`/`PURGED -> TAKEN` (claimed, not yet readable), is
 //! initialised, and only then stored `IN_USE` with Release.
@@ -90,6 +103,16 @@ const DECOMMIT_MARK_WORD: usize = 2;
 
 /// Mixed into a page's address to make its decommit mark.
 const DECOMMIT_SALT: usize = 0x3c6e_f372_fe94_f82b;
+
+/// The words of a free block on the owner's `free` list that carry the
+/// idle mark and the time (ms) it was first seen there (see
+/// [`Page::decommit_idle`]); past the link, the free mark and the decommit
+/// mark. Read only on blocks on `free`, which are wholly committed.
+const IDLE_MARK_WORD: usize = 3;
+const IDLE_SINCE_WORD: usize = 4;
+
+/// Mixed into a page's address to make its idle mark.
+const IDLE_SALT: usize = 0x9b05_688c_2b3e_6c1f;
 
 /// The OS pages inside a block of `bs` bytes at address `b` that may go
 /// back to the OS while the block is free: whole OS pages past its first
@@ -666,6 +689,63 @@ impl Page {
         }
         // SAFETY: `head..tail` is the chain this thread took and holds.
         (unsafe { self.push_chain(head, tail) }, bytes)
+    }
+
+    /// For the owner, on its decay tick while no memory line is in force:
+    /// gives back the inside of the blocks on `free` that have stayed free
+    /// for `delay_ms` and moves them to `decommitted`, where an allocation
+    /// takes them only when `free` runs dry (see "Idle free blocks" in the
+    /// module doc). A block is idle when it carries the idle mark with a
+    /// time at least `delay_ms` before `now_ms`; the others are marked with
+    /// `now_ms`. Blocks of 8 KiB or more only; returns the bytes given back.
+    pub fn decommit_idle(&self, now_ms: u64, delay_ms: u64) -> usize {
+        if self.block_size() < DECOMMIT_MIN_BLOCK {
+            return 0;
+        }
+        let mark = self.idle_mark();
+        let mut bytes = 0;
+        let mut prev: *mut Block = ptr::null_mut();
+        let mut b = self.own.free.get();
+        // A walk of at most `reserved` links: a corrupted cycle cannot hang it.
+        for _ in 0..self.own.reserved.get() {
+            if b.is_null() {
+                break;
+            }
+            // SAFETY: blocks on `free` are free blocks of this page, fully
+            // committed, of 8 KiB or more (so their first five words are
+            // theirs), linked by their first word; only the owner (the
+            // caller) touches them.
+            unsafe {
+                let next = (*b).next;
+                let words = b.cast::<usize>();
+                let since = words.add(IDLE_SINCE_WORD).read() as u64;
+                if words.add(IDLE_MARK_WORD).read() == mark && now_ms.saturating_sub(since) >= delay_ms {
+                    if prev.is_null() {
+                        self.own.free.set(next);
+                    } else {
+                        (*prev).next = next;
+                    }
+                    let hole = self.give_back_inside(b);
+                    self.push_decommitted(b, hole);
+                    bytes += hole;
+                } else {
+                    if words.add(IDLE_MARK_WORD).read() != mark {
+                        words.add(IDLE_MARK_WORD).write(mark);
+                        words.add(IDLE_SINCE_WORD).write(now_ms as usize);
+                        // The mark is not zero: `calloc` must clear it.
+                        self.own.is_zero.set(false);
+                    }
+                    prev = b;
+                }
+                b = next;
+            }
+        }
+        bytes
+    }
+
+    /// The idle mark of this page's blocks.
+    fn idle_mark(&self) -> usize {
+        ptr::from_ref(self) as usize ^ IDLE_SALT
     }
 
     /// The decommit mark of this page's blocks.

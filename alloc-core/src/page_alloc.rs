@@ -18,7 +18,7 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::heap::Heap;
-use crate::page::{carve_blocks, state, Page, PF_IN_FULL};
+use crate::page::{self, carve_blocks, state, Page, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{self, CLASSES, MAX_MEDIUM, MAX_SMALL};
 use crate::{commit, os};
@@ -216,6 +216,26 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
     } else if !s.in_heap_list.get() {
         seg_list_push(heap, s);
     }
+}
+
+/// Gives back the inside of the heap's free blocks of 8 KiB or more that
+/// stayed free for `delay_ms` ([`Page::decommit_idle`]), on the pages of
+/// its queues (a full page has none). Returns the bytes given back.
+pub fn decommit_idle_blocks(heap: &Heap, now_ms: u64, delay_ms: u64) -> usize {
+    let mut bytes = 0;
+    for (class, queue) in heap.queues[..CLASSES].iter().enumerate() {
+        if size_class::size_of(class) < page::DECOMMIT_MIN_BLOCK {
+            continue;
+        }
+        let mut page = queue.head();
+        while !page.is_null() {
+            // SAFETY: pages on the heap's queues are live and owned by it.
+            let p = unsafe { &*page };
+            bytes += p.decommit_idle(now_ms, delay_ms);
+            page = p.own.next.get();
+        }
+    }
+    bytes
 }
 
 /// Takes back full pages that other threads freed into. One relaxed load

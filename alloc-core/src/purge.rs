@@ -5,7 +5,10 @@
 //! in; after that the next decay tick purges it (`madvise(MADV_DONTNEED)`).
 //! Ticks run on allocation slow paths (the clock is read on one in
 //! [`TICK_EVERY`]), the global one at most every quarter of the delay.
-//! [`purge`] purges every free page and cached segment now.
+//! With no memory line, a heap's tick also gives back the inside of its
+//! free blocks of 8 KiB or more that stayed free for the delay, in pages
+//! still in use ("Idle free blocks" in `page.rs`). [`purge`] purges every
+//! free page and cached segment now.
 //!
 //! Invariant: only a page in state `FREE` is purged, and only by the thread
 //! that moved it `FREE -> PURGING` by compare-and-swap; owners never touch a
@@ -17,7 +20,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
 use crate::page::{state, Page, PurgeRun};
-use crate::page_alloc::release_empty_pages;
+use crate::page_alloc::{decommit_idle_blocks, release_empty_pages};
 use crate::segment::{self, Kind, Segment, ALL};
 use crate::{commit, huge, os, thread};
 
@@ -61,8 +64,20 @@ fn tick_now(heap: &Heap, epoch: u64) {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);
         release_empty_pages(heap);
+        decommit_idle(heap, now);
     }
     global_tick(now);
+}
+
+/// The heap's free blocks of 8 KiB or more that stayed free for the purge
+/// delay give back their inside (`Page::decommit_idle`); not under a
+/// memory line, where reclaim decides what free blocks give back (doing it
+/// at every pass widened the band the cache's usage swings in: see "Free
+/// blocks given back" in `page.rs`). Owner only.
+fn decommit_idle(heap: &Heap, now: u64) {
+    if commit::no_line() {
+        decommit_idle_blocks(heap, now, purge_delay_ms());
+    }
 }
 
 /// The global part of the decay, for a thread that allocates nothing (the
@@ -127,7 +142,9 @@ pub fn purge() -> usize {
     let heap = heap::current();
     if heap != empty_heap() {
         // SAFETY: a heap other than the empty one is this thread's own.
-        release_empty_pages(unsafe { &*heap });
+        let heap = unsafe { &*heap };
+        release_empty_pages(heap);
+        decommit_idle(heap, os::now_ms());
     }
     thread::collect_abandoned();
     purge_pass(os::now_ms(), purge_delay_ms(), true)
