@@ -60,7 +60,8 @@
 //! `touched` cannot describe holes.
 //!
 //! Idle free blocks: with no memory line in force, the owner's decay tick
-//! (`purge::tick`, about every 100 ms of slow paths) also gives back the
+//! (`purge::tick`, about every 100 ms of slow paths; for an exited
+//! thread's heap, the global tick that collects it) also gives back the
 //! inside of the free blocks of 8 KiB or more that have sat on `free` for
 //! the purge delay, and moves them to `decommitted` ([`Page::decommit_idle`]):
 //! a daemon that freed most of a burst of buffers, each page keeping a

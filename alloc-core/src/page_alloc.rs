@@ -18,6 +18,7 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::heap::Heap;
+use crate::options::{self, Opt};
 use crate::page::{self, carve_blocks, state, Page, PF_IN_FULL};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{self, CLASSES, MAX_MEDIUM, MAX_SMALL};
@@ -219,9 +220,17 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
 }
 
 /// Gives back the inside of the heap's free blocks of 8 KiB or more that
-/// stayed free for `delay_ms` ([`Page::decommit_idle`]), on the pages of
-/// its queues (a full page has none). Returns the bytes given back.
-pub fn decommit_idle_blocks(heap: &Heap, now_ms: u64, delay_ms: u64) -> usize {
+/// stayed free for the purge delay ([`Page::decommit_idle`]), on the pages
+/// of its queues (a full page has none). Not under a memory line, where
+/// reclaim decides what free blocks give back (doing it at every pass
+/// widened the band a cache's usage swings in: see "Free blocks given
+/// back" in `page.rs`). For the heap's owner, or the thread holding an
+/// abandoned heap. Returns the bytes given back.
+pub fn decommit_idle_blocks(heap: &Heap, now_ms: u64) -> usize {
+    if !commit::no_line() {
+        return 0;
+    }
+    let delay_ms = options::get(Opt::PurgeDelayMs) as u64;
     let mut bytes = 0;
     for (class, queue) in heap.queues[..CLASSES].iter().enumerate() {
         if size_class::size_of(class) < page::DECOMMIT_MIN_BLOCK {

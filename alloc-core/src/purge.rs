@@ -64,20 +64,9 @@ fn tick_now(heap: &Heap, epoch: u64) {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);
         release_empty_pages(heap);
-        decommit_idle(heap, now);
+        decommit_idle_blocks(heap, now);
     }
     global_tick(now);
-}
-
-/// The heap's free blocks of 8 KiB or more that stayed free for the purge
-/// delay give back their inside (`Page::decommit_idle`); not under a
-/// memory line, where reclaim decides what free blocks give back (doing it
-/// at every pass widened the band the cache's usage swings in: see "Free
-/// blocks given back" in `page.rs`). Owner only.
-fn decommit_idle(heap: &Heap, now: u64) {
-    if commit::no_line() {
-        decommit_idle_blocks(heap, now, purge_delay_ms());
-    }
 }
 
 /// The global part of the decay, for a thread that allocates nothing (the
@@ -144,7 +133,7 @@ pub fn purge() -> usize {
         // SAFETY: a heap other than the empty one is this thread's own.
         let heap = unsafe { &*heap };
         release_empty_pages(heap);
-        decommit_idle(heap, os::now_ms());
+        decommit_idle_blocks(heap, os::now_ms());
     }
     thread::collect_abandoned();
     purge_pass(os::now_ms(), purge_delay_ms(), true)

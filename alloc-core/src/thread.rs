@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::lock::SpinLock;
-use crate::page_alloc::release_empty_pages;
+use crate::page_alloc::{decommit_idle_blocks, release_empty_pages};
 use crate::segment::{ALL, CACHE};
 use crate::{huge, options, os};
 
@@ -192,6 +192,7 @@ pub fn collect_abandoned() {
         // the abandoning thread's writes.
         let heap = unsafe { &*h };
         release_empty_pages(heap);
+        decommit_idle_blocks(heap, os::now_ms());
         h = heap.abandoned_next.get();
     }
     let mut pool = POOL.lock();

@@ -2,7 +2,8 @@
 //! free for the purge delay give the OS pages inside them back at their
 //! owner's decay tick, even while their page keeps live blocks: a daemon
 //! that freed most of a burst of buffers does not keep the burst resident.
-//! Under a line they do not (reclaim decides there). Each case runs as a
+//! The same for an exited thread's heap, which the decay's global tick
+//! collects. Under a line they do not (reclaim decides there). Each case runs as a
 //! child with a 50 ms purge delay (the environment is read once, at the
 //! first allocation).
 
@@ -46,15 +47,7 @@ fn burst_then_idle(idle: Duration) -> (usize, usize) {
         }
     }
     let freed = shrinkalloc::stats().committed;
-    // Small traffic of random sizes, as a program's: a thread that only
-    // recycles its own frees takes no slow path, and so no decay tick.
-    let mut rng = common::Rng::new(common::seed(), 1);
-    let start = Instant::now();
-    while start.elapsed() < idle {
-        let small: Vec<Vec<u8>> = (0..2_000).map(|_| vec![7u8; rng.range(16, 256)]).collect();
-        drop(std::hint::black_box(small));
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    small_traffic(idle);
     let idle_committed = shrinkalloc::stats().committed;
     for (i, &p) in buffers.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
         // SAFETY: a survivor: live, `BUFFER` bytes, all written above.
@@ -88,6 +81,63 @@ fn idle_free_blocks_give_back_their_inside() {
     // 200 freed buffers, each with at least 32 KiB of whole OS pages inside.
     assert!(idle + 6 * MIB <= freed, "committed {freed} after the frees, {idle} after 600 ms idle");
     println!("IDLE BLOCKS OK {freed} -> {idle}");
+}
+
+/// Small allocations of random sizes for `idle`, every 2 ms, so that the
+/// calling thread takes slow paths (a thread that only recycles its own
+/// frees takes none, and so no decay tick).
+fn small_traffic(idle: Duration) {
+    let mut rng = common::Rng::new(common::seed(), 2);
+    let start = Instant::now();
+    while start.elapsed() < idle {
+        let small: Vec<Vec<u8>> = (0..2_000).map(|_| vec![7u8; rng.range(16, 256)]).collect();
+        drop(std::hint::black_box(small));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn an_exited_threads_idle_free_blocks_give_back_their_inside() {
+    if std::env::var_os(CHILD).is_none() {
+        let env = [(CHILD, "1"), ("SHRINKALLOC_PURGE_DELAY_MS", "50"), ("SHRINKALLOC_CGROUP", "off")];
+        let (stdout, stderr) = common::rerun_self("an_exited_threads_idle_free_blocks_give_back_their_inside", &env);
+        assert!(stdout.contains("EXITED OK"), "{stdout}\n{stderr}");
+        return;
+    }
+    // The survivors outlive the thread that allocated them: its heap, with
+    // their pages and the freed buffers, is abandoned when it exits, and
+    // the decay's global tick on this thread collects it.
+    let survivors = std::thread::spawn(|| {
+        // SAFETY: a non-zero size.
+        let buffers: Vec<usize> = (0..BUFFERS).map(|_| unsafe { alloc(layout(BUFFER)) } as usize).collect();
+        let mut kept = Vec::new();
+        for (i, &p) in buffers.iter().enumerate() {
+            assert_ne!(p, 0);
+            // SAFETY: a live block of `BUFFER` bytes.
+            unsafe { (p as *mut u8).write_bytes(i as u8, BUFFER) };
+            if i % 3 == 0 {
+                kept.push((i, p));
+            } else {
+                // SAFETY: live with this layout, freed once.
+                unsafe { dealloc(p as *mut u8, layout(BUFFER)) };
+            }
+        }
+        kept
+    })
+    .join()
+    .unwrap();
+    let freed = shrinkalloc::stats().committed;
+    small_traffic(Duration::from_millis(600));
+    let idle = shrinkalloc::stats().committed;
+    for &(i, p) in &survivors {
+        // SAFETY: a survivor: live, `BUFFER` bytes, all written above.
+        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, BUFFER) };
+        assert!(bytes.iter().all(|&b| b == i as u8), "survivor {i} lost its bytes");
+        // SAFETY: live with this layout, freed once.
+        unsafe { dealloc(p as *mut u8, layout(BUFFER)) };
+    }
+    assert!(idle + 6 * MIB <= freed, "committed {freed} after the thread exited, {idle} after 600 ms");
+    println!("EXITED OK {freed} -> {idle}");
 }
 
 #[test]
