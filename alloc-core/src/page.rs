@@ -698,7 +698,8 @@ impl Page {
     /// takes them only when `free` runs dry (see "Idle free blocks" in the
     /// module doc). A block is idle when it carries the idle mark with a
     /// time at least `delay_ms` before `now_ms`; the others are marked with
-    /// `now_ms`. Blocks of 8 KiB or more only; returns the bytes given back.
+    /// `now_ms`. A `delay_ms` of 0 takes every block on `free`. Blocks of 8
+    /// KiB or more only; returns the bytes given back.
     pub fn decommit_idle(&self, now_ms: u64, delay_ms: u64) -> usize {
         if self.block_size() < DECOMMIT_MIN_BLOCK {
             return 0;
@@ -720,7 +721,8 @@ impl Page {
                 let next = (*b).next;
                 let words = b.cast::<usize>();
                 let since = words.add(IDLE_SINCE_WORD).read() as u64;
-                if words.add(IDLE_MARK_WORD).read() == mark && now_ms.saturating_sub(since) >= delay_ms {
+                let idle = words.add(IDLE_MARK_WORD).read() == mark && now_ms.saturating_sub(since) >= delay_ms;
+                if idle || delay_ms == 0 {
                     if prev.is_null() {
                         self.own.free.set(next);
                     } else {

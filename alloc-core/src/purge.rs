@@ -60,11 +60,12 @@ pub fn tick(heap: &Heap) {
 fn tick_now(heap: &Heap, epoch: u64) {
     heap.tick_countdown.set(TICK_EVERY);
     let now = os::now_ms();
-    if now >= heap.next_collect.get() || epoch != heap.collect_epoch.get() {
+    let purge_asked = epoch != heap.collect_epoch.get();
+    if now >= heap.next_collect.get() || purge_asked {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);
         release_empty_pages(heap);
-        decommit_idle_blocks(heap, now);
+        decommit_idle_blocks(heap, now, purge_asked);
     }
     global_tick(now);
 }
@@ -88,7 +89,7 @@ fn global_tick(now: u64) {
     if NEXT_TICK.compare_exchange(next, now + tick_period_ms(), Ordering::Relaxed, Ordering::Relaxed).is_err() {
         return;
     }
-    thread::collect_abandoned();
+    thread::collect_abandoned(false);
     purge_pass(now, purge_delay_ms(), false);
 }
 
@@ -113,11 +114,12 @@ fn purge_delay_ms() -> u64 {
 }
 
 /// Returns every free page and cached segment to the OS now, after giving
-/// back the empty pages of the calling thread and of exited threads.
-/// Returns the bytes released.
+/// back the empty pages of the calling thread and of exited threads, and,
+/// with no memory line in force, the inside of their free blocks of 8 KiB
+/// or more in pages still in use (as `malloc_trim` does in glibc). Returns
+/// the bytes released.
 ///
-/// Other live threads give back their empty pages at their next allocation
-/// slow path.
+/// Other live threads do the same at their next allocation slow path.
 ///
 /// ```
 /// let v = vec![0u8; 8 << 20];
@@ -129,14 +131,15 @@ pub fn purge() -> usize {
     // Relaxed: see `COLLECT_EPOCH`.
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
     let heap = heap::current();
+    let mut bytes = 0;
     if heap != empty_heap() {
         // SAFETY: a heap other than the empty one is this thread's own.
         let heap = unsafe { &*heap };
         release_empty_pages(heap);
-        decommit_idle_blocks(heap, os::now_ms());
+        bytes += decommit_idle_blocks(heap, os::now_ms(), true);
     }
-    thread::collect_abandoned();
-    purge_pass(os::now_ms(), purge_delay_ms(), true)
+    bytes += thread::collect_abandoned(true);
+    bytes + purge_pass(os::now_ms(), purge_delay_ms(), true)
 }
 
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {

@@ -170,20 +170,23 @@ unsafe extern "C" fn on_thread_exit(value: *mut libc::c_void) {
 }
 
 /// Collects the frees that other threads made into abandoned heaps and gives
-/// their empty pages back, so memory of exited threads returns to the OS
-/// without waiting for a new thread to adopt the heap. The heaps are taken
-/// off the abandoned list while this thread works on them, then put back.
-pub fn collect_abandoned() {
+/// their empty pages back, and the inside of their idle free blocks of 8
+/// KiB or more (all of those when `purge_now`: a purge), so memory of
+/// exited threads returns to the OS without waiting for a new thread to
+/// adopt the heap. The heaps are taken off the abandoned list while this
+/// thread works on them, then put back. Returns the bytes those blocks gave
+/// back.
+pub fn collect_abandoned(purge_now: bool) -> usize {
     let head = {
         let mut pool = POOL.lock();
         let head = core::mem::replace(&mut pool.abandoned, ptr::null_mut());
         if head.is_null() {
-            return;
+            return 0;
         }
         pool.collecting += 1;
         head
     };
-    let mut tail = ptr::null_mut();
+    let (mut tail, mut bytes) = (ptr::null_mut(), 0);
     let mut h = head;
     while !h.is_null() {
         tail = h;
@@ -192,7 +195,7 @@ pub fn collect_abandoned() {
         // the abandoning thread's writes.
         let heap = unsafe { &*h };
         release_empty_pages(heap);
-        decommit_idle_blocks(heap, os::now_ms());
+        bytes += decommit_idle_blocks(heap, os::now_ms(), purge_now);
         h = heap.abandoned_next.get();
     }
     let mut pool = POOL.lock();
@@ -200,6 +203,7 @@ pub fn collect_abandoned() {
     unsafe { (*tail).abandoned_next.set(pool.abandoned) };
     pool.abandoned = head;
     pool.collecting -= 1;
+    bytes
 }
 
 fn abandon(heap: *mut Heap) {

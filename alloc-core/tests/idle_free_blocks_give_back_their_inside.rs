@@ -3,7 +3,8 @@
 //! owner's decay tick, even while their page keeps live blocks: a daemon
 //! that freed most of a burst of buffers does not keep the burst resident.
 //! The same for an exited thread's heap, which the decay's global tick
-//! collects. Under a line they do not (reclaim decides there). Each case runs as a
+//! collects; and a purge gives them back at once. Under a line they do not
+//! (reclaim decides there). Each case runs as a
 //! child with a 50 ms purge delay (the environment is read once, at the
 //! first allocation).
 
@@ -138,6 +139,46 @@ fn an_exited_threads_idle_free_blocks_give_back_their_inside() {
     }
     assert!(idle + 6 * MIB <= freed, "committed {freed} after the thread exited, {idle} after 600 ms");
     println!("EXITED OK {freed} -> {idle}");
+}
+
+#[test]
+fn a_purge_gives_back_free_blocks_at_once() {
+    if std::env::var_os(CHILD).is_none() {
+        // A purge delay far longer than the test: only the purge can act.
+        let env = [(CHILD, "1"), ("SHRINKALLOC_PURGE_DELAY_MS", "60000"), ("SHRINKALLOC_CGROUP", "off")];
+        let (stdout, stderr) = common::rerun_self("a_purge_gives_back_free_blocks_at_once", &env);
+        assert!(stdout.contains("PURGE OK"), "{stdout}\n{stderr}");
+        return;
+    }
+    std::thread::spawn(|| {
+        // SAFETY: a non-zero size.
+        let buffers: Vec<*mut u8> = (0..BUFFERS).map(|_| unsafe { alloc(layout(BUFFER)) }).collect();
+        for (i, &p) in buffers.iter().enumerate() {
+            assert!(!p.is_null());
+            // SAFETY: a live block of `BUFFER` bytes.
+            unsafe { p.write_bytes(i as u8, BUFFER) };
+            if i % 3 != 0 {
+                // SAFETY: live with this layout, freed once.
+                unsafe { dealloc(p, layout(BUFFER)) };
+            }
+        }
+        let freed = shrinkalloc::stats().committed;
+        let released = shrinkalloc::purge();
+        let purged = shrinkalloc::stats().committed;
+        assert!(purged + 6 * MIB <= freed, "committed {freed} after the frees, {purged} after purge()");
+        assert!(released >= 6 * MIB, "purge() said {released} bytes");
+        for (i, &p) in buffers.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            // SAFETY: a survivor: live, `BUFFER` bytes, all written above.
+            let bytes = unsafe { std::slice::from_raw_parts(p, BUFFER) };
+            assert!(bytes.iter().all(|&b| b == i as u8), "survivor {i} lost its bytes");
+            // SAFETY: live with this layout, freed once.
+            unsafe { dealloc(p, layout(BUFFER)) };
+        }
+        shrinkalloc::check::check_thread_heap().unwrap();
+        println!("PURGE OK {freed} -> {purged}");
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]
