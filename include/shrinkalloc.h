@@ -160,7 +160,9 @@ void *pvalloc(size_t size) SA_LIBC_NOEXCEPT;
 size_t malloc_usable_size(void *p) SA_LIBC_NOEXCEPT;
 
 /**
- * malloc_trim() - return every free page to the OS now. @pad is ignored.
+ * malloc_trim() - return every free page to the OS now, and (with no memory
+ * limit in force) the pages inside free blocks of 8 KiB or more in pages
+ * still in use. @pad is ignored.
  * Return: 1 if memory was released, 0 if not (glibc).
  */
 int malloc_trim(size_t pad) SA_LIBC_NOEXCEPT;
