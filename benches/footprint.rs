@@ -210,80 +210,44 @@ fn ratio(x: u64, peer: u64) -> String {
     format!("{:.2}", x as f64 / peer as f64)
 }
 
-fn print_table(results: &[(&str, Result<Footprint, String>)]) {
-    let peer = results.iter().find(|(n, _)| *n == PEER).and_then(|(_, r)| r.as_ref().ok());
-    println!("RSS in MiB (whole process); ratios are to {PEER}.\n");
-    println!(
-        "| allocator | before | peak | after freeing 90% | all freed | after purge \
-         | time ms | peak / {PEER} | after 90% / {PEER} | after purge / {PEER} |"
-    );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-    for (name, r) in results {
-        let f = match r {
-            Ok(f) => f,
-            Err(e) => {
-                println!("| {name} | failed: {e} |||||||||");
-                continue;
-            }
-        };
-        let ratios = match peer {
-            Some(p) => {
-                [ratio(f.peak, p.peak), ratio(f.after_free_90, p.after_free_90), ratio(f.end_purged, p.end_purged)]
-            }
-            None => ["-".into(), "-".into(), "-".into()],
-        };
-        println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            mib(f.before),
-            mib(f.peak),
-            mib(f.after_free_90),
-            mib(f.end),
-            mib(f.end_purged),
-            f.millis,
-            ratios[0],
-            ratios[1],
-            ratios[2]
-        );
-    }
-}
+/// A field of [`Footprint`] that a ratio column divides, and its name.
+type RatioColumn = (&'static str, fn(&Footprint) -> u64);
 
-/// The spike workload's table: the same [`Footprint`] fields under the
-/// names of [`spike`]'s steps.
-fn print_spike_table(results: &[(&str, Result<Footprint, String>)]) {
+/// Prints `results` as a table: the fields of [`Footprint`] in MiB (the
+/// `end` field under the name `end_name`), the time, then each column of
+/// `ratios` against the peer's.
+fn print_results(results: &[(&str, Result<Footprint, String>)], end_name: &str, ratios: &[RatioColumn]) {
     let peer = results.iter().find(|(n, _)| *n == PEER).and_then(|(_, r)| r.as_ref().ok());
-    println!(
-        "\nA daemon after a burst: {SPIKE_BUFFERS} buffers of 8-64 KiB, 90% freed, then {} s of small \
-         traffic. RSS in MiB (whole process); ratios are to {PEER}.\n",
-        SPIKE_IDLE.as_secs()
-    );
-    println!(
-        "| allocator | before | peak | after freeing 90% | after 1 s of small traffic | after purge \
-         | time ms | after 1 s / {PEER} | after purge / {PEER} |"
-    );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let mut header = format!("| allocator | before | peak | after freeing 90% | {end_name} | after purge | time ms |");
+    for (name, _) in ratios {
+        header += &format!(" {name} / {PEER} |");
+    }
+    println!("{header}");
+    println!("|---|--:|--:|--:|--:|--:|--:|{}", "--:|".repeat(ratios.len()));
     for (name, r) in results {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                println!("| {name} | failed: {e} ||||||||");
+                println!("| {name} | failed: {e} |{}", "|".repeat(6 + ratios.len()));
                 continue;
             }
         };
-        let ratios = match peer {
-            Some(p) => [ratio(f.end, p.end), ratio(f.end_purged, p.end_purged)],
-            None => ["-".into(), "-".into()],
-        };
-        println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        let mut row = format!(
+            "| {name} | {} | {} | {} | {} | {} | {} |",
             mib(f.before),
             mib(f.peak),
             mib(f.after_free_90),
             mib(f.end),
             mib(f.end_purged),
-            f.millis,
-            ratios[0],
-            ratios[1]
+            f.millis
         );
+        for (_, field) in ratios {
+            row += &match peer {
+                Some(p) => format!(" {} |", ratio(field(f), field(p))),
+                None => " - |".into(),
+            };
+        }
+        println!("{row}");
     }
 }
 
@@ -295,7 +259,16 @@ fn main() {
         return;
     }
     let results: Vec<_> = NAMES.iter().map(|&n| (n, measure(n, false))).collect();
-    print_table(&results);
+    println!("RSS in MiB (whole process); ratios are to {PEER}.\n");
+    let ratios: [RatioColumn; 3] =
+        [("peak", |f| f.peak), ("after 90%", |f| f.after_free_90), ("after purge", |f| f.end_purged)];
+    print_results(&results, "all freed", &ratios);
     let results: Vec<_> = NAMES.iter().map(|&n| (n, measure(n, true))).collect();
-    print_spike_table(&results);
+    println!(
+        "\nA daemon after a burst: {SPIKE_BUFFERS} buffers of 8-64 KiB, 90% freed, then {} s of small \
+         traffic. RSS in MiB (whole process); ratios are to {PEER}.\n",
+        SPIKE_IDLE.as_secs()
+    );
+    let ratios: [RatioColumn; 2] = [("after 1 s", |f| f.end), ("after purge", |f| f.end_purged)];
+    print_results(&results, "after 1 s of small traffic", &ratios);
 }

@@ -4,9 +4,8 @@
 //! that freed most of a burst of buffers does not keep the burst resident.
 //! The same for an exited thread's heap, which the decay's global tick
 //! collects; and a purge gives them back at once. Under a line they do not
-//! (reclaim decides there). Each case runs as a
-//! child with a 50 ms purge delay (the environment is read once, at the
-//! first allocation).
+//! (reclaim decides there). Each case runs as a child (the environment is
+//! read once, at the first allocation).
 
 mod common;
 
@@ -24,64 +23,63 @@ const CHILD: &str = "SHRINKALLOC_TEST_IDLE_BLOCKS_CHILD";
 const BUFFER: usize = 40_000;
 const BUFFERS: usize = 300;
 
-fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size, 8).unwrap()
+/// What 200 freed buffers give back at least: each has 32 KiB of whole OS
+/// pages inside.
+const GIVEN_BACK: usize = 6 * MIB;
+
+fn layout() -> Layout {
+    Layout::from_size_align(BUFFER, 8).unwrap()
 }
 
-/// Allocates the buffers, fills them, frees two in three (every page keeps
-/// a survivor), then keeps up small allocations for `idle` so that the
-/// thread's decay tick runs. Returns the committed bytes right after the
-/// frees and after `idle`, and checks that the survivors kept their bytes
-/// and that the freed buffers serve new requests again.
-fn burst_then_idle(idle: Duration) -> (usize, usize) {
-    // SAFETY: a non-zero size.
-    let mut buffers: Vec<*mut u8> = (0..BUFFERS).map(|_| unsafe { alloc(layout(BUFFER)) }).collect();
-    for (i, &p) in buffers.iter().enumerate() {
-        assert!(!p.is_null());
-        // SAFETY: a live block of `BUFFER` bytes.
-        unsafe { p.write_bytes(i as u8, BUFFER) };
+/// In the parent, runs `test` again as a child with `env` (and the marker
+/// of a child, and no cgroup limits) and checks that it printed `done`;
+/// in the child, returns true.
+fn in_child(test: &str, env: &[(&str, &str)], done: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
     }
-    for (i, p) in buffers.iter_mut().enumerate() {
-        if i % 3 != 0 {
-            // SAFETY: live with this layout; nulled, so freed once.
-            unsafe { dealloc(std::mem::replace(p, std::ptr::null_mut()), layout(BUFFER)) };
+    let mut all = vec![(CHILD, "1"), ("SHRINKALLOC_CGROUP", "off")];
+    all.extend_from_slice(env);
+    let (stdout, stderr) = common::rerun_self(test, &all);
+    assert!(stdout.contains(done), "{stdout}\n{stderr}");
+    false
+}
+
+/// Allocates the buffers, fills buffer `i` with the byte `i`, then frees
+/// two in three (every page keeps a survivor). Returns the survivors, as
+/// `(i, address)`.
+fn burst() -> Vec<(usize, usize)> {
+    let buffers: Vec<*mut u8> = (0..BUFFERS)
+        .map(|i| {
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout()) };
+            assert!(!p.is_null());
+            // SAFETY: a live block of `BUFFER` bytes.
+            unsafe { p.write_bytes(i as u8, BUFFER) };
+            p
+        })
+        .collect();
+    let mut survivors = Vec::new();
+    for (i, p) in buffers.into_iter().enumerate() {
+        if i % 3 == 0 {
+            survivors.push((i, p as usize));
+        } else {
+            // SAFETY: live with this layout, freed once.
+            unsafe { dealloc(p, layout()) };
         }
     }
-    let freed = shrinkalloc::stats().committed;
-    small_traffic(idle);
-    let idle_committed = shrinkalloc::stats().committed;
-    for (i, &p) in buffers.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
-        // SAFETY: a survivor: live, `BUFFER` bytes, all written above.
-        let bytes = unsafe { std::slice::from_raw_parts(p, BUFFER) };
-        assert!(bytes.iter().all(|&b| b == i as u8), "survivor {i} lost its bytes");
-    }
-    for (i, p) in buffers.iter_mut().enumerate().filter(|(i, _)| i % 3 != 0) {
-        // SAFETY: a non-zero size.
-        *p = unsafe { alloc(layout(BUFFER)) };
-        assert!(!p.is_null());
-        // SAFETY: a live block of `BUFFER` bytes.
-        unsafe { p.write_bytes(i as u8, BUFFER) };
-    }
-    for &p in &buffers {
-        // SAFETY: every entry is live with this layout, freed once here.
-        unsafe { dealloc(p, layout(BUFFER)) };
-    }
-    shrinkalloc::check::check_thread_heap().unwrap();
-    (freed, idle_committed)
+    survivors
 }
 
-#[test]
-fn idle_free_blocks_give_back_their_inside() {
-    if std::env::var_os(CHILD).is_none() {
-        let env = [(CHILD, "1"), ("SHRINKALLOC_PURGE_DELAY_MS", "50"), ("SHRINKALLOC_CGROUP", "off")];
-        let (stdout, stderr) = common::rerun_self("idle_free_blocks_give_back_their_inside", &env);
-        assert!(stdout.contains("IDLE BLOCKS OK"), "{stdout}\n{stderr}");
-        return;
+/// Checks that each survivor of [`burst`] kept its bytes, and frees it.
+fn check_and_free(survivors: &[(usize, usize)]) {
+    for &(i, p) in survivors {
+        // SAFETY: a survivor: live, `BUFFER` bytes, all written by `burst`.
+        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, BUFFER) };
+        assert!(bytes.iter().all(|&b| b == i as u8), "survivor {i} lost its bytes");
+        // SAFETY: live with this layout, freed once.
+        unsafe { dealloc(p as *mut u8, layout()) };
     }
-    let (freed, idle) = std::thread::spawn(|| burst_then_idle(Duration::from_millis(600))).join().unwrap();
-    // 200 freed buffers, each with at least 32 KiB of whole OS pages inside.
-    assert!(idle + 6 * MIB <= freed, "committed {freed} after the frees, {idle} after 600 ms idle");
-    println!("IDLE BLOCKS OK {freed} -> {idle}");
 }
 
 /// Small allocations of random sizes for `idle`, every 2 ms, so that the
@@ -97,84 +95,76 @@ fn small_traffic(idle: Duration) {
     }
 }
 
+/// [`burst`], then 600 ms of [`small_traffic`] on the same thread; then the
+/// freed buffers are allocated and written again (taken back from the
+/// blocks given back) and everything is freed. Returns the committed bytes
+/// after the frees and after the traffic.
+fn burst_then_idle() -> (usize, usize) {
+    let survivors = burst();
+    let freed = shrinkalloc::stats().committed;
+    small_traffic(Duration::from_millis(600));
+    let idle = shrinkalloc::stats().committed;
+    check_and_free(&survivors);
+    for i in 0..BUFFERS {
+        // SAFETY: a non-zero size; then a live block of `BUFFER` bytes,
+        // freed once.
+        unsafe {
+            let p = alloc(layout());
+            assert!(!p.is_null());
+            p.write_bytes(i as u8, BUFFER);
+            dealloc(p, layout());
+        }
+    }
+    shrinkalloc::check::check_thread_heap().unwrap();
+    (freed, idle)
+}
+
+#[test]
+fn idle_free_blocks_give_back_their_inside() {
+    let env = [("SHRINKALLOC_PURGE_DELAY_MS", "50")];
+    if !in_child("idle_free_blocks_give_back_their_inside", &env, "IDLE BLOCKS OK") {
+        return;
+    }
+    let (freed, idle) = std::thread::spawn(burst_then_idle).join().unwrap();
+    assert!(idle + GIVEN_BACK <= freed, "committed {freed} after the frees, {idle} after 600 ms idle");
+    println!("IDLE BLOCKS OK {freed} -> {idle}");
+}
+
 #[test]
 fn an_exited_threads_idle_free_blocks_give_back_their_inside() {
-    if std::env::var_os(CHILD).is_none() {
-        let env = [(CHILD, "1"), ("SHRINKALLOC_PURGE_DELAY_MS", "50"), ("SHRINKALLOC_CGROUP", "off")];
-        let (stdout, stderr) = common::rerun_self("an_exited_threads_idle_free_blocks_give_back_their_inside", &env);
-        assert!(stdout.contains("EXITED OK"), "{stdout}\n{stderr}");
+    let env = [("SHRINKALLOC_PURGE_DELAY_MS", "50")];
+    let test = "an_exited_threads_idle_free_blocks_give_back_their_inside";
+    if !in_child(test, &env, "EXITED OK") {
         return;
     }
     // The survivors outlive the thread that allocated them: its heap, with
     // their pages and the freed buffers, is abandoned when it exits, and
     // the decay's global tick on this thread collects it.
-    let survivors = std::thread::spawn(|| {
-        // SAFETY: a non-zero size.
-        let buffers: Vec<usize> = (0..BUFFERS).map(|_| unsafe { alloc(layout(BUFFER)) } as usize).collect();
-        let mut kept = Vec::new();
-        for (i, &p) in buffers.iter().enumerate() {
-            assert_ne!(p, 0);
-            // SAFETY: a live block of `BUFFER` bytes.
-            unsafe { (p as *mut u8).write_bytes(i as u8, BUFFER) };
-            if i % 3 == 0 {
-                kept.push((i, p));
-            } else {
-                // SAFETY: live with this layout, freed once.
-                unsafe { dealloc(p as *mut u8, layout(BUFFER)) };
-            }
-        }
-        kept
-    })
-    .join()
-    .unwrap();
+    let survivors = std::thread::spawn(burst).join().unwrap();
     let freed = shrinkalloc::stats().committed;
     small_traffic(Duration::from_millis(600));
     let idle = shrinkalloc::stats().committed;
-    for &(i, p) in &survivors {
-        // SAFETY: a survivor: live, `BUFFER` bytes, all written above.
-        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, BUFFER) };
-        assert!(bytes.iter().all(|&b| b == i as u8), "survivor {i} lost its bytes");
-        // SAFETY: live with this layout, freed once.
-        unsafe { dealloc(p as *mut u8, layout(BUFFER)) };
-    }
-    assert!(idle + 6 * MIB <= freed, "committed {freed} after the thread exited, {idle} after 600 ms");
+    check_and_free(&survivors);
+    assert!(idle + GIVEN_BACK <= freed, "committed {freed} after the thread exited, {idle} after 600 ms");
     println!("EXITED OK {freed} -> {idle}");
 }
 
 #[test]
 fn a_purge_gives_back_free_blocks_at_once() {
-    if std::env::var_os(CHILD).is_none() {
-        // A purge delay far longer than the test: only the purge can act.
-        let env = [(CHILD, "1"), ("SHRINKALLOC_PURGE_DELAY_MS", "60000"), ("SHRINKALLOC_CGROUP", "off")];
-        let (stdout, stderr) = common::rerun_self("a_purge_gives_back_free_blocks_at_once", &env);
-        assert!(stdout.contains("PURGE OK"), "{stdout}\n{stderr}");
+    // A purge delay far longer than the test: only the purge can act.
+    let env = [("SHRINKALLOC_PURGE_DELAY_MS", "60000")];
+    if !in_child("a_purge_gives_back_free_blocks_at_once", &env, "PURGE OK") {
         return;
     }
     std::thread::spawn(|| {
-        // SAFETY: a non-zero size.
-        let buffers: Vec<*mut u8> = (0..BUFFERS).map(|_| unsafe { alloc(layout(BUFFER)) }).collect();
-        for (i, &p) in buffers.iter().enumerate() {
-            assert!(!p.is_null());
-            // SAFETY: a live block of `BUFFER` bytes.
-            unsafe { p.write_bytes(i as u8, BUFFER) };
-            if i % 3 != 0 {
-                // SAFETY: live with this layout, freed once.
-                unsafe { dealloc(p, layout(BUFFER)) };
-            }
-        }
+        let survivors = burst();
         let freed = shrinkalloc::stats().committed;
         let released = shrinkalloc::purge();
         let purged = shrinkalloc::stats().committed;
-        assert!(purged + 6 * MIB <= freed, "committed {freed} after the frees, {purged} after purge()");
-        assert!(released >= 6 * MIB, "purge() said {released} bytes");
-        for (i, &p) in buffers.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
-            // SAFETY: a survivor: live, `BUFFER` bytes, all written above.
-            let bytes = unsafe { std::slice::from_raw_parts(p, BUFFER) };
-            assert!(bytes.iter().all(|&b| b == i as u8), "survivor {i} lost its bytes");
-            // SAFETY: live with this layout, freed once.
-            unsafe { dealloc(p, layout(BUFFER)) };
-        }
+        check_and_free(&survivors);
         shrinkalloc::check::check_thread_heap().unwrap();
+        assert!(purged + GIVEN_BACK <= freed, "committed {freed} after the frees, {purged} after purge()");
+        assert!(released >= GIVEN_BACK, "purge() said {released} bytes");
         println!("PURGE OK {freed} -> {purged}");
     })
     .join()
@@ -183,18 +173,11 @@ fn a_purge_gives_back_free_blocks_at_once() {
 
 #[test]
 fn under_a_line_idle_free_blocks_stay_committed() {
-    if std::env::var_os(CHILD).is_none() {
-        let env = [
-            (CHILD, "1"),
-            ("SHRINKALLOC_PURGE_DELAY_MS", "50"),
-            ("SHRINKALLOC_CGROUP", "off"),
-            ("SHRINKALLOC_HARD_LIMIT", "1G"),
-        ];
-        let (stdout, stderr) = common::rerun_self("under_a_line_idle_free_blocks_stay_committed", &env);
-        assert!(stdout.contains("LINE OK"), "{stdout}\n{stderr}");
+    let env = [("SHRINKALLOC_PURGE_DELAY_MS", "50"), ("SHRINKALLOC_HARD_LIMIT", "1G")];
+    if !in_child("under_a_line_idle_free_blocks_stay_committed", &env, "LINE OK") {
         return;
     }
-    let (freed, idle) = std::thread::spawn(|| burst_then_idle(Duration::from_millis(600))).join().unwrap();
+    let (freed, idle) = std::thread::spawn(burst_then_idle).join().unwrap();
     // Far from the line: only whole free pages may go (none here but the
     // small traffic's).
     assert!(idle + 256 * KIB >= freed, "committed {freed} after the frees, {idle} after 600 ms idle");
