@@ -222,11 +222,11 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
 /// Gives back the inside of the heap's free blocks of 8 KiB or more that
 /// stayed free for the purge delay ([`Page::decommit_idle`]), or of all of
 /// them when `now` (a purge asked for), on the pages of its queues (a full
-/// page has none). Not under a memory line, where
-/// reclaim decides what free blocks give back (doing it at every pass
-/// widened the band a cache's usage swings in: see "Free blocks given
-/// back" in `page.rs`). For the heap's owner, or the thread holding an
-/// abandoned heap. Returns the bytes given back.
+/// page has none). Not under a memory line, where reclaim decides what
+/// free blocks give back (doing it at every pass widened the band a
+/// cache's usage swings in: see "Free blocks given back" in `page.rs`).
+/// For the heap's owner, or the thread holding an abandoned heap. Returns
+/// the bytes given back.
 pub fn decommit_idle_blocks(heap: &Heap, now_ms: u64, now: bool) -> usize {
     if !commit::no_line() {
         return 0;
