@@ -701,7 +701,11 @@ impl Page {
     /// `now_ms`. A `delay_ms` of 0 takes every block on `free`. Blocks of 8
     /// KiB or more only; returns the bytes given back.
     pub fn decommit_idle(&self, now_ms: u64, delay_ms: u64) -> usize {
-        if self.block_size() < DECOMMIT_MIN_BLOCK {
+        // On a page whose free blocks are all still zero (fresh from the
+        // OS, carved but never handed out) only their link words were
+        // written: there is nothing inside them to give back, and marking
+        // them would cost `calloc` its skipped memset.
+        if self.block_size() < DECOMMIT_MIN_BLOCK || self.own.is_zero.get() {
             return 0;
         }
         let mark = self.idle_mark();
@@ -735,8 +739,6 @@ impl Page {
                     if words.add(IDLE_MARK_WORD).read() != mark {
                         words.add(IDLE_MARK_WORD).write(mark);
                         words.add(IDLE_SINCE_WORD).write(now_ms as usize);
-                        // The mark is not zero: `calloc` must clear it.
-                        self.own.is_zero.set(false);
                     }
                     prev = b;
                 }
