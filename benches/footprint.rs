@@ -69,6 +69,25 @@ fn alloc_filled<A: Allocator>(size: usize) -> *mut u8 {
     p
 }
 
+/// Replaces every entry of `blocks` with a filled block of `A` of `lo` to
+/// `hi` bytes.
+fn fill<A: Allocator>(blocks: &mut [*mut u8], rng: &mut Rng, lo: usize, hi: usize) {
+    for p in blocks {
+        *p = alloc_filled::<A>(rng.range(lo, hi));
+    }
+}
+
+/// Frees a random 90% of `blocks` (live blocks of `A`), nulling them, so
+/// that the survivors are scattered over every page.
+fn free_nine_in_ten<A: Allocator>(blocks: &mut [*mut u8], rng: &mut Rng) {
+    for p in blocks {
+        if rng.range(0, 9) != 0 {
+            // SAFETY: `p` is a live block of `A`, nulled so it is freed once.
+            unsafe { A::free(std::mem::replace(p, std::ptr::null_mut())) };
+        }
+    }
+}
+
 fn workload<A: Allocator>() -> Footprint {
     let mut rng = Rng::new(0x5eed_0003);
     // Filled with a non-null placeholder, which every step overwrites before
@@ -80,19 +99,10 @@ fn workload<A: Allocator>() -> Footprint {
     let before = proc_status_kib("VmRSS");
     let start = Instant::now();
 
-    for p in &mut small {
-        *p = alloc_filled::<A>(rng.range(16, 256));
-    }
-    for p in &mut small {
-        if rng.range(0, 9) != 0 {
-            // SAFETY: `p` is a live block of `A`, nulled so it is freed once.
-            unsafe { A::free(std::mem::replace(p, std::ptr::null_mut())) };
-        }
-    }
+    fill::<A>(&mut small, &mut rng, 16, 256);
+    free_nine_in_ten::<A>(&mut small, &mut rng);
     let after_free_90 = proc_status_kib("VmRSS");
-    for p in &mut large {
-        *p = alloc_filled::<A>(rng.range(256, 4096));
-    }
+    fill::<A>(&mut large, &mut rng, 256, 4096);
     for &p in small.iter().chain(&large) {
         // SAFETY: each entry is null or a live block of `A`, freed once.
         unsafe { A::free(p) };
@@ -133,22 +143,13 @@ fn spike<A: Allocator>() -> Footprint {
     let mut traffic = vec![std::ptr::dangling_mut::<u8>(); 2_000];
     let before = proc_status_kib("VmRSS");
     let start = Instant::now();
-    for p in &mut buffers {
-        *p = alloc_filled::<A>(rng.range(SPIKE_MIN, SPIKE_MAX));
-    }
-    for p in &mut buffers {
-        if rng.range(0, 9) != 0 {
-            // SAFETY: `p` is a live block of `A`, nulled so it is freed once.
-            unsafe { A::free(std::mem::replace(p, std::ptr::null_mut())) };
-        }
-    }
+    fill::<A>(&mut buffers, &mut rng, SPIKE_MIN, SPIKE_MAX);
+    free_nine_in_ten::<A>(&mut buffers, &mut rng);
     let millis = start.elapsed().as_millis() as u64;
     let after_free_90 = proc_status_kib("VmRSS");
     let idle = Instant::now();
     while idle.elapsed() < SPIKE_IDLE {
-        for p in &mut traffic {
-            *p = alloc_filled::<A>(rng.range(16, 256));
-        }
+        fill::<A>(&mut traffic, &mut rng, 16, 256);
         for &p in &traffic {
             // SAFETY: a live block of `A`, freed once.
             unsafe { A::free(p) };
