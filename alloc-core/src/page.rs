@@ -724,9 +724,9 @@ impl Page {
             unsafe {
                 let next = (*b).next;
                 let words = b.cast::<usize>();
+                let marked = words.add(IDLE_MARK_WORD).read() == mark;
                 let since = words.add(IDLE_SINCE_WORD).read() as u64;
-                let idle = words.add(IDLE_MARK_WORD).read() == mark && now_ms.saturating_sub(since) >= delay_ms;
-                if idle || delay_ms == 0 {
+                if delay_ms == 0 || marked && now_ms.saturating_sub(since) >= delay_ms {
                     if prev.is_null() {
                         self.own.free.set(next);
                     } else {
@@ -736,7 +736,7 @@ impl Page {
                     self.push_decommitted(b, hole);
                     bytes += hole;
                 } else {
-                    if words.add(IDLE_MARK_WORD).read() != mark {
+                    if !marked {
                         words.add(IDLE_MARK_WORD).write(mark);
                         words.add(IDLE_SINCE_WORD).write(now_ms as usize);
                     }

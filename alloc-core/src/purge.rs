@@ -130,16 +130,16 @@ fn purge_delay_ms() -> u64 {
 pub fn purge() -> usize {
     // Relaxed: see `COLLECT_EPOCH`.
     COLLECT_EPOCH.fetch_add(1, Ordering::Relaxed);
-    let heap = heap::current();
+    let (heap, now) = (heap::current(), os::now_ms());
     let mut bytes = 0;
     if heap != empty_heap() {
         // SAFETY: a heap other than the empty one is this thread's own.
         let heap = unsafe { &*heap };
         release_empty_pages(heap);
-        bytes += decommit_idle_blocks(heap, os::now_ms(), true);
+        bytes += decommit_idle_blocks(heap, now, true);
     }
     bytes += thread::collect_abandoned(true);
-    bytes + purge_pass(os::now_ms(), purge_delay_ms(), true)
+    bytes + purge_pass(now, purge_delay_ms(), true)
 }
 
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {

@@ -186,7 +186,7 @@ pub fn collect_abandoned(purge_now: bool) -> usize {
         pool.collecting += 1;
         head
     };
-    let (mut tail, mut bytes) = (ptr::null_mut(), 0);
+    let (mut tail, mut bytes, now) = (ptr::null_mut(), 0, os::now_ms());
     let mut h = head;
     while !h.is_null() {
         tail = h;
@@ -195,7 +195,7 @@ pub fn collect_abandoned(purge_now: bool) -> usize {
         // the abandoning thread's writes.
         let heap = unsafe { &*h };
         release_empty_pages(heap);
-        bytes += decommit_idle_blocks(heap, os::now_ms(), purge_now);
+        bytes += decommit_idle_blocks(heap, now, purge_now);
         h = heap.abandoned_next.get();
     }
     let mut pool = POOL.lock();
