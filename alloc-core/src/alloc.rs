@@ -207,24 +207,14 @@ fn alloc_slow(class: usize) -> *mut u8 {
     }
     page_alloc::drain_remote(heap);
     purge::tick(heap);
-    if let Some(b) = borrow_larger(heap, class) {
-        return b;
-    }
-    let page = find_page(heap, class);
-    if page.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: `find_page` returns a live page of this heap with a free block.
-    let block = unsafe { (*page).pop_free() };
-    debug_assert!(block.is_some());
-    block.map_or(ptr::null_mut(), |b| b.cast())
+    find_block(heap, class)
 }
 
 /// Classes above a medium class whose free blocks it may take.
 const BORROW_CLASSES: usize = 2;
 
-/// For a medium class whose first page has no free block: a free block of
-/// one of the next [`BORROW_CLASSES`] classes, from the first of their
+/// For a medium class none of whose pages has a free block: a free block
+/// of one of the next [`BORROW_CLASSES`] classes, from the first of their
 /// pages that has one, rather than a block carved anew. A medium page holds
 /// only a few blocks, and each class of a program that frees at random kept
 /// its own pages at its own high-water mark, with holes that the requests
@@ -242,13 +232,6 @@ fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
     let bs = size_class::size_of(class);
     if bs <= size_class::MAX_SMALL || !commit::no_line() {
         return None;
-    }
-    let head = heap.queues[class].head();
-    if !head.is_null() {
-        // SAFETY: pages on the heap's queues are live and owned by it.
-        if unsafe { (*head).has_free() } {
-            return None;
-        }
     }
     let align = bs.trailing_zeros().min(os::OS_PAGE.trailing_zeros());
     for c in class + 1..(class + 1 + BORROW_CLASSES).min(CLASSES) {
@@ -269,36 +252,43 @@ fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
     None
 }
 
-/// First page of `class` with a free block, after collecting frees and
-/// moving exhausted pages to the full list; a new page if none.
-fn find_page(heap: &Heap, class: usize) -> *mut Page {
+/// A block of `class`: from the first of its pages with a free block,
+/// after collecting frees and moving exhausted pages to the full list;
+/// failing that, one a larger class lends ([`borrow_larger`]); then from
+/// the first page that can carve (or commit again) more; from a new page
+/// if none. Null when memory cannot be had.
+///
+/// Blocks already freed come before memory carved anew, wherever they lie
+/// in the queue: carving the head page while pages behind it held free
+/// blocks let each class commit up to a page past its high-water mark
+/// (peak RSS on `benches/programs`: `perthread` 7.7 -> 7.3 MiB, `server`
+/// 7.0 -> 6.6, `mix` 55.0 -> 53.3).
+fn find_block(heap: &Heap, class: usize) -> *mut u8 {
     let mut charged = false;
     'walk: loop {
         // Carving that would pass the limit waits: reclaim may re-enter
         // this heap and retire the very page being walked, so it runs
         // after the walk, and the walk starts over once.
         let mut over_limit = 0;
+        let mut spare: *mut Page = ptr::null_mut();
         let mut page = heap.queues[class].head();
         while !page.is_null() {
             // SAFETY: pages on the heap's queues are live and owned by it.
             let p = unsafe { &*page };
-            if !p.has_free() {
-                let cost = p.refill_cost();
-                if cost > 0 && !commit::fits(cost) {
-                    over_limit = over_limit.max(cost);
-                    page = p.own.next.get();
-                    continue;
-                }
+            if p.has_free() {
+                return pop(to_front(heap, class, page));
             }
-            if !p.own.free.get().is_null() || p.refill() {
-                if page != heap.queues[class].head() {
-                    // SAFETY: the page is on this queue; it moves to the front.
-                    unsafe {
-                        heap.queue_remove(page);
-                        heap.queue_push(page);
+            if p.can_refill() {
+                if spare.is_null() {
+                    let cost = p.refill_cost();
+                    if cost > 0 && !commit::fits(cost) {
+                        over_limit = over_limit.max(cost);
+                    } else {
+                        spare = page;
                     }
                 }
-                return page;
+                page = p.own.next.get();
+                continue;
             }
             // Failing, blocks arrived from other threads: look again.
             if p.try_mark_full() {
@@ -311,6 +301,15 @@ fn find_page(heap: &Heap, class: usize) -> *mut Page {
                 page = next;
             }
         }
+        if !charged {
+            if let Some(b) = borrow_larger(heap, class) {
+                return b;
+            }
+        }
+        // SAFETY: `spare` is null or a live page on this heap's queue.
+        if !spare.is_null() && unsafe { (*spare).refill() } {
+            return pop(to_front(heap, class, spare));
+        }
         if over_limit > 0 && !charged && commit::charge(over_limit) {
             charged = true;
             continue 'walk;
@@ -318,10 +317,32 @@ fn find_page(heap: &Heap, class: usize) -> *mut Page {
         break;
     }
     let page = page_alloc::new_page(heap, class);
-    if !page.is_null() {
-        // SAFETY: a new page of this heap, on no list yet.
+    if page.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: a new page of this heap, on no list yet.
+    unsafe {
+        (*page).extend();
+        heap.queue_push(page);
+    }
+    pop(page)
+}
+
+/// Takes a block off the `free` list of `page`, a live page of the calling
+/// thread's heap that has one.
+fn pop(page: *mut Page) -> *mut u8 {
+    // SAFETY: the callers pass a live page of this thread's heap.
+    let block = unsafe { (*page).pop_free() };
+    debug_assert!(block.is_some());
+    block.map_or(ptr::null_mut(), |b| b.cast())
+}
+
+/// Moves `page`, on the queue of `class`, to its front; returns it.
+fn to_front(heap: &Heap, class: usize, page: *mut Page) -> *mut Page {
+    if page != heap.queues[class].head() {
+        // SAFETY: the page is on this queue; it moves to the front.
         unsafe {
-            (*page).extend();
+            heap.queue_remove(page);
             heap.queue_push(page);
         }
     }

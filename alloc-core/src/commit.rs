@@ -180,7 +180,7 @@ fn charge_slow(bytes: usize) -> bool {
 
 /// Whether committing `bytes` more fits under the limits now, without
 /// reclaiming or waking anyone: for a caller that cannot run reclaim where
-/// it stands (the page walk of `heap::find_page`), which, when refused,
+/// it stands (the page walk of `alloc::find_block`), which, when refused,
 /// calls [`charge`] at a safe point and looks again.
 #[inline]
 pub(crate) fn fits(bytes: usize) -> bool {

@@ -589,6 +589,12 @@ impl Page {
         }
     }
 
+    /// Whether [`Page::refill`] has a block to add: one on `decommitted`,
+    /// or memory not carved yet (owner only).
+    pub fn can_refill(&self) -> bool {
+        !self.own.decommitted.get().is_null() || self.next_carve() > 0
+    }
+
     /// Puts a block on the empty `free` list (owner only): the first one on
     /// `decommitted`, its inside committed again (charged by the caller:
     /// [`Page::refill_cost`]), or else new blocks carved ([`Page::extend`]).
