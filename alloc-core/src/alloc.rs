@@ -212,6 +212,7 @@ fn alloc_slow(class: usize) -> *mut u8 {
 
 /// Classes above a medium class whose free blocks it may take.
 const BORROW_CLASSES: usize = 2;
+const BORROW_FROM: usize = 1024;
 
 /// For a medium class none of whose pages has a free block: a free block
 /// of one of the next [`BORROW_CLASSES`] classes, from the first of their
@@ -230,7 +231,7 @@ const BORROW_CLASSES: usize = 2;
 /// of two): an aligned request chose its class for that.
 fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
     let bs = size_class::size_of(class);
-    if bs <= size_class::MAX_SMALL || !commit::no_line() {
+    if bs <= BORROW_FROM || !commit::no_line() {
         return None;
     }
     let align = bs.trailing_zeros().min(os::OS_PAGE.trailing_zeros());
