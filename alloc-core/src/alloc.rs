@@ -217,9 +217,9 @@ const BORROW_CLASSES: usize = 2;
 const BORROW_FROM: usize = 1024;
 
 /// For a class of blocks above [`BORROW_FROM`] none of whose pages has a
-/// free block: a free block of one of the next [`BORROW_CLASSES`] classes,
-/// from the first of their pages that has one, rather than a block carved
-/// anew. Pages of large blocks hold only a few, and each class of a program
+/// free block: a hole of one of the next [`BORROW_CLASSES`] classes (a
+/// free block on a page all carved), from the first of their pages that
+/// has one, rather than a block carved anew. Pages of large blocks hold only a few, and each class of a program
 /// that frees at random kept its own pages at its own high-water mark, with
 /// holes that the requests of its neighbours, a little smaller, could not
 /// use (the harness's `mix`, 8-64 KiB blocks: 6.1 MB in use in 9.0 MB
@@ -230,7 +230,11 @@ const BORROW_FROM: usize = 1024;
 /// times unchanged. Classes of 1 KiB and less do not: a class that borrows
 /// takes the slow path for each block it borrows, where carving hands out
 /// 8 KiB of them at once, and `perthread` (16 B - 1 KiB) took twice as
-/// long. Not under a line: there a cache keeps its values in what the
+/// long. Blocks a page carved but has not handed out are left to their
+/// own class: taking them for smaller requests while the program grows
+/// only makes the lender carve again, in blocks that are then too big
+/// (`cargo bench --bench footprint`, its first workload: peak 286.5 ->
+/// 293.2 MiB borrowing those too, 287.0 with holes only). Not under a line: there a cache keeps its values in what the
 /// limit allows, and a value in a block a class or two too big holds that
 /// much less of them for as long as it lives (`stress` `cache-c` at 128
 /// MiB of 1 GiB: hits 0.92 -> 0.85 of an exact LRU's when borrowing). Only
@@ -252,7 +256,7 @@ fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
         while !page.is_null() {
             // SAFETY: pages on the heap's queues are live and owned by it.
             let p = unsafe { &*page };
-            if p.has_free() {
+            if p.all_carved() && p.has_free() {
                 return p.pop_free().map(|b| b.cast());
             }
             page = p.own.next.get();

@@ -589,6 +589,11 @@ impl Page {
         }
     }
 
+    /// Whether every block of the page has been carved (owner only).
+    pub fn all_carved(&self) -> bool {
+        self.own.capacity.get() == self.own.reserved.get()
+    }
+
     /// Whether [`Page::refill`] has a block to add: one on `decommitted`,
     /// or memory not carved yet (owner only).
     pub fn can_refill(&self) -> bool {

@@ -1,8 +1,8 @@
 //! A class whose first page ran dry takes the blocks freed on its other
 //! pages before it carves memory it never used; and, with no memory line
 //! in force, a class of blocks above 1 KiB with no free block of its own
-//! takes a free block of one of the next two classes rather than carving,
-//! where classes of 1 KiB and less do not.
+//! takes a free block (a hole in a page all carved) of one of the next two
+//! classes rather than carving, where classes of 1 KiB and less do not.
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::collections::HashSet;
@@ -56,9 +56,25 @@ fn freed_blocks_come_before_carving() {
 #[test]
 fn classes_above_1_kib_borrow_and_smaller_ones_do_not() {
     std::thread::spawn(|| {
-        // 1,700 B takes the 1,792 B class (its page has carved a few more
-        // blocks than the two taken); free one.
-        let big = [take(1700), take(1700)];
+        // Blocks carved but never handed out are their own class's: two
+        // 1,800 B blocks (the 2,048 B class, four carved), one freed, and
+        // a 1,500 B request (the 1,536 B class) gets a block of its own.
+        let fresh = [take(1800), take(1800)];
+        give(fresh[0], 1800);
+        let f = take(1500);
+        // SAFETY: a live block of ours.
+        assert_eq!(
+            unsafe { shrinkalloc::raw::usable_size(f) },
+            1536,
+            "a 1,500 B request borrowed from a page still carving"
+        );
+        give(f, 1500);
+        give(fresh[1], 1800);
+
+        // 1,700 B takes the 1,792 B class: 80 blocks fill two pages and
+        // more (36 to a 64 KiB page); free one of the first page, all
+        // carved: a hole.
+        let big: Vec<*mut u8> = (0..80).map(|_| take(1700)).collect();
         give(big[0], 1700);
         // 1,200 B (the 1,280 B class, no page of it yet; the 1,536 B class
         // next to it has none either): a free 1,792 B block serves.
@@ -67,7 +83,9 @@ fn classes_above_1_kib_borrow_and_smaller_ones_do_not() {
         let got = unsafe { shrinkalloc::raw::usable_size(p) };
         assert_eq!(got, 1792, "a 1,200 B request got a {got} B block, not a free 1,792 B one");
         give(p, 1200);
-        give(big[1], 1700);
+        for &b in &big[1..] {
+            give(b, 1700);
+        }
 
         // 1,050 B takes the 1,088 B class; 1,000 B (the 1,024 B class)
         // never borrows its free block.
