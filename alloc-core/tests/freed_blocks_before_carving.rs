@@ -63,11 +63,8 @@ fn classes_above_1_kib_borrow_and_smaller_ones_do_not() {
         give(fresh[0], 1800);
         let f = take(1500);
         // SAFETY: a live block of ours.
-        assert_eq!(
-            unsafe { shrinkalloc::raw::usable_size(f) },
-            1536,
-            "a 1,500 B request borrowed from a page still carving"
-        );
+        let got = unsafe { shrinkalloc::raw::usable_size(f) };
+        assert_eq!(got, 1536, "a 1,500 B request borrowed from a page still carving");
         give(f, 1500);
         give(fresh[1], 1800);
 
