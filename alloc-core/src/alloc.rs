@@ -216,31 +216,30 @@ const BORROW_CLASSES: usize = 2;
 /// Classes of blocks larger than this borrow ([`borrow_larger`]).
 const BORROW_FROM: usize = 1024;
 
-/// For a class of blocks above [`BORROW_FROM`] none of whose pages has a
-/// free block: a hole of one of the next [`BORROW_CLASSES`] classes (a
-/// free block on a page all carved), from the first of their pages that
-/// has one, rather than a block carved anew. Pages of large blocks hold only a few, and each class of a program
-/// that frees at random kept its own pages at its own high-water mark, with
-/// holes that the requests of its neighbours, a little smaller, could not
-/// use (the harness's `mix`, 8-64 KiB blocks: 6.1 MB in use in 9.0 MB
-/// carved per heap; peak RSS 56.7 -> 54.8 MiB, and 54.5 borrowing from
-/// three classes). Medium classes borrowed first; since blocks already
-/// freed come first in [`find_block`], classes from 1 KiB up too: peak RSS
-/// `mix` 50.2 -> 49.3 MiB, `server` 6.7 -> 6.3, `prodcons` 3.5 -> 3.2, the
-/// times unchanged. Classes of 1 KiB and less do not: a class that borrows
-/// takes the slow path for each block it borrows, where carving hands out
-/// 8 KiB of them at once, and `perthread` (16 B - 1 KiB) took twice as
-/// long. Blocks a page carved but has not handed out are left to their
-/// own class: taking them for smaller requests while the program grows
-/// only makes the lender carve again, in blocks that are then too big
-/// (`cargo bench --bench footprint`, its first workload: peak 286.5 ->
-/// 293.2 MiB borrowing those too, 287.0 with holes only). Not under a line: there a cache keeps its values in what the
-/// limit allows, and a value in a block a class or two too big holds that
-/// much less of them for as long as it lives (`stress` `cache-c` at 128
-/// MiB of 1 GiB: hits 0.92 -> 0.85 of an exact LRU's when borrowing). Only
-/// classes whose blocks are aligned as this class's are (at least to the
-/// OS page, or to its own largest power of two): an aligned request chose
-/// its class for that.
+/// For a class of blocks above [`BORROW_FROM`] none of whose pages has a free
+/// block: a hole of one of the next [`BORROW_CLASSES`] classes (a free block on
+/// a page all carved), from the first of their pages that has one, rather than
+/// a block carved anew. Pages of large blocks hold only a few, and each class
+/// of a program that frees at random kept its own pages at its own high-water
+/// mark, with holes that the requests of its neighbours, a little smaller,
+/// could not use (the harness's `mix`, 8-64 KiB blocks: 6.1 MB in use in 9.0 MB
+/// carved per heap; peak RSS 56.7 -> 54.8 MiB, and 54.5 borrowing from three
+/// classes). Medium classes borrowed first; since blocks already freed come
+/// first in [`find_block`], classes from 1 KiB up too: peak RSS `mix` 50.2 ->
+/// 49.3 MiB, `server` 6.7 -> 6.3, `prodcons` 3.5 -> 3.2, the times unchanged.
+/// Classes of 1 KiB and less do not: a class that borrows takes the slow path
+/// for each block it borrows, where carving hands out 8 KiB of them at once,
+/// and `perthread` (16 B - 1 KiB) took twice as long. Blocks a page carved but
+/// has not handed out are left to their own class: taking them for smaller
+/// requests while the program grows only makes the lender carve again, in
+/// blocks that are then too big (`cargo bench --bench footprint`, its first
+/// workload: peak 286.5 -> 293.2 MiB borrowing those too, 287.0 with holes
+/// only). Not under a line: there a cache keeps its values in what the limit
+/// allows, and a value in a block a class or two too big holds that much less
+/// of them for as long as it lives (`stress` `cache-c` at 128 MiB of 1 GiB:
+/// hits 0.92 -> 0.85 of an exact LRU's when borrowing). Only classes whose
+/// blocks are aligned as this class's are (at least to the OS page, or to its
+/// own largest power of two): an aligned request chose its class for that.
 fn borrow_larger(heap: &Heap, class: usize) -> Option<*mut u8> {
     let bs = size_class::size_of(class);
     if bs <= BORROW_FROM || !commit::no_line() {
@@ -364,7 +363,7 @@ fn find_block(heap: &Heap, class: usize) -> *mut u8 {
 }
 
 /// Free blocks a page needs for [`find_block`] to take it before carving
-/// (with no memory line): a slow path per 16 blocks at the least.
+/// (with no memory line): at most one slow path per 16 blocks.
 const ENOUGH_FREE: usize = 16;
 
 /// Takes a block off the `free` list of `page`, a live page of the calling
