@@ -592,7 +592,7 @@ impl Page {
     /// Free blocks of the page, on any of its lists but `xfree` (owner
     /// only).
     pub fn free_blocks(&self) -> usize {
-        (self.own.capacity.get() - self.used()) as usize
+        self.own.capacity.get().saturating_sub(self.used()) as usize
     }
 
     /// Whether every block of the page has been carved (owner only).
