@@ -122,9 +122,9 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     unsafe { realloc::realloc(p, new_size, align) }
 }
 
-/// [`realloc`] for a pointer that may not be ours: one look-up in the
+/// [`realloc()`] for a pointer that may not be ours: one look-up in the
 /// segment map both checks it and finds its segment. `Err(NotOurs)` (and
-/// nothing done) when `p` is not in our memory; otherwise as [`realloc`].
+/// nothing done) when `p` is not in our memory; otherwise as [`realloc()`].
 ///
 /// ```
 /// let p = shrinkalloc::raw::malloc(10);

@@ -2,7 +2,7 @@
 //! raised it), for the limits, and the pressure sources' own records
 //! (`sources.rs`).
 //!
-//! Each statistics struct is written once, in a [`declare_stats!`] table
+//! Each statistics struct is written once, in a `declare_stats!` table
 //! whose every line gives a field's doc, name, type, text label and how it
 //! renders. The table generates the struct and its [`fields`](ReclaimStats::fields)
 //! list; the text (`Display`), the JSON and the C view (`alloc-ffi`'s

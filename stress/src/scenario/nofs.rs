@@ -8,7 +8,7 @@
 //! (fallibly, as kernel code under `GFP_NOFS` does, backing off on refusal);
 //! reader threads fill the block cache outside the lock and look inodes up
 //! under it, also in `NOFS` scope. Both caches grow, paced, to
-//! [`GROWTH`](super::cache::GROWTH) times the limit over the run. A few
+//! [`GROWTH`] times the limit over the run. A few
 //! times a second each writer also commits a journal: a buffer of a third
 //! of the limit (every other one larger if that is what it takes to push
 //! shrinkalloc past its hard limit), allocated, written and freed under the
