@@ -3,12 +3,29 @@
 //! in force, a class of blocks above 1 KiB with no free block of its own
 //! takes a free block (a hole in a page all carved) of one of the next two
 //! classes rather than carving, where classes of 1 KiB and less do not.
+//! Each test runs as a child with the cgroup off: a line derived from the
+//! test machine's cgroup would turn borrowing off.
+
+mod common;
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::collections::HashSet;
 
 #[global_allocator]
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
+
+const CHILD: &str = "SHRINKALLOC_TEST_FREED_FIRST_CHILD";
+
+/// In the parent, runs `test` again as a child with no memory line and
+/// checks that it printed `done`; in the child, returns true.
+fn in_child(test: &str, done: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let (stdout, stderr) = common::rerun_self(test, &[(CHILD, "1"), ("SHRINKALLOC_CGROUP", "off")]);
+    assert!(stdout.contains(done), "{stdout}\n{stderr}");
+    false
+}
 
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
@@ -26,15 +43,31 @@ fn give(p: *mut u8, size: usize) {
     unsafe { dealloc(p, layout(size)) };
 }
 
+fn usable(p: *mut u8) -> usize {
+    // SAFETY: the callers pass live blocks of ours.
+    unsafe { shrinkalloc::raw::usable_size(p) }
+}
+
+/// Takes `n` blocks of `size` (several pages of their class), then frees
+/// the first: a hole in a page all carved. Returns the rest.
+fn hole_in_full_pages(size: usize, n: usize) -> Vec<*mut u8> {
+    let blocks: Vec<*mut u8> = (0..n).map(|_| take(size)).collect();
+    give(blocks[0], size);
+    blocks[1..].to_vec()
+}
+
 #[test]
 fn freed_blocks_come_before_carving() {
+    if !in_child("freed_blocks_come_before_carving", "FREED FIRST OK") {
+        return;
+    }
     // A thread of its own: a heap with nothing of this class yet.
     std::thread::spawn(|| {
         const SIZE: usize = 256;
         // 808 blocks of 256 B: three 64 KiB pages used up and a fourth
         // that has carved 8 KiB twice, with most of it still to carve.
         let blocks: Vec<*mut u8> = (0..808).map(|_| take(SIZE)).collect();
-        // Free 100 of the oldest pages' blocks.
+        // Free 100 of the oldest pages' blocks (more than 16 on a page).
         let freed: HashSet<usize> = blocks[..100].iter().map(|&p| p as usize).collect();
         for &p in &blocks[..100] {
             give(p, SIZE);
@@ -51,10 +84,14 @@ fn freed_blocks_come_before_carving() {
     })
     .join()
     .unwrap();
+    println!("FREED FIRST OK");
 }
 
 #[test]
-fn classes_above_1_kib_borrow_and_smaller_ones_do_not() {
+fn classes_above_1_kib_borrow_holes_and_smaller_ones_do_not() {
+    if !in_child("classes_above_1_kib_borrow_holes_and_smaller_ones_do_not", "BORROW OK") {
+        return;
+    }
     std::thread::spawn(|| {
         // Blocks carved but never handed out are their own class's: two
         // 1,800 B blocks (the 2,048 B class, four carved), one freed, and
@@ -62,40 +99,37 @@ fn classes_above_1_kib_borrow_and_smaller_ones_do_not() {
         let fresh = [take(1800), take(1800)];
         give(fresh[0], 1800);
         let f = take(1500);
-        // SAFETY: a live block of ours.
-        let got = unsafe { shrinkalloc::raw::usable_size(f) };
+        let got = usable(f);
         assert_eq!(got, 1536, "a 1,500 B request borrowed from a page still carving");
         give(f, 1500);
         give(fresh[1], 1800);
 
-        // 1,700 B takes the 1,792 B class: 80 blocks fill two pages and
-        // more (36 to a 64 KiB page); free one of the first page, all
-        // carved: a hole.
-        let big: Vec<*mut u8> = (0..80).map(|_| take(1700)).collect();
-        give(big[0], 1700);
-        // 1,200 B (the 1,280 B class, no page of it yet; the 1,536 B class
-        // next to it has none either): a free 1,792 B block serves.
+        // A hole in full pages of the 1,792 B class (36 to a 64 KiB page)
+        // serves 1,200 B (the 1,280 B class, no page of it yet; the 1,536 B
+        // class next to it has none either).
+        let big = hole_in_full_pages(1700, 80);
         let p = take(1200);
-        // SAFETY: a live block of ours.
-        let got = unsafe { shrinkalloc::raw::usable_size(p) };
-        assert_eq!(got, 1792, "a 1,200 B request got a {got} B block, not a free 1,792 B one");
+        let got = usable(p);
+        assert_eq!(got, 1792, "a 1,200 B request got a {got} B block, not the 1,792 B hole");
         give(p, 1200);
-        for &b in &big[1..] {
+        for b in big {
             give(b, 1700);
         }
 
-        // 1,050 B takes the 1,088 B class; 1,000 B (the 1,024 B class)
-        // never borrows its free block.
-        let over = [take(1050), take(1050)];
-        give(over[0], 1050);
-        let q = take(1000);
-        assert_ne!(q, over[0], "a 1,000 B request borrowed a 1,088 B block");
-        // SAFETY: a live block of ours.
-        assert_eq!(unsafe { shrinkalloc::raw::usable_size(q) }, 1024);
-        give(q, 1000);
-        give(over[1], 1050);
+        // A hole in full pages of the 1,024 B class (64 to a page) does not
+        // serve 700 B (the 768 B class, whose blocks the 1,024 B ones are
+        // aligned for): classes of 1 KiB and less carve their own.
+        let kib = hole_in_full_pages(1000, 160);
+        let q = take(700);
+        let got = usable(q);
+        assert_eq!(got, 768, "a 700 B request borrowed a {got} B block");
+        give(q, 700);
+        for b in kib {
+            give(b, 1000);
+        }
         shrinkalloc::check::check_thread_heap().unwrap();
     })
     .join()
     .unwrap();
+    println!("BORROW OK");
 }
