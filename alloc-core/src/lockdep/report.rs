@@ -65,8 +65,12 @@ fn print_stack(l: &mut Line, frames: &[usize]) {
 
 /// Innermost frames that make a call site: the allocator's own few, the
 /// function that allocated and several of its callers, so that one bug
-/// reached from many places is not reported from each.
-const SITE_FRAMES: usize = 12;
+/// reached from many places is not reported from each. Every frame
+/// captured in a build without optimisation, where the allocator's own
+/// frames and the standard library's (`vec!` alone takes six) are not
+/// inlined: twelve were all below the caller, so that every allocation
+/// under a given lock made one call site and one report.
+const SITE_FRAMES: usize = if cfg!(debug_assertions) { super::table::FRAMES } else { 12 };
 
 /// A call site: a hash of the innermost frames of the allocating stack.
 pub(super) fn site_of(frames: &[usize]) -> u64 {
