@@ -48,12 +48,20 @@ fn usable(p: *mut u8) -> usize {
     unsafe { shrinkalloc::raw::usable_size(p) }
 }
 
-/// Takes `n` blocks of `size` (several pages of their class), then frees
-/// the first: a hole in a page all carved. Returns the rest.
-fn hole_in_full_pages(size: usize, n: usize) -> Vec<*mut u8> {
-    let blocks: Vec<*mut u8> = (0..n).map(|_| take(size)).collect();
-    give(blocks[0], size);
-    blocks[1..].to_vec()
+/// The size of the block a request of `request` bytes gets while the
+/// class of `lender` bytes has a hole in a page all carved: `n` blocks of
+/// `lender` (several pages of their class) are taken and the first freed
+/// before the request. Frees everything after.
+fn size_beside_a_hole(lender: usize, n: usize, request: usize) -> usize {
+    let blocks: Vec<*mut u8> = (0..n).map(|_| take(lender)).collect();
+    give(blocks[0], lender);
+    let p = take(request);
+    let got = usable(p);
+    give(p, request);
+    for &b in &blocks[1..] {
+        give(b, lender);
+    }
+    got
 }
 
 #[test]
@@ -107,26 +115,14 @@ fn classes_above_1_kib_borrow_holes_and_smaller_ones_do_not() {
         // A hole in full pages of the 1,792 B class (36 to a 64 KiB page)
         // serves 1,200 B (the 1,280 B class, no page of it yet; the 1,536 B
         // class next to it has none either).
-        let big = hole_in_full_pages(1700, 80);
-        let p = take(1200);
-        let got = usable(p);
+        let got = size_beside_a_hole(1700, 80, 1200);
         assert_eq!(got, 1792, "a 1,200 B request got a {got} B block, not the 1,792 B hole");
-        give(p, 1200);
-        for b in big {
-            give(b, 1700);
-        }
 
         // A hole in full pages of the 1,024 B class (64 to a page) does not
         // serve 700 B (the 768 B class, whose blocks the 1,024 B ones are
         // aligned for): classes of 1 KiB and less carve their own.
-        let kib = hole_in_full_pages(1000, 160);
-        let q = take(700);
-        let got = usable(q);
+        let got = size_beside_a_hole(1000, 160, 700);
         assert_eq!(got, 768, "a 700 B request borrowed a {got} B block");
-        give(q, 700);
-        for b in kib {
-            give(b, 1000);
-        }
         shrinkalloc::check::check_thread_heap().unwrap();
     })
     .join()
