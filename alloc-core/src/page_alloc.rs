@@ -233,10 +233,8 @@ pub fn decommit_idle_blocks(heap: &Heap, now_ms: u64, now: bool) -> usize {
     }
     let delay_ms = if now { 0 } else { options::get(Opt::PurgeDelayMs) as u64 };
     let mut bytes = 0;
-    for (class, queue) in heap.queues[..CLASSES].iter().enumerate() {
-        if size_class::size_of(class) < page::DECOMMIT_MIN_BLOCK {
-            continue;
-        }
+    // Classes are in order of size: from the first with blocks that large.
+    for queue in &heap.queues[size_class::class_of(page::DECOMMIT_MIN_BLOCK)..CLASSES] {
         let mut page = queue.head();
         while !page.is_null() {
             // SAFETY: pages on the heap's queues are live and owned by it.
