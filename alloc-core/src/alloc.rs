@@ -364,6 +364,8 @@ fn find_block(heap: &Heap, class: usize) -> *mut u8 {
                 over_limit = spare_cost;
             }
         }
+        // The refill was refused: a page with a few free blocks still
+        // comes before a charge and a new page.
         if !few.is_null() {
             return pop(to_front(heap, class, few));
         }
