@@ -9,12 +9,16 @@
 # between two runs of one library. Here the server runs on CPU 0 and the
 # client on CPU 1 (`taskset`), each round runs every allocator once, the
 # order rotated from round to round, and the medians are printed, with each
-# allocator's ratio to mimalloc. The requests are the harness's: SET, GET,
-# LPUSH, LRANGE_100 with 1 KiB values from 50 clients, then SET and GET
-# pipelined 16 deep (5x REQUESTS each). Default allocators: shrinkalloc
-# (target/release/libshrinkalloc.so), glibc, jemalloc, mimalloc, tcmalloc
-# (Debian's; glibc is "preloaded" as libc.so.6, as in run.py, because
-# Debian's redis-server links libjemalloc).
+# allocator's ratio to mimalloc; then the first allocator against each
+# other, paired by round (each pair ran back to back): the geometric mean
+# of the ratios over every test and round with a 95% interval, and whether
+# that interval lies above 1 (ahead), below (behind) or across it. The
+# requests are the harness's: SET, GET, LPUSH, LRANGE_100 with 1 KiB values
+# from 50 clients, then SET and GET pipelined 16 deep (5x REQUESTS each).
+# Default allocators: shrinkalloc (target/release/libshrinkalloc.so),
+# glibc, jemalloc, mimalloc, tcmalloc (Debian's; glibc is "preloaded" as
+# libc.so.6, as in run.py, because Debian's redis-server links
+# libjemalloc).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}; requests=${2:-20000}; shift 2 || true
@@ -51,24 +55,49 @@ for round in $(seq "$rounds"); do
     done
 done
 python3 - "$out" "${pairs[@]}" <<'PY'
-import csv, glob, os, statistics, sys
+import csv, math, os, statistics, sys
 out, names = sys.argv[1], [p.split("=", 1)[0] for p in sys.argv[2:]]
+# rps[test][name][round]
 rps = {}
-for name in names:
-    for d in glob.glob(os.path.join(out, name + ".*")):
-        for kind, suffix in (("plain.csv", ""), ("piped.csv", " -P 16")):
-            for row in csv.reader(open(os.path.join(d, kind))):
-                test = row[0].split(" ")[0]
-                if test == "test":
-                    continue
-                rps.setdefault(test + suffix, {}).setdefault(name, []).append(float(row[1]))
+for entry in sorted(os.listdir(out)):
+    name, rnd = entry.rsplit(".", 1)
+    if name not in names:
+        continue
+    for kind, suffix in (("plain.csv", ""), ("piped.csv", " -P 16")):
+        for row in csv.reader(open(os.path.join(out, entry, kind))):
+            test = row[0].split(" ")[0]
+            if test == "test":
+                continue
+            rps.setdefault(test + suffix, {}).setdefault(name, {})[int(rnd)] = float(row[1])
 print("requests/s, median of the rounds (ratio to mimalloc)")
 print(f"{'test':<16}" + "".join(f"{n:>22}" for n in names))
 for test, by in rps.items():
-    med = {n: statistics.median(v) for n, v in by.items()}
+    med = {n: statistics.median(v.values()) for n, v in by.items()}
     base = med.get("mimalloc")
     cells = [f"{med[n]:>12.0f} ({med[n] / base:.2f})" if base else f"{med[n]:>22.0f}" for n in names]
     print(f"{test:<16}" + "".join(f"{c:>22}" for c in cells))
-spread = {n: [max(v) / min(v) for v in (by[n] for by in rps.values())] for n in names}
+spread = {n: [max(v[n].values()) / min(v[n].values()) for v in rps.values()] for n in names}
 print("largest max/min over the rounds of one test: " + ", ".join(f"{n} {max(s):.2f}" for n, s in spread.items()))
+
+
+def paired(a, b):
+    """Geometric mean over every (test, round) of a's requests/s over b's
+    in the same round (the two ran back to back), with a 95% interval
+    (normal approximation on the logs)."""
+    logs = [math.log(by[a][r] / by[b][r]) for by in rps.values() for r in by[a] if r in by[b]]
+    if len(logs) < 2:
+        return None
+    mean, sd = statistics.fmean(logs), statistics.stdev(logs)
+    half = 1.96 * sd / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(logs)
+
+
+subject = names[0]
+for peer in names[1:]:
+    res = paired(subject, peer)
+    if res:
+        g, lo, hi, n = res
+        verdict = "ahead" if lo > 1 else "behind" if hi < 1 else "no difference shown"
+        print(f"{subject}/{peer}, paired by round over {n} (test, round) pairs: "
+              f"{g:.3f} (95% interval {lo:.3f}-{hi:.3f}): {verdict}")
 PY
