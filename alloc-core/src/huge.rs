@@ -163,12 +163,14 @@ fn map_new(usable: usize, offset: usize, align: usize, reserve: usize) -> Option
 const PINNED_TAIL_MIN: usize = 2 << 20;
 
 /// A block `malloc` takes from the cache keeps a committed tail of at
-/// most this fraction of what it uses (see [`trim_to`]).
+/// most this fraction of what it uses, rounded up to a page (see
+/// [`trim_to`]).
 const PLAIN_TAIL_DIVISOR: usize = 32;
 
 /// How far a block taken from the cache with `committed` bytes committed
 /// for `usable` used bytes is cut back, if at all; `grows` when it is taken
-/// by `realloc` growing a block (which asks for a reserve past `usable`).
+/// by `realloc` growing a block (a reserve past `usable` asked, or
+/// [`alloc_committed`]).
 ///
 /// A block `realloc` grows keeps its whole committed tail while the tail
 /// is at most 2 MiB, or at most twice what the block uses: a buffer that
@@ -185,8 +187,8 @@ const PLAIN_TAIL_DIVISOR: usize = 32;
 /// 280-340 MiB.)
 ///
 /// A block `malloc` asks for keeps a tail of at most a 32nd of what it
-/// uses: no request grows it, and what its tail holds stays resident for
-/// the block's life. (On the harness's `large`, 20 live buffers of
+/// uses, rounded up to a page: the request asks no room to grow, and what
+/// its tail holds stays resident for the block's life. (On the harness's `large`, 20 live buffers of
 /// 5-25 MiB written every 64 KiB, each taking a block freed bigger, 5
 /// interleaved runs: peak RSS 36.2-37.8 MiB with the realloc rule, 33.5-36.2
 /// keeping an eighth, 31.7-34.6 a 32nd at 84-92k page faults rather than
