@@ -36,7 +36,7 @@ static COLLECT_EPOCH: AtomicU64 = AtomicU64::new(0);
 const HEAP_COLLECT_MS: u64 = 100;
 
 /// Slow paths between two looks at the clock in [`tick`].
-const TICK_EVERY: u32 = 16;
+pub(crate) const TICK_EVERY: u32 = 16;
 
 /// Decay work, if due. Called from the allocation slow path: the heap gives
 /// back its empty pages every [`HEAP_COLLECT_MS`] or when a purge asked for
