@@ -2,8 +2,11 @@
 # redis requests per second under each allocator, the server and
 # redis-benchmark pinned to different CPUs, in interleaved rounds.
 #
-#   benches/programs/redis_rps.sh ROUNDS REQUESTS [NAME=LIB ...]
+#   benches/programs/redis_rps.sh ROUNDS REQUESTS [NAME=LIB[,VAR=VALUE...] ...]
 #
+# VAR=VALUE after a library sets that variable for its server only (two
+# entries with one library and different SHRINKALLOC_* settings compare
+# the settings, paired like allocators).
 # On a 2-core machine the harness (run.py) lets the server and
 # redis-benchmark share both cores, and requests per second move by 10-30%
 # between two runs of one library. Here the server runs on CPU 0 and the
@@ -39,10 +42,12 @@ n=${#pairs[@]}
 for round in $(seq "$rounds"); do
     for i in $(seq 0 $((n - 1))); do
         pair=${pairs[$(((i + round) % n))]}
-        name=${pair%%=*}; so=${pair#*=}
+        name=${pair%%=*}; spec=${pair#*=}
+        IFS=, read -r -a parts <<<"$spec"
+        so=${parts[0]}; vars=("${parts[@]:1}")
         [ -e "$so" ] || { echo "redis_rps: $so not found" >&2; exit 1; }
         dir=$out/$name.$round; mkdir -p "$dir"
-        LD_PRELOAD=$so taskset -c 0 redis-server --port $port --bind 127.0.0.1 --save "" --appendonly no \
+        env "${vars[@]}" LD_PRELOAD="$so" taskset -c 0 redis-server --port $port --bind 127.0.0.1 --save "" --appendonly no \
             --jemalloc-bg-thread no --dir "$dir" --logfile "$dir/log" >/dev/null 2>&1 &
         server=$!
         for _ in $(seq 150); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.1; done
