@@ -219,6 +219,16 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
     }
 }
 
+/// A heap's collection: its empty pages back to their segments
+/// ([`release_empty_pages`]), then the inside of its idle big free blocks
+/// back to the OS ([`decommit_idle_blocks`], all of them when `now`).
+/// Returns the bytes the second gives back. The caller owns `heap` (or
+/// holds it off the abandoned list).
+pub fn collect(heap: &Heap, now_ms: u64, now: bool) -> usize {
+    release_empty_pages(heap);
+    decommit_idle_blocks(heap, now_ms, now)
+}
+
 /// Gives back the inside of the heap's free blocks of 8 KiB or more that
 /// stayed free for the purge delay ([`Page::decommit_idle`]), or of all of
 /// them when `now` (a purge asked for), on the pages of its queues (a full

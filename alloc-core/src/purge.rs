@@ -20,7 +20,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
 use crate::page::{state, Page, PurgeRun};
-use crate::page_alloc::{decommit_idle_blocks, release_empty_pages};
+use crate::page_alloc;
 use crate::segment::{self, Kind, Segment, ALL};
 use crate::{commit, huge, os, thread};
 
@@ -64,8 +64,7 @@ fn tick_now(heap: &Heap, epoch: u64) {
     if now >= heap.next_collect.get() || purge_asked {
         heap.next_collect.set(now + HEAP_COLLECT_MS);
         heap.collect_epoch.set(epoch);
-        release_empty_pages(heap);
-        decommit_idle_blocks(heap, now, purge_asked);
+        page_alloc::collect(heap, now, purge_asked);
     }
     global_tick(now);
 }
@@ -135,8 +134,7 @@ pub fn purge() -> usize {
     if heap != empty_heap() {
         // SAFETY: a heap other than the empty one is this thread's own.
         let heap = unsafe { &*heap };
-        release_empty_pages(heap);
-        bytes += decommit_idle_blocks(heap, now, true);
+        bytes += page_alloc::collect(heap, now, true);
     }
     bytes += thread::collect_abandoned(true);
     bytes + purge_pass(now, purge_delay_ms(), true)

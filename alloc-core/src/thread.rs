@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::lock::SpinLock;
-use crate::page_alloc::{decommit_idle_blocks, release_empty_pages};
+use crate::page_alloc::{self, release_empty_pages};
 use crate::segment::{ALL, CACHE};
 use crate::{huge, options, os};
 
@@ -194,8 +194,7 @@ pub fn collect_abandoned(purge_now: bool) -> usize {
         // but this thread until it goes back; the POOL lock ordered us after
         // the abandoning thread's writes.
         let heap = unsafe { &*h };
-        release_empty_pages(heap);
-        bytes += decommit_idle_blocks(heap, now, purge_now);
+        bytes += page_alloc::collect(heap, now, purge_now);
         h = heap.abandoned_next.get();
     }
     let mut pool = POOL.lock();
