@@ -31,18 +31,10 @@ fn layout() -> Layout {
     Layout::from_size_align(BUFFER, 8).unwrap()
 }
 
-/// In the parent, runs `test` again as a child with `env` (and the marker
-/// of a child, and no cgroup limits) and checks that it printed `done`;
-/// in the child, returns true.
+/// In the parent, runs `test` again as a child with `env` and no cgroup
+/// limits, and checks that it printed `done`; in the child, returns true.
 fn in_child(test: &str, env: &[(&str, &str)], done: &str) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return true;
-    }
-    let mut all = vec![(CHILD, "1"), ("SHRINKALLOC_CGROUP", "off")];
-    all.extend_from_slice(env);
-    let (stdout, stderr) = common::rerun_self(test, &all);
-    assert!(stdout.contains(done), "{stdout}\n{stderr}");
-    false
+    common::in_child_without_line(CHILD, test, env, done)
 }
 
 /// Allocates the buffers, fills buffer `i` with the byte `i`, then frees

@@ -33,6 +33,22 @@ pub fn rerun_self(test: &str, env: &[(&str, &str)]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// For a test that needs no memory line: in the parent, runs `test` again
+/// as a child with `child` (the variable a child tells itself apart by),
+/// the cgroup off (`SHRINKALLOC_CGROUP=off`: a line derived from the test
+/// machine's cgroup would change what is tested) and `env`, and checks
+/// that it printed `done`; returns false. In the child, returns true.
+pub fn in_child_without_line(child: &str, test: &str, env: &[(&str, &str)], done: &str) -> bool {
+    if std::env::var_os(child).is_some() {
+        return true;
+    }
+    let mut all = vec![(child, "1"), ("SHRINKALLOC_CGROUP", "off")];
+    all.extend_from_slice(env);
+    let (stdout, stderr) = rerun_self(test, &all);
+    assert!(stdout.contains(done), "{stdout}\n{stderr}");
+    false
+}
+
 /// Seed used when `SHRINKALLOC_TEST_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5EED_0F5B_A110_C8ED;
 
