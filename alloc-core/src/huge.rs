@@ -188,11 +188,12 @@ const PLAIN_TAIL_DIVISOR: usize = 32;
 ///
 /// A block `malloc` asks for keeps a tail of at most a 32nd of what it
 /// uses, rounded up to a page: the request asks no room to grow, and what
-/// its tail holds stays resident for the block's life. (On the harness's `large`, 20 live buffers of
-/// 5-25 MiB written every 64 KiB, each taking a block freed bigger, 5
-/// interleaved runs: peak RSS 36.2-37.8 MiB with the realloc rule, 33.5-36.2
-/// keeping an eighth, 31.7-34.6 a 32nd at 84-92k page faults rather than
-/// 74-80k, 31.7-32.7 none; jemalloc 32.3-33.9 at 697k.)
+/// its tail holds stays resident for the block's life. (On the harness's
+/// `large`, 20 live buffers of 5-25 MiB written every 64 KiB, each taking
+/// a block freed bigger, 5 interleaved runs: peak RSS 36.2-37.8 MiB with
+/// the realloc rule, 33.5-36.2 keeping an eighth, 31.7-34.6 a 32nd at
+/// 84-92k page faults rather than 74-80k, 31.7-32.7 none; jemalloc
+/// 32.3-33.9 at 697k.)
 fn trim_to(committed: usize, usable: usize, grows: bool) -> Option<usize> {
     if !grows {
         let keep = usable + (usable / PLAIN_TAIL_DIVISOR).next_multiple_of(os::OS_PAGE);

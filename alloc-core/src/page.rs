@@ -603,7 +603,7 @@ impl Page {
     /// Whether [`Page::refill`] has a block to add: one on `decommitted`,
     /// or memory not carved yet (owner only).
     pub fn can_refill(&self) -> bool {
-        !self.own.decommitted.get().is_null() || self.next_carve() > 0
+        !self.own.decommitted.get().is_null() || !self.all_carved()
     }
 
     /// Puts a block on the empty `free` list (owner only): the first one on
