@@ -38,6 +38,14 @@ port=26613
 out=$(mktemp -d)
 trap 'redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
 pairs=("$@")
+# CPU time the server's threads have run, in ns (schedstat's first field).
+server_cpu_ns() {
+    local sum=0 t
+    for t in /proc/$1/task/*/schedstat; do
+        read -r ns _ <"$t" 2>/dev/null && sum=$((sum + ns))
+    done
+    echo $sum
+}
 n=${#pairs[@]}
 for round in $(seq "$rounds"); do
     for i in $(seq 0 $((n - 1))); do
@@ -51,10 +59,14 @@ for round in $(seq "$rounds"); do
             --jemalloc-bg-thread no --dir "$dir" --logfile "$dir/log" >/dev/null 2>&1 &
         server=$!
         for _ in $(seq 150); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.1; done
+        t0=$(server_cpu_ns $server)
         taskset -c 1 redis-benchmark -h 127.0.0.1 -p $port -n "$requests" -c 50 -d 1024 -r 100000 -P 1 \
             -t SET,GET,LPUSH,LRANGE_100 --csv >"$dir/plain.csv"
+        t1=$(server_cpu_ns $server)
         taskset -c 1 redis-benchmark -h 127.0.0.1 -p $port -n $((requests * 5)) -c 50 -d 1024 -r 100000 -P 16 \
             -t SET,GET --csv >"$dir/piped.csv"
+        t2=$(server_cpu_ns $server)
+        echo "$((t1 - t0)) $((t2 - t1))" >"$dir/cpu"
         redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
         wait $server || true
     done
@@ -62,8 +74,8 @@ done
 python3 - "$out" "${pairs[@]}" <<'PY'
 import csv, math, os, statistics, sys
 out, names = sys.argv[1], [p.split("=", 1)[0] for p in sys.argv[2:]]
-# rps[test][name][round]
-rps = {}
+# rps[test][name][round]; cpu[part][name][round]: the server's CPU ns
+rps, cpu = {}, {}
 for entry in sorted(os.listdir(out)):
     name, rnd = entry.rsplit(".", 1)
     if name not in names:
@@ -74,6 +86,9 @@ for entry in sorted(os.listdir(out)):
             if test == "test":
                 continue
             rps.setdefault(test + suffix, {}).setdefault(name, {})[int(rnd)] = float(row[1])
+    plain, piped = (int(x) for x in open(os.path.join(out, entry, "cpu")).read().split())
+    cpu.setdefault("plain", {}).setdefault(name, {})[int(rnd)] = plain
+    cpu.setdefault("-P 16", {}).setdefault(name, {})[int(rnd)] = piped
 print("requests/s, median of the rounds (ratio to mimalloc)")
 print(f"{'test':<16}" + "".join(f"{n:>22}" for n in names))
 for test, by in rps.items():
@@ -85,11 +100,12 @@ spread = {n: [max(v[n].values()) / min(v[n].values()) for v in rps.values()] for
 print("largest max/min over the rounds of one test: " + ", ".join(f"{n} {max(s):.2f}" for n, s in spread.items()))
 
 
-def paired(a, b):
-    """Geometric mean over every (test, round) of a's requests/s over b's
-    in the same round (the two ran back to back), with a 95% interval
-    (normal approximation on the logs)."""
-    logs = [math.log(by[a][r] / by[b][r]) for by in rps.values() for r in by[a] if r in by[b]]
+def paired(a, b, table=None):
+    """Geometric mean over every (test, round) of a's figure over b's in
+    the same round (the two ran back to back), with a 95% interval (normal
+    approximation on the logs); requests/s unless another table is given."""
+    table = rps if table is None else table
+    logs = [math.log(by[a][r] / by[b][r]) for by in table.values() for r in by[a] if r in by[b]]
     if len(logs) < 2:
         return None
     mean, sd = statistics.fmean(logs), statistics.stdev(logs)
@@ -105,4 +121,21 @@ for peer in names[1:]:
         verdict = "ahead" if lo > 1 else "behind" if hi < 1 else "no difference shown"
         print(f"{subject}/{peer}, paired by round over {n} (test, round) pairs: "
               f"{g:.3f} (95% interval {lo:.3f}-{hi:.3f}): {verdict}")
+        for test in rps:
+            g, lo, hi, n = paired(subject, peer, {test: rps[test]})
+            print(f"    {test:<16} {g:.3f} ({lo:.3f}-{hi:.3f})")
+# The server's CPU time for the same requests: where redis-benchmark on its
+# one CPU is what limits requests/s, this is what the allocator changes.
+print("server CPU time for the same requests, median of the rounds (ms)")
+print(f"{'part':<16}" + "".join(f"{n:>22}" for n in names))
+for part, by in cpu.items():
+    print(f"{part:<16}" + "".join(f"{statistics.median(by[n].values()) / 1e6:>22.1f}" for n in names))
+for peer in names[1:]:
+    for part in cpu:
+        res = paired(subject, peer, {part: cpu[part]})
+        if res:
+            g, lo, hi, n = res
+            verdict = "less" if hi < 1 else "more" if lo > 1 else "no difference shown"
+            print(f"{subject}/{peer} server CPU, {part}, paired over {n} rounds: "
+                  f"{g:.3f} (95% interval {lo:.3f}-{hi:.3f}): {verdict}")
 PY
