@@ -8,7 +8,11 @@ so the candidates of a workload share the machine's noise. Each run is a
 child process; its wall time, CPU time (user + system), peak RSS and page
 faults come from wait4(). The tables show each allocator's median over the
 repetitions, its ratio to mimalloc and shrinkalloc's ratio to the best of
-the four peers, and a geometric mean over the workloads.
+the four peers, and a geometric mean over the workloads; then shrinkalloc
+against each other allocator paired by repetition (each repetition gives
+one geometric mean over the workloads of the two run back to back), with a
+95% interval, so that a figure near a target comes with how far it moves
+from one repetition to the next.
 
 Usage (from the repository root, after `cargo build --release -p shrinkalloc-ffi`):
 
@@ -280,6 +284,27 @@ def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
+def paired_rounds(runs, metric, a, b):
+    """`a` against `b` round by round: in each repetition the two ran one
+    right after the other on every workload, so each repetition gives one
+    geometric mean of `a`'s figure over `b`'s across the workloads. Returns
+    the geometric mean of those, a 95% interval (normal approximation on
+    the logs) and the number of repetitions, or None with fewer than two.
+    The interval shows how far the tables' figure moves with the machine's
+    noise from one repetition to the next."""
+    per_round = {}
+    for by_alloc in runs.values():
+        xs, ys = by_alloc.get(a, []), by_alloc.get(b, [])
+        for r, (x, y) in enumerate(zip(xs, ys)):
+            if x.get(metric, 0) > 0 and y.get(metric, 0) > 0:
+                per_round.setdefault(r, []).append(math.log(x[metric] / y[metric]))
+    logs = [statistics.fmean(v) for v in per_round.values()]
+    if len(logs) < 2:
+        return None
+    mean, half = statistics.fmean(logs), 1.96 * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(logs)
+
+
 def fmt(v, metric):
     if metric == "rss":
         return f"{v / 1024:.1f}"
@@ -355,6 +380,17 @@ def report(data):
             gm, best, _ = summary[metric]
             out.append(f"| {metric} | " + " | ".join(f"{gm[a]:.2f}" for a in allocs
                                                       if a != PEER) + f" | {best:.2f} |")
+    out.append("")
+    for other in [a for a in allocs if a != SUBJECT]:
+        cells = []
+        for metric in ("wall", "cpu", "rss"):
+            res = paired_rounds(runs, metric, SUBJECT, other)
+            if res:
+                g, lo, hi, n = res
+                cells.append(f"{metric} {g:.3f} ({lo:.3f}-{hi:.3f})")
+        if cells:
+            out.append(f"- {SUBJECT}/{other} paired by repetition, 95% interval over "
+                       f"{n} repetitions: " + ", ".join(cells))
     out.append("")
     for metric in ("wall", "cpu", "rss", "rps"):
         if metric in summary and summary[metric][2]:
