@@ -16,6 +16,20 @@ thread; the harness runs two) through shrinkalloc's classes and prints both.
 The class table is size_class.rs's: multiples of 8 up to 128 bytes, then 4
 per power of two, plus the header classes 1,088, 2,176 and 4,352 bytes.
 Pages, carving and headers come on top of the printed floor.
+
+Two questions about that floor can be put to the same replays:
+
+    python3 benches/programs/class_peaks.py --per-doubling 2   # coarser classes
+    python3 benches/programs/class_peaks.py --borrow-above 1024 --borrow-reach 2
+
+`--per-doubling N` replaces the 4 classes per power of two above 128 bytes
+by N (rounded to 16 bytes). `--borrow-above B --borrow-reach K` models
+borrowing (`alloc.rs`, `borrow_larger`): a request of a class above B bytes
+whose class holds no free block takes a free block of one of the next K
+classes that holds one, instead of growing its own class; each class then
+holds its high-water mark of blocks of its own, and the floor printed is
+the sum of those. Both print the peak of the live total in requested bytes
+too, since the class rounding then differs.
 """
 
 import argparse
@@ -24,11 +38,14 @@ import collections
 import random
 
 
-def classes():
+def classes(per_doubling=4):
     sizes = {8 * i for i in range(1, 17)} | {1088, 2176, 4352}
     b = 128
     while b < 1 << 20:
-        sizes |= {b + b * k // 4 for k in range(1, 5)}
+        if per_doubling == 4:
+            sizes |= {b + b * k // 4 for k in range(1, 5)}
+        else:
+            sizes |= {int(b * 2 ** (k / per_doubling)) // 16 * 16 for k in range(1, per_doubling + 1)}
         b *= 2
     return sorted(sizes)
 
@@ -62,6 +79,45 @@ class Tally:
         peaks = sum(n * CLASSES[c] for c, n in self.peak.items())
         print(f"{name:10} peak of the live total {self.max_total / 2**20:6.2f} MiB, "
               f"sum of class peaks {peaks / 2**20:6.2f} MiB ({peaks / self.max_total:.2f}x)")
+
+
+class Borrowing:
+    """Each class's own blocks (its high-water mark) and how many are live;
+    a request of a class above `above` bytes with none free takes a free
+    block of one of the next `reach` classes. Counts requested bytes."""
+
+    def __init__(self, above, reach):
+        self.above, self.reach = above, reach
+        self.live = collections.Counter()
+        self.own = collections.Counter()
+        self.total = self.max_total = self.requests = self.borrowed = 0
+
+    def alloc(self, size):
+        c = bisect.bisect_left(CLASSES, size)
+        use = c
+        if self.live[c] >= self.own[c]:
+            lenders = range(c + 1, min(c + 1 + self.reach, len(CLASSES))) if CLASSES[c] > self.above else ()
+            use = next((d for d in lenders if self.live[d] < self.own[d]), c)
+            if use == c:
+                self.own[c] += 1
+            else:
+                self.borrowed += 1
+        self.live[use] += 1
+        self.requests += 1
+        self.total += size
+        self.max_total = max(self.max_total, self.total)
+        return use, size
+
+    def free(self, block):
+        if block is not None:
+            self.live[block[0]] -= 1
+            self.total -= block[1]
+
+    def report(self, name):
+        held = sum(n * CLASSES[c] for c, n in self.own.items())
+        print(f"{name:10} peak of the live total {self.max_total / 2**20:6.2f} MiB requested, "
+              f"blocks held {held / 2**20:6.2f} MiB ({held / self.max_total:.2f}x), "
+              f"{100 * self.borrowed / self.requests:.1f}% of requests borrowed")
 
 
 def perthread(rng):
@@ -119,7 +175,19 @@ def mix(rng):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--per-doubling", type=int, default=4,
+                    help="classes per power of two above 128 bytes (size_class.rs: 4)")
+    ap.add_argument("--borrow-above", type=int, metavar="BYTES",
+                    help="model borrowing for classes above BYTES (alloc.rs: 1024)")
+    ap.add_argument("--borrow-reach", type=int, default=2,
+                    help="how many larger classes lend (alloc.rs: 2)")
     args = ap.parse_args()
+    global CLASSES, Tally
+    CLASSES = classes(args.per_doubling)
+    if args.per_doubling != 4 and args.borrow_above is None:
+        args.borrow_above = 1 << 30  # the same replay, counting requested bytes
+    if args.borrow_above is not None:
+        Tally = lambda: Borrowing(args.borrow_above, args.borrow_reach)  # noqa: E731
     for workload in (perthread, prodcons, mix):
         workload(random.Random(args.seed))
 
