@@ -330,6 +330,24 @@ fn min_up(dir: &PathBuf, floor: usize, name: &[u8]) -> Option<u64> {
     }
 }
 
+/// [`min_up`] for a group that must have file `name` itself (the
+/// controller's file): `None` when the group's own file cannot be read (the
+/// group lacks the controller), without looking further up; else the
+/// smallest limit from `dir` up. The group's file is read once.
+fn own_min_up(dir: &PathBuf, floor: usize, name: &[u8]) -> Option<Option<u64>> {
+    let mut buf = [0u8; 64];
+    let own = match parse_value(read_file(dir, name, &mut buf)?) {
+        Some(Value::Bytes(n)) => Some(n),
+        _ => None,
+    };
+    let mut up = *dir;
+    let above = if up.pop(floor) { min_up(&up, floor, name) } else { None };
+    Some(match (own, above) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
 /// Finds the process's memory cgroup and its limits, given the texts of
 /// `/proc/self/cgroup` and `/proc/self/mountinfo`. Prefers v2 when its
 /// directory has `memory.max`, else v1 `memory`.
@@ -339,21 +357,19 @@ pub fn discover_from(self_cgroup: &[u8], mountinfo: &[u8]) -> Option<Found> {
     for line in mountinfo.split(|&b| b == b'\n') {
         parse_mountinfo_line(line, &mut mounts);
     }
-    let mut buf = [0u8; 64];
     if let (Some(path), Some(mount)) = (paths.v2, mounts.v2) {
         if let Some(dir) = cgroup_dir(mount, path) {
-            if read_file(&dir, b"memory.max", &mut buf).is_some() {
-                let floor = cgroup_dir(mount, b"/").map_or(0, |m| m.len);
-                let (limit, high) = (min_up(&dir, floor, b"memory.max"), min_up(&dir, floor, b"memory.high"));
+            let floor = cgroup_dir(mount, b"/").map_or(0, |m| m.len);
+            if let Some(limit) = own_min_up(&dir, floor, b"memory.max") {
+                let high = min_up(&dir, floor, b"memory.high");
                 return Some(Found { version: Version::V2, dir, limit, high });
             }
         }
     }
     let (path, mount) = (paths.v1_memory?, mounts.v1_memory?);
     let dir = cgroup_dir(mount, path)?;
-    read_file(&dir, b"memory.limit_in_bytes", &mut buf)?;
     let floor = cgroup_dir(mount, b"/").map_or(0, |m| m.len);
-    let limit = min_up(&dir, floor, b"memory.limit_in_bytes");
+    let limit = own_min_up(&dir, floor, b"memory.limit_in_bytes")?;
     let high = min_up(&dir, floor, b"memory.soft_limit_in_bytes");
     Some(Found { version: Version::V1, dir, limit, high })
 }
