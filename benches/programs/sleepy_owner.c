@@ -1,0 +1,92 @@
+/* Small blocks freed by another thread into the pages of a thread that
+ * sleeps: the owner allocates 128 Ki blocks of 512 B (64 MiB), hands them
+ * over and blocks on a condition variable; the main thread frees them all
+ * and calls malloc_trim(0), waits, takes a few slow paths of its own, and
+ * trims again; then the owner exits. Prints the resident set at each step.
+ * A known limit of per-thread heaps with delayed cross-thread frees
+ * (shrinkalloc, mimalloc): the memory comes back only when the owner
+ * allocates again or exits; glibc gives it back at the trim. Blocks of 8
+ * KiB or more do not have it under memory pressure (their insides go back
+ * at once: alloc-core/tests/reclaim_blocks_of_a_blocked_owner.rs).
+ * Not part of run.py's table; run it by hand:
+ *
+ *   cc -O2 -o /tmp/sleepy_owner benches/programs/sleepy_owner.c -lpthread
+ *   LD_PRELOAD=target/release/libshrinkalloc.so /tmp/sleepy_owner
+ */
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BLOCKS (128 * 1024)
+#define SIZE 512
+
+static void *blocks[BLOCKS];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
+static int phase;
+
+static long resident_kib(void)
+{
+    long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld %ld", &size, &resident) != 2)
+        resident = -1;
+    if (f)
+        fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void set_phase(int p)
+{
+    pthread_mutex_lock(&lock);
+    phase = p;
+    pthread_cond_broadcast(&changed);
+    pthread_mutex_unlock(&lock);
+}
+
+static void wait_phase(int p)
+{
+    pthread_mutex_lock(&lock);
+    while (phase != p)
+        pthread_cond_wait(&changed, &lock);
+    pthread_mutex_unlock(&lock);
+}
+
+static void *owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < BLOCKS; i++) {
+        blocks[i] = malloc(SIZE);
+        memset(blocks[i], 1, SIZE);
+    }
+    set_phase(1);
+    wait_phase(2); /* asleep while the main thread frees */
+    return NULL;
+}
+
+int main(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, owner, NULL);
+    wait_phase(1);
+    long live = resident_kib();
+    for (int i = 0; i < BLOCKS; i++)
+        free(blocks[i]);
+    long freed = resident_kib();
+    malloc_trim(0);
+    usleep(200 * 1000);
+    for (int i = 0; i < 1000; i++)
+        free(malloc(64));
+    malloc_trim(0);
+    long trimmed = resident_kib();
+    set_phase(2);
+    pthread_join(t, NULL);
+    malloc_trim(0);
+    printf("resident KiB: owner's blocks live %ld, freed by another thread %ld, "
+           "after malloc_trim %ld, after the owner exits %ld\n",
+           live, freed, trimmed, resident_kib());
+    return 0;
+}
