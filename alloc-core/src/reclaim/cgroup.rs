@@ -313,6 +313,17 @@ fn read_file<'b>(dir: &PathBuf, name: &[u8], buf: &'b mut [u8]) -> Option<&'b [u
     buf.get(..n)
 }
 
+/// The limit in file `name` of `dir`: `None` when the file cannot be read,
+/// `Some(None)` when it sets none (`max`) or holds garbage.
+fn limit_in(dir: &PathBuf, name: &[u8]) -> Option<Option<u64>> {
+    let mut buf = [0u8; 64];
+    let text = read_file(dir, name, &mut buf)?;
+    Some(match parse_value(text) {
+        Some(Value::Bytes(n)) => Some(n),
+        _ => None,
+    })
+}
+
 /// The smallest limit in file `name` from `dir` up to `floor` bytes of it
 /// (the mount point). Missing or unreadable files and garbage count as no
 /// limit at that level.
@@ -320,10 +331,7 @@ fn min_up(dir: &PathBuf, floor: usize, name: &[u8]) -> Option<u64> {
     let mut d = *dir;
     let mut best: Option<u64> = None;
     loop {
-        let mut buf = [0u8; 64];
-        if let Some(Value::Bytes(n)) = read_file(&d, name, &mut buf).and_then(parse_value) {
-            best = Some(best.map_or(n, |b| b.min(n)));
-        }
+        best = best.into_iter().chain(limit_in(&d, name).flatten()).min();
         if !d.pop(floor) {
             return best;
         }
@@ -335,17 +343,10 @@ fn min_up(dir: &PathBuf, floor: usize, name: &[u8]) -> Option<u64> {
 /// group lacks the controller), without looking further up; else the
 /// smallest limit from `dir` up. The group's file is read once.
 fn own_min_up(dir: &PathBuf, floor: usize, name: &[u8]) -> Option<Option<u64>> {
-    let mut buf = [0u8; 64];
-    let own = match parse_value(read_file(dir, name, &mut buf)?) {
-        Some(Value::Bytes(n)) => Some(n),
-        _ => None,
-    };
+    let own = limit_in(dir, name)?;
     let mut up = *dir;
     let above = if up.pop(floor) { min_up(&up, floor, name) } else { None };
-    Some(match (own, above) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    Some(own.into_iter().chain(above).min())
 }
 
 /// Finds the process's memory cgroup and its limits, given the texts of
