@@ -113,17 +113,24 @@ def paired(a, b, table=None):
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(logs)
 
 
+def verdict(res, above, below):
+    """A paired result as text: the ratio, its interval, and which side of 1
+    the interval lies on (`above`, `below`), if either."""
+    g, lo, hi, _ = res
+    side = above if lo > 1 else below if hi < 1 else "no difference shown"
+    return f"{g:.3f} (95% interval {lo:.3f}-{hi:.3f}): {side}"
+
+
 subject = names[0]
 for peer in names[1:]:
     res = paired(subject, peer)
     if res:
-        g, lo, hi, n = res
-        verdict = "ahead" if lo > 1 else "behind" if hi < 1 else "no difference shown"
-        print(f"{subject}/{peer}, paired by round over {n} (test, round) pairs: "
-              f"{g:.3f} (95% interval {lo:.3f}-{hi:.3f}): {verdict}")
+        print(f"{subject}/{peer}, paired by round over {res[3]} (test, round) pairs: "
+              + verdict(res, "ahead", "behind"))
         for test in rps:
-            g, lo, hi, n = paired(subject, peer, {test: rps[test]})
-            print(f"    {test:<16} {g:.3f} ({lo:.3f}-{hi:.3f})")
+            res = paired(subject, peer, {test: rps[test]})
+            if res:
+                print(f"    {test:<16} {verdict(res, 'ahead', 'behind')}")
 # The server's CPU time for the same requests: where redis-benchmark on its
 # one CPU is what limits requests/s, this is what the allocator changes.
 print("server CPU time for the same requests, median of the rounds (ms)")
@@ -134,8 +141,6 @@ for peer in names[1:]:
     for part in cpu:
         res = paired(subject, peer, {part: cpu[part]})
         if res:
-            g, lo, hi, n = res
-            verdict = "less" if hi < 1 else "more" if lo > 1 else "no difference shown"
-            print(f"{subject}/{peer} server CPU, {part}, paired over {n} rounds: "
-                  f"{g:.3f} (95% interval {lo:.3f}-{hi:.3f}): {verdict}")
+            print(f"{subject}/{peer} server CPU, {part}, paired over {res[3]} rounds: "
+                  + verdict(res, "more", "less"))
 PY
