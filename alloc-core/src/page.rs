@@ -59,6 +59,23 @@
 //! with holes is purged whole at once (`page_alloc::release_page`), since
 //! `touched` cannot describe holes.
 //!
+//! Pages emptied by other threads: blocks other threads freed wait on
+//! `xfree` until the owner collects them, at one of its allocation slow
+//! paths; an owner that sleeps or blocks (a worker parked on a condition
+//! variable, a thread in `pthread_join`) would keep them resident. So a
+//! purge, the decay's global tick and reclaim look at every page in use of
+//! blocks under [`DECOMMIT_MIN_BLOCK`] whose `used` says every block is
+//! out, take its `xfree` chain and count it ([`Page::empty_remote`]). When
+//! the chain holds every block of the page, no block is handed out and the
+//! owner's lists are empty, the owner can neither carve (all is carved)
+//! nor retire the page (its `used` still counts the blocks): the taker
+//! gives the page's memory back, sets `touched` to 0 and marks the word
+//! [`XF_EMPTIED`] (queueing the page for its owner if it is full). The
+//! owner, when it collects, starts the page over with nothing carved
+//! (`Page::start_over`), and retires it if it is not the last of its
+//! class. A chain short of the page's blocks goes back on `xfree` as
+//! [`Page::decommit_remote`] puts its chain back.
+//!
 //! Idle free blocks: with no memory line in force, the owner's decay tick
 //! (`purge::tick`, about every 100 ms of slow paths; for an exited
 //! thread's heap, the global tick that collects it) also gives back the
@@ -161,7 +178,14 @@ pub const fn carve_blocks(block_size: usize) -> usize {
 pub const XF_IN_FULL: usize = 1;
 /// `xfree` flag: the page is (being) pushed on its owner's `remote_pages`.
 pub const XF_QUEUED: usize = 2;
-const XF_FLAGS: usize = XF_IN_FULL | XF_QUEUED;
+/// `xfree` flag: another thread found every block of the page on `xfree`,
+/// gave the page's memory back to the OS and dropped the list (see "Pages
+/// emptied by other threads" in the module doc); the owner starts the page
+/// over when it collects. Blocks are 8-aligned, so the bit is free.
+pub const XF_EMPTIED: usize = 4;
+const XF_FLAGS: usize = XF_IN_FULL | XF_QUEUED | XF_EMPTIED;
+/// The flags a collection keeps: it takes the list and [`XF_EMPTIED`].
+const XF_KEEP: usize = XF_IN_FULL | XF_QUEUED;
 
 /// Owner-side flag mirror: the page is on the full list.
 pub const PF_IN_FULL: u8 = 1;
@@ -709,6 +733,76 @@ impl Page {
         (unsafe { self.push_chain(head, tail) }, bytes)
     }
 
+    /// For a thread that does not own the page (a purge or a reclaim pass,
+    /// holding `ALL`'s lock): when every block of a page of blocks under
+    /// [`DECOMMIT_MIN_BLOCK`] waits on `xfree`, gives the page's memory back
+    /// to the OS and marks it [`XF_EMPTIED`] for the owner, which starts
+    /// the page over when it collects (see "Pages emptied by other threads"
+    /// in the module doc). With `only_queued`, only a page whose owner was
+    /// told already ([`XF_QUEUED`]) and has not collected it. Returns
+    /// whether the caller must now push the page on its owner's
+    /// `remote_pages` stack (as for [`Page::push_remote`]), and the bytes
+    /// given back.
+    pub fn empty_remote(&self, only_queued: bool) -> (bool, usize) {
+        // Every block carved and handed out (or waiting on `xfree`): a
+        // relaxed look that spares the walk on most pages; the count of
+        // the chain below decides.
+        let blocks = self.shared.blocks.load(Ordering::Relaxed);
+        if self.block_size() >= DECOMMIT_MIN_BLOCK || blocks == 0 || u64::from(self.used()) != blocks {
+            return (false, 0);
+        }
+        let xfree = &self.shared.xfree;
+        let mut old = xfree.load(Ordering::Relaxed);
+        loop {
+            let list = old & !XF_FLAGS != 0;
+            if !list || old & XF_EMPTIED != 0 || only_queued && old & XF_QUEUED == 0 {
+                return (false, 0);
+            }
+            // Acquire pairs with the pushers' Release: their links are seen.
+            match xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        let head = (old & !XF_FLAGS) as *mut Block;
+        let (mut n, mut tail, mut b) = (0u64, head, head);
+        // At most `blocks + 1` links: a chain that a double free made
+        // longer, or a cycle, does not pass for all the page's blocks.
+        while !b.is_null() && n <= blocks {
+            n += 1;
+            tail = b;
+            // SAFETY: the chain taken off `xfree` holds free blocks of this
+            // page linked by their first word; this thread alone holds it
+            // until it is put back or dropped, and the page stays in use
+            // meanwhile (the blocks count in `used` until the owner
+            // collects them).
+            b = unsafe { (*b).next };
+        }
+        if n != blocks {
+            // SAFETY: `head..tail` is (a prefix of) the chain this thread
+            // took and holds; past `tail` only blocks freed twice are lost.
+            return (unsafe { self.push_chain(head, tail) }, 0);
+        }
+        // Every block of the page is on the chain this thread holds: none
+        // is handed out, none is on the owner's lists, and the owner cannot
+        // carve (all are carved) nor retire the page (its `used` still
+        // counts them). Its memory holds nothing anyone reads.
+        let touched = self.touched();
+        os::purge(self.shared.start, touched);
+        commit::on_purge(touched);
+        self.set_touched(0);
+        let mut old = xfree.load(Ordering::Relaxed);
+        loop {
+            let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
+            let new = old | XF_EMPTIED | if notify { XF_QUEUED } else { 0 };
+            // Release publishes `touched` to the owner's Acquire in `collect`.
+            match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return (notify, touched),
+                Err(now) => old = now,
+            }
+        }
+    }
+
     /// For the owner, on its decay tick while no memory line is in force:
     /// gives back the inside of the blocks on `free` that have stayed free
     /// for `delay_ms` and moves them to `decommitted`, where an allocation
@@ -782,13 +876,15 @@ impl Page {
         let xfree = &self.shared.xfree;
         // Relaxed first look: a stale zero only delays collection.
         let seen = xfree.load(Ordering::Relaxed);
-        if seen & !XF_FLAGS == 0 {
+        if seen & !XF_KEEP == 0 {
             return;
         }
-        // Take the list and keep the flags. Acquire pairs with the Release of
-        // the remote pushers: their writes of the blocks' links are visible.
+        // Take the list (or the emptied mark) and keep the other flags.
+        // Acquire pairs with the Release of the remote pushers (their
+        // writes of the blocks' links are visible) and of the thread that
+        // emptied the page (its `touched` is).
         let mut old = seen;
-        while let Err(now) = xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
+        while let Err(now) = xfree.compare_exchange_weak(old, old & XF_KEEP, Ordering::Acquire, Ordering::Relaxed) {
             old = now;
         }
         self.merge_remote(old);
@@ -830,6 +926,10 @@ impl Page {
     /// `used`. Blocks of 8 KiB or more that carry the decommit mark go to
     /// `decommitted` instead (see [`Page::decommit_remote`]).
     fn merge_remote(&self, word: usize) {
+        if word & XF_EMPTIED != 0 {
+            self.start_over();
+            return;
+        }
         let list = (word & !XF_FLAGS) as *mut Block;
         if list.is_null() {
             return;
@@ -865,6 +965,22 @@ impl Page {
         self.set_used(self.used() - n);
     }
 
+    /// Makes a page another thread emptied ([`Page::empty_remote`]) a page
+    /// with nothing carved: every block had come back and its memory went
+    /// to the OS. Anything the lists hold now was freed twice by the
+    /// program (every block was on `xfree` when the page was emptied), and
+    /// is dropped with them. Owner only.
+    fn start_over(&self) {
+        let own = &self.own;
+        own.free.set(ptr::null_mut());
+        own.local_free.set(ptr::null_mut());
+        own.decommitted.set(ptr::null_mut());
+        own.capacity.set(0);
+        own.holes.set(0);
+        own.is_zero.set(false);
+        self.set_used(0);
+    }
+
     /// Prepends `list` to `free`; returns its length. The merged blocks were
     /// used, so the page no longer promises zeroed blocks.
     fn append_to_free(&self, list: *mut Block) -> u32 {
@@ -891,7 +1007,7 @@ impl Page {
         let xfree = &self.shared.xfree;
         // Relaxed load; the CAS below decides.
         let old = xfree.load(Ordering::Relaxed);
-        if old & !XF_FLAGS != 0 {
+        if old & !XF_KEEP != 0 {
             return false;
         }
         // AcqRel pairs with remote pushers' CAS on the same word: either they
@@ -911,6 +1027,13 @@ impl Page {
         self.shared.xfree.fetch_and(!XF_IN_FULL, Ordering::Relaxed);
         self.own.flags.set(self.own.flags.get() & !PF_IN_FULL);
         self.set_tag_full(false);
+    }
+
+    /// Whether another thread emptied the page ([`Page::empty_remote`])
+    /// and its owner has not collected it yet (a snapshot, for statistics).
+    pub fn emptied(&self) -> bool {
+        // Relaxed: a snapshot.
+        self.shared.xfree.load(Ordering::Relaxed) & XF_EMPTIED != 0
     }
 
     /// Whether a remote thread holds the right to push this page on the

@@ -15,7 +15,7 @@
 //! `PURGING` page, and the purger holds `ALL`'s lock so the segment stays
 //! mapped until it is done.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
@@ -154,6 +154,7 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
         let pages = &s.pages[..s.page_count];
         let mut run = PurgeRun::EMPTY;
         for index in 0..pages.len() {
+            bytes += empty_stranded(&pages[index], !force);
             bytes += purge_page(pages, index, now, delay, force, &mut run);
         }
         run.flush(pages);
@@ -183,9 +184,42 @@ fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, r
     touched
 }
 
+/// Gives back `page`, in use, if every block of it waits on its
+/// cross-thread list (small blocks; see `Page::empty_remote`): the memory
+/// other threads freed into the pages of an owner that sleeps or blocks,
+/// which it would collect only at its next allocation. With `only_queued`
+/// (the decay tick), only a page whose owner was told and has not
+/// collected it. Returns the bytes given back.
+fn empty_stranded(page: &Page, only_queued: bool) -> usize {
+    // Acquire pairs with the Release of IN_USE in `Page::init`.
+    if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
+        return 0;
+    }
+    let (notify, bytes) = page.empty_remote(only_queued);
+    if notify {
+        crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
+    }
+    if bytes > 0 {
+        // Relaxed: a tally (see `Stats::stranded_pages`).
+        STRANDED_PAGES.fetch_add(1, Ordering::Relaxed);
+    }
+    bytes
+}
+
+/// Pages given back by [`empty_stranded`] since start.
+static STRANDED_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+/// Pages of small blocks given back while their owner held them, every
+/// block freed by other threads (`Stats::stranded_pages`).
+pub(crate) fn stranded_pages() -> usize {
+    // Relaxed: a tally.
+    STRANDED_PAGES.load(Ordering::Relaxed)
+}
+
 /// For a reclaim pass making room: gives back the inside of the blocks of
 /// 8 KiB or more waiting on every page's cross-thread list (see
-/// `Page::decommit_remote`). Returns the bytes given back.
+/// `Page::decommit_remote`), and the pages of smaller blocks that all wait
+/// there ([`empty_stranded`]). Returns the bytes given back.
 pub(crate) fn decommit_stranded() -> usize {
     let mut bytes = 0;
     for_each_segment(|s| {
@@ -199,6 +233,7 @@ pub(crate) fn decommit_stranded() -> usize {
             if notify {
                 crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
             }
+            bytes += empty_stranded(page, false);
         }
     });
     bytes

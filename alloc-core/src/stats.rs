@@ -40,6 +40,10 @@ pub struct Stats {
     /// Resident set size of the whole process (not only the allocator's
     /// memory), from `/proc/self/statm`; 0 if it cannot be read.
     pub resident: usize,
+    /// Pages of small blocks that a purge gave back while a thread that
+    /// did not allocate still held them, every block of each freed by
+    /// other threads (cumulative; see `shrinkalloc::purge`).
+    pub stranded_pages: usize,
 }
 
 impl Stats {
@@ -64,6 +68,7 @@ pub fn stats() -> Stats {
         segments: commit::segments(),
         heaps: thread::heaps_created(),
         resident: os::resident_bytes().unwrap_or(0),
+        stranded_pages: crate::purge::stranded_pages(),
     }
 }
 
@@ -88,7 +93,9 @@ fn in_use() -> usize {
                 // Acquire pairs with the Release of IN_USE in `Page::init`:
                 // the class read below is the page's (or a later one, if the
                 // page is retired and taken again meanwhile: a snapshot).
-                if p.shared.state.load(Ordering::Acquire) == state::IN_USE {
+                // A page another thread emptied keeps its `used` until the
+                // owner collects it, but holds no live block.
+                if p.shared.state.load(Ordering::Acquire) == state::IN_USE && !p.emptied() {
                     total += p.used() as usize * size_class::size_of(p.class());
                 }
             }
@@ -103,14 +110,15 @@ impl fmt::Display for Stats {
         let mib = |b: usize| b as f64 / (1 << 20) as f64;
         write!(
             f,
-            "in use {:.1} MiB, committed {:.1} MiB, resident {:.1} MiB, mapped {:.1} MiB, purged {:.1} MiB (total), {} segments, {} heaps",
+            "in use {:.1} MiB, committed {:.1} MiB, resident {:.1} MiB, mapped {:.1} MiB, purged {:.1} MiB (total), {} segments, {} heaps, {} stranded pages given back",
             mib(self.in_use),
             mib(self.committed),
             mib(self.resident),
             mib(self.mapped),
             mib(self.purged),
             self.segments,
-            self.heaps
+            self.heaps,
+            self.stranded_pages
         )
     }
 }

@@ -52,7 +52,7 @@ fn write_json(out: &mut String) -> fmt::Result {
     let s = shrinkalloc::stats();
     write!(
         out,
-        r#"{{"version":"{}","mapped":{},"committed":{},"in_use":{},"resident":{},"purged":{},"segments":{},"heaps":{},"reclaim":"#,
+        r#"{{"version":"{}","mapped":{},"committed":{},"in_use":{},"resident":{},"purged":{},"segments":{},"heaps":{},"stranded_pages":{},"reclaim":"#,
         env!("CARGO_PKG_VERSION"),
         s.mapped,
         s.committed,
@@ -60,7 +60,8 @@ fn write_json(out: &mut String) -> fmt::Result {
         s.resident,
         s.purged,
         s.segments,
-        s.heaps
+        s.heaps,
+        s.stranded_pages
     )?;
     write_reclaim_json(out, &reclaim::stats())?;
     out.write_str("}\n")

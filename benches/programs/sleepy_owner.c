@@ -3,11 +3,11 @@
  * over and blocks on a condition variable; the main thread frees them all
  * and calls malloc_trim(0), waits, takes a few slow paths of its own, and
  * trims again; then the owner exits. Prints the resident set at each step.
- * A known limit of per-thread heaps with delayed cross-thread frees
- * (shrinkalloc, mimalloc): the memory comes back only when the owner
- * allocates again or exits; glibc gives it back at the trim. Blocks of 8
- * KiB or more do not have it under memory pressure (their insides go back
- * at once: alloc-core/tests/reclaim_blocks_of_a_blocked_owner.rs).
+ * Per-thread heaps with delayed cross-thread frees (mimalloc, jemalloc's
+ * tcache, tcmalloc) keep that memory until the owner allocates again or
+ * exits; glibc gives it back at the trim, and so does shrinkalloc: a purge
+ * gives back whole a page whose every block waits on its cross-thread list
+ * (alloc-core/tests/small_blocks_of_a_sleeping_owner.rs).
  * Not part of run.py's table; run it by hand:
  *
  *   cc -O2 -o /tmp/sleepy_owner benches/programs/sleepy_owner.c -lpthread

@@ -1,0 +1,127 @@
+//! Small blocks that other threads free into the pages of a thread that
+//! sleeps go back to the OS without waiting for it: a page whose every
+//! block waits on its cross-thread list is given back whole by `purge()`
+//! (the C library's `malloc_trim`) and, in a process gone idle, by the
+//! decay's global tick. Before, they stayed resident until the owner
+//! allocated again or exited (`benches/programs/sleepy_owner.c`: 68 MiB of
+//! 512-byte blocks kept after `malloc_trim`).
+//!
+//! Then the owner wakes and allocates from those pages again: each starts
+//! over, carved anew, the blocks are whole, the page's counting identity
+//! holds (`check_thread_heap`), and once everything is freed and purged the
+//! committed count is back where it started (no drift either way).
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::Block;
+
+#[global_allocator]
+static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
+
+const MIB: usize = 1 << 20;
+/// Block size: 128 to a 64 KiB page.
+const SIZE: usize = 512;
+/// What the owner allocates: 16 MiB.
+const BLOCKS: usize = 32 * 1024;
+
+fn committed() -> usize {
+    shrinkalloc::stats().committed
+}
+
+/// The owner's blocks: allocated on a thread of their own and handed to
+/// the caller; the thread then sleeps until `wake` says, allocates as many
+/// again, checks and frees them, and exits.
+fn sleeping_owner(wake: mpsc::Receiver<()>) -> (Vec<Block>, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let owner = thread::spawn(move || {
+        let blocks: Vec<Block> =
+            (0..BLOCKS).map(|i| Block::new(SIZE, 8, common::How::Malloc, false, i as u64)).collect();
+        tx.send(blocks).unwrap();
+        // Asleep: no allocation, no slow path, while the blocks are freed.
+        wake.recv().unwrap();
+        let again: Vec<Block> =
+            (0..BLOCKS).map(|i| Block::new(SIZE, 8, common::How::Malloc, false, (BLOCKS + i) as u64)).collect();
+        shrinkalloc::check::check_thread_heap().expect("the owner's pages after they started over");
+        for b in &again {
+            b.check("a block of a page that started over");
+        }
+        again.into_iter().for_each(Block::free);
+        shrinkalloc::check::check_thread_heap().expect("the owner's pages after freeing");
+    });
+    (rx.recv().unwrap(), owner)
+}
+
+#[test]
+fn purge_gives_back_small_blocks_freed_into_a_sleeping_owners_pages() {
+    shrinkalloc::purge();
+    let start = committed();
+    let (wake_tx, wake_rx) = mpsc::channel();
+    let (blocks, owner) = sleeping_owner(wake_rx);
+    let full = committed();
+    assert!(full >= start + 15 * MIB, "the blocks were never committed: {start} -> {full}");
+    blocks.into_iter().for_each(Block::free);
+    let (freed, rss_freed) = (committed(), common::rss_bytes());
+    shrinkalloc::purge();
+    let (purged, rss_purged) = (committed(), common::rss_bytes());
+    eprintln!(
+        "committed KiB: start {}, blocks live {}, freed by this thread {}, after purge {}; \
+         resident KiB {} -> {}",
+        start >> 10,
+        full >> 10,
+        freed >> 10,
+        purged >> 10,
+        rss_freed >> 10,
+        rss_purged >> 10
+    );
+    // All but the pages the owner had not filled (the last of the class).
+    assert!(purged + 15 * MIB <= freed, "purge gave back {} KiB of the owner's 16 MiB", (freed - purged) >> 10);
+    assert!(
+        rss_purged + 12 * MIB <= rss_freed,
+        "resident set went from {} to {} KiB only",
+        rss_freed >> 10,
+        rss_purged >> 10
+    );
+
+    wake_tx.send(()).unwrap();
+    owner.join().unwrap();
+    shrinkalloc::purge();
+    let end = committed();
+    eprintln!("committed at end {} KiB", end >> 10);
+    // What is left is this thread's and the library's own state: a few MiB
+    // at most either way, where a counting error would leave MiB by the
+    // dozen (or wrap around).
+    assert!(end <= start + 4 * MIB, "committed grew by {} KiB", (end - start) >> 10);
+    assert!(end + 4 * MIB >= start, "committed shrank by {} KiB: a page uncounted twice", (start - end) >> 10);
+}
+
+const CHILD: &str = "SHRINKALLOC_TEST_SLEEPING_OWNER_CHILD";
+
+/// Without any call: the pressure monitor's decay tick gives the pages
+/// back while every thread that allocates sleeps. Runs as a child with the
+/// monitor forced on and a short purge delay (the environment is read
+/// once, at the first allocation).
+#[test]
+fn an_idle_process_gives_back_small_blocks_of_a_sleeping_owner() {
+    if std::env::var_os(CHILD).is_none() {
+        let env = [(CHILD, "1"), ("SHRINKALLOC_MONITOR", "on"), ("SHRINKALLOC_PURGE_DELAY_MS", "200")];
+        let test = "an_idle_process_gives_back_small_blocks_of_a_sleeping_owner";
+        let (stdout, stderr) = common::rerun_self(test, &env);
+        assert!(stdout.contains("IDLE OK"), "{stdout}\n{stderr}");
+        return;
+    }
+    let (wake_tx, wake_rx) = mpsc::channel();
+    let (blocks, owner) = sleeping_owner(wake_rx);
+    blocks.into_iter().for_each(Block::free);
+    let freed = committed();
+    // Idle: this thread sleeps without allocating, the owner too.
+    thread::sleep(Duration::from_millis(2000));
+    let idle = committed();
+    assert!(idle + 15 * MIB <= freed, "idle for 2 s (10 purge delays), committed went from {freed} to {idle} only");
+    wake_tx.send(()).unwrap();
+    owner.join().unwrap();
+    println!("IDLE OK {freed} -> {idle}");
+}
