@@ -63,9 +63,9 @@
 //! `xfree` until the owner collects them, at one of its allocation slow
 //! paths; an owner that sleeps or blocks (a worker parked on a condition
 //! variable, a thread in `pthread_join`) would keep them resident. So a
-//! purge, the decay's global tick and reclaim look at every page in use of
-//! blocks under [`DECOMMIT_MIN_BLOCK`] whose `used` says every block is
-//! out, take its `xfree` chain and count it ([`Page::empty_remote`]). When
+//! purge, the decay's global tick and reclaim look at every page in use
+//! whose `used` says every block is out, take its `xfree` chain and count
+//! it ([`Page::empty_remote`]). When
 //! the chain holds every block of the page, no block is handed out and the
 //! owner's lists are empty, the owner can neither carve (all is carved)
 //! nor retire the page (its `used` still counts the blocks): the taker
@@ -734,8 +734,8 @@ impl Page {
     }
 
     /// For a thread that does not own the page (a purge or a reclaim pass,
-    /// holding `ALL`'s lock): when every block of a page of blocks under
-    /// [`DECOMMIT_MIN_BLOCK`] waits on `xfree`, gives the page's memory back
+    /// holding `ALL`'s lock): when every block of the page waits on
+    /// `xfree`, gives the page's memory back
     /// to the OS and marks it [`XF_EMPTIED`] for the owner, which starts
     /// the page over when it collects (see "Pages emptied by other threads"
     /// in the module doc). With `only_queued`, only a page whose owner was
@@ -748,7 +748,7 @@ impl Page {
         // relaxed look that spares the walk on most pages; the count of
         // the chain below decides.
         let blocks = self.shared.blocks.load(Ordering::Relaxed);
-        if self.block_size() >= DECOMMIT_MIN_BLOCK || blocks == 0 || u64::from(self.used()) != blocks {
+        if blocks == 0 || u64::from(self.used()) != blocks {
             return (false, 0);
         }
         let xfree = &self.shared.xfree;
@@ -765,6 +765,10 @@ impl Page {
             }
         }
         let head = (old & !XF_FLAGS) as *mut Block;
+        let (bs, mark) = (self.block_size(), self.decommit_mark());
+        // Bytes of the chain's blocks whose inside went back already
+        // ([`Page::decommit_remote`]): not counted as committed.
+        let mut holes = 0;
         let (mut n, mut tail, mut b) = (0u64, head, head);
         // At most `blocks + 1` links: a chain that a double free made
         // longer, or a cycle, does not pass for all the page's blocks.
@@ -772,11 +776,16 @@ impl Page {
             n += 1;
             tail = b;
             // SAFETY: the chain taken off `xfree` holds free blocks of this
-            // page linked by their first word; this thread alone holds it
-            // until it is put back or dropped, and the page stays in use
-            // meanwhile (the blocks count in `used` until the owner
-            // collects them).
-            b = unsafe { (*b).next };
+            // page linked by their first word (of 8 KiB or more: with a
+            // committed third word); this thread alone holds it until it is
+            // put back or dropped, and the page stays in use meanwhile (the
+            // blocks count in `used` until the owner collects them).
+            unsafe {
+                if bs >= DECOMMIT_MIN_BLOCK && b.cast::<usize>().add(DECOMMIT_MARK_WORD).read() == mark {
+                    holes += hole_of(b as usize, bs).1;
+                }
+                b = (*b).next;
+            }
         }
         if n != blocks {
             // SAFETY: `head..tail` is (a prefix of) the chain this thread
@@ -786,10 +795,12 @@ impl Page {
         // Every block of the page is on the chain this thread holds: none
         // is handed out, none is on the owner's lists, and the owner cannot
         // carve (all are carved) nor retire the page (its `used` still
-        // counts them). Its memory holds nothing anyone reads.
+        // counts them), whose `decommitted` list is empty too (so its
+        // `holes` are 0). Its memory holds nothing anyone reads.
         let touched = self.touched();
         os::purge(self.shared.start, touched);
-        commit::on_purge(touched);
+        let bytes = touched.saturating_sub(holes);
+        commit::on_purge(bytes);
         self.set_touched(0);
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
@@ -797,7 +808,7 @@ impl Page {
             let new = old | XF_EMPTIED | if notify { XF_QUEUED } else { 0 };
             // Release publishes `touched` to the owner's Acquire in `collect`.
             match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return (notify, touched),
+                Ok(_) => return (notify, bytes),
                 Err(now) => old = now,
             }
         }

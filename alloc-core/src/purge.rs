@@ -185,7 +185,7 @@ fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, r
 }
 
 /// Gives back `page`, in use, if every block of it waits on its
-/// cross-thread list (small blocks; see `Page::empty_remote`): the memory
+/// cross-thread list (see `Page::empty_remote`): the memory
 /// other threads freed into the pages of an owner that sleeps or blocks,
 /// which it would collect only at its next allocation. With `only_queued`
 /// (the decay tick), only a page whose owner was told and has not
@@ -209,7 +209,7 @@ fn empty_stranded(page: &Page, only_queued: bool) -> usize {
 /// Pages given back by [`empty_stranded`] since start.
 static STRANDED_PAGES: AtomicUsize = AtomicUsize::new(0);
 
-/// Pages of small blocks given back while their owner held them, every
+/// Pages given back while their owner held them, every
 /// block freed by other threads (`Stats::stranded_pages`).
 pub(crate) fn stranded_pages() -> usize {
     // Relaxed: a tally.
@@ -218,8 +218,8 @@ pub(crate) fn stranded_pages() -> usize {
 
 /// For a reclaim pass making room: gives back the inside of the blocks of
 /// 8 KiB or more waiting on every page's cross-thread list (see
-/// `Page::decommit_remote`), and the pages of smaller blocks that all wait
-/// there ([`empty_stranded`]). Returns the bytes given back.
+/// `Page::decommit_remote`), and the pages whose blocks all wait there
+/// ([`empty_stranded`]). Returns the bytes given back.
 pub(crate) fn decommit_stranded() -> usize {
     let mut bytes = 0;
     for_each_segment(|s| {

@@ -40,7 +40,7 @@ pub struct Stats {
     /// Resident set size of the whole process (not only the allocator's
     /// memory), from `/proc/self/statm`; 0 if it cannot be read.
     pub resident: usize,
-    /// Pages of small blocks that a purge gave back while a thread that
+    /// Pages that a purge gave back while a thread that
     /// did not allocate still held them, every block of each freed by
     /// other threads (cumulative; see `shrinkalloc::purge`).
     pub stranded_pages: usize,

@@ -1,13 +1,14 @@
 //! Pages emptied by other threads (`Page::empty_remote`) while their owners
-//! allocate, free and sleep: producers allocate batches of small blocks,
-//! stamp them, keep some and hand the rest to a consumer that checks and
-//! frees them, and now and then sleep (so that whole pages wait on their
-//! cross-thread lists); a purger calls `shrinkalloc::purge()` without
-//! pause, taking and counting those lists. Every block keeps its stamp
-//! (`Block::check` on every free), every producer's pages keep their
-//! counting identity (`check_thread_heap`), pages were emptied while this
-//! ran (`stranded_pages`), and once all is freed and purged the committed
-//! count is back where it started.
+//! allocate, free and sleep: producers allocate batches of blocks of one
+//! size (16 B to 32 KiB: small and medium pages), stamp them, keep some
+//! and hand the rest to a consumer that checks and frees them, and now and
+//! then sleep (so that whole pages wait on their cross-thread lists); a
+//! purger calls `shrinkalloc::purge()` without pause, taking and counting
+//! those lists. Every block keeps its stamp (`Block::check` on every free),
+//! every producer's pages keep their counting identity
+//! (`check_thread_heap`), pages were emptied while this ran
+//! (`stranded_pages`), and once all is freed and purged the committed count
+//! is back where it started.
 
 mod common;
 
@@ -23,7 +24,8 @@ static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
 
 const MIB: usize = 1 << 20;
 const PRODUCERS: u64 = 3;
-const BATCH: usize = 256;
+/// Bytes a batch holds about, in 8 to 256 blocks.
+const BATCH_BYTES: usize = 512 << 10;
 
 #[test]
 fn pages_emptied_while_their_owners_run() {
@@ -64,9 +66,10 @@ fn pages_emptied_while_their_owners_run() {
                 while Instant::now() < end_at {
                     // One size per batch, so that a batch fills pages of
                     // one class that the consumer then empties whole.
-                    let size = rng.range(16, 4096);
-                    let mut batch = Vec::with_capacity(BATCH);
-                    for _ in 0..BATCH {
+                    let size = rng.range(16, 32 << 10);
+                    let n = (BATCH_BYTES / size).clamp(8, 256);
+                    let mut batch = Vec::with_capacity(n);
+                    for _ in 0..n {
                         id += 1;
                         batch.push(Block::new(size, 8, How::Malloc, false, id));
                     }

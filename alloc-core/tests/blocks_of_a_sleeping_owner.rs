@@ -1,6 +1,6 @@
-//! Small blocks that other threads free into the pages of a thread that
-//! sleeps go back to the OS without waiting for it: a page whose every
-//! block waits on its cross-thread list is given back whole by `purge()`
+//! Blocks that other threads free into the pages of a thread that sleeps
+//! go back to the OS without waiting for it: a page whose every block
+//! waits on its cross-thread list is given back whole by `purge()`
 //! (the C library's `malloc_trim`) and, in a process gone idle, by the
 //! decay's global tick. Before, they stayed resident until the owner
 //! allocated again or exited (`benches/programs/sleepy_owner.c`: 68 MiB of
@@ -23,28 +23,28 @@ use common::Block;
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
 
 const MIB: usize = 1 << 20;
-/// Block size: 128 to a 64 KiB page.
-const SIZE: usize = 512;
 /// What the owner allocates: 16 MiB.
-const BLOCKS: usize = 32 * 1024;
+const TOTAL: usize = 16 * MIB;
+/// Block sizes: 128 to a 64 KiB small page; 8 to a 128 KiB medium page.
+const SIZES: [usize; 2] = [512, 16 << 10];
 
 fn committed() -> usize {
     shrinkalloc::stats().committed
 }
 
-/// The owner's blocks: allocated on a thread of their own and handed to
-/// the caller; the thread then sleeps until `wake` says, allocates as many
-/// again, checks and frees them, and exits.
-fn sleeping_owner(wake: mpsc::Receiver<()>) -> (Vec<Block>, thread::JoinHandle<()>) {
+/// The owner's blocks of `size` bytes: allocated on a thread of their own
+/// and handed to the caller; the thread then sleeps until `wake` says,
+/// allocates as many again, checks and frees them, and exits.
+fn sleeping_owner(size: usize, wake: mpsc::Receiver<()>) -> (Vec<Block>, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
+    let n = TOTAL / size;
     let owner = thread::spawn(move || {
-        let blocks: Vec<Block> =
-            (0..BLOCKS).map(|i| Block::new(SIZE, 8, common::How::Malloc, false, i as u64)).collect();
+        let blocks: Vec<Block> = (0..n).map(|i| Block::new(size, 8, common::How::Malloc, false, i as u64)).collect();
         tx.send(blocks).unwrap();
         // Asleep: no allocation, no slow path, while the blocks are freed.
         wake.recv().unwrap();
         let again: Vec<Block> =
-            (0..BLOCKS).map(|i| Block::new(SIZE, 8, common::How::Malloc, false, (BLOCKS + i) as u64)).collect();
+            (0..n).map(|i| Block::new(size, 8, common::How::Malloc, false, (n + i) as u64)).collect();
         shrinkalloc::check::check_thread_heap().expect("the owner's pages after they started over");
         for b in &again {
             b.check("a block of a page that started over");
@@ -56,11 +56,17 @@ fn sleeping_owner(wake: mpsc::Receiver<()>) -> (Vec<Block>, thread::JoinHandle<(
 }
 
 #[test]
-fn purge_gives_back_small_blocks_freed_into_a_sleeping_owners_pages() {
+fn purge_gives_back_blocks_freed_into_a_sleeping_owners_pages() {
+    for size in SIZES {
+        purge_gives_back(size);
+    }
+}
+
+fn purge_gives_back(size: usize) {
     shrinkalloc::purge();
     let start = committed();
     let (wake_tx, wake_rx) = mpsc::channel();
-    let (blocks, owner) = sleeping_owner(wake_rx);
+    let (blocks, owner) = sleeping_owner(size, wake_rx);
     let full = committed();
     assert!(full >= start + 15 * MIB, "the blocks were never committed: {start} -> {full}");
     blocks.into_iter().for_each(Block::free);
@@ -68,8 +74,8 @@ fn purge_gives_back_small_blocks_freed_into_a_sleeping_owners_pages() {
     shrinkalloc::purge();
     let (purged, rss_purged) = (committed(), common::rss_bytes());
     eprintln!(
-        "committed KiB: start {}, blocks live {}, freed by this thread {}, after purge {}; \
-         resident KiB {} -> {}",
+        "{size}-byte blocks: committed KiB: start {}, blocks live {}, freed by this thread {}, \
+         after purge {}; resident KiB {} -> {}",
         start >> 10,
         full >> 10,
         freed >> 10,
@@ -78,7 +84,11 @@ fn purge_gives_back_small_blocks_freed_into_a_sleeping_owners_pages() {
         rss_purged >> 10
     );
     // All but the pages the owner had not filled (the last of the class).
-    assert!(purged + 15 * MIB <= freed, "purge gave back {} KiB of the owner's 16 MiB", (freed - purged) >> 10);
+    assert!(
+        purged + 15 * MIB <= freed,
+        "purge gave back {} KiB of the owner's 16 MiB of {size}-byte blocks",
+        (freed - purged) >> 10
+    );
     assert!(
         rss_purged + 12 * MIB <= rss_freed,
         "resident set went from {} to {} KiB only",
@@ -105,16 +115,16 @@ const CHILD: &str = "SHRINKALLOC_TEST_SLEEPING_OWNER_CHILD";
 /// monitor forced on and a short purge delay (the environment is read
 /// once, at the first allocation).
 #[test]
-fn an_idle_process_gives_back_small_blocks_of_a_sleeping_owner() {
+fn an_idle_process_gives_back_blocks_of_a_sleeping_owner() {
     if std::env::var_os(CHILD).is_none() {
         let env = [(CHILD, "1"), ("SHRINKALLOC_MONITOR", "on"), ("SHRINKALLOC_PURGE_DELAY_MS", "200")];
-        let test = "an_idle_process_gives_back_small_blocks_of_a_sleeping_owner";
+        let test = "an_idle_process_gives_back_blocks_of_a_sleeping_owner";
         let (stdout, stderr) = common::rerun_self(test, &env);
         assert!(stdout.contains("IDLE OK"), "{stdout}\n{stderr}");
         return;
     }
     let (wake_tx, wake_rx) = mpsc::channel();
-    let (blocks, owner) = sleeping_owner(wake_rx);
+    let (blocks, owner) = sleeping_owner(SIZES[0], wake_rx);
     blocks.into_iter().for_each(Block::free);
     let freed = committed();
     // Idle: this thread sleeps without allocating, the owner too.
