@@ -248,13 +248,18 @@ pub struct Shared {
     pub block_size: AtomicU32,
     /// Bytes from `start` that blocks have been carved from since the page
     /// was last purged (OS-page rounded): what it holds committed. Written by
-    /// the owner while `IN_USE`/`TAKEN`, by the purger while `PURGING`.
+    /// the owner while `IN_USE`/`TAKEN`, by the purger while `PURGING`,
+    /// and by a thread that empties the page ([`Page::empty_remote`]).
     pub touched: AtomicU32,
     /// Bytes from `start` to the end of the page (fixed when the segment is
     /// mapped; pages are at most 2 MiB).
     pub size: u32,
     /// When the page last became free, for purge decay: the clock in ms,
     /// modulo 2^32 (idle times are compared wrapping: see `purge.rs`).
+    /// While the page is in use: the head of the last `xfree` chain that
+    /// [`Page::empty_remote`] counted short of the page's blocks (its
+    /// address over 8, truncated; see [`chain_memo`]), written by that
+    /// thread while it holds the chain.
     pub freed_at: AtomicU32,
     /// Segment-level state (`state::*`).
     pub state: AtomicU8,
@@ -441,6 +446,8 @@ impl Page {
         self.set_geometry(block_size, reserved);
         // Relaxed: no block is out, so no other thread pushes here yet.
         sh.xfree.store(0, Ordering::Relaxed);
+        // No chain counted yet (see `Shared::freed_at`).
+        sh.freed_at.store(0, Ordering::Relaxed);
         sh.heap.store(heap, Ordering::Relaxed);
         // Release pairs with the Acquire loads of statistics and the checked
         // free: who sees IN_USE sees the fields above.
@@ -752,10 +759,17 @@ impl Page {
             return (false, 0);
         }
         let xfree = &self.shared.xfree;
+        let memo = &self.shared.freed_at;
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
             let list = old & !XF_FLAGS != 0;
             if !list || old & XF_EMPTIED != 0 || only_queued && old & XF_QUEUED == 0 {
+                return (false, 0);
+            }
+            // Counted short already, and nothing pushed since (a push
+            // changes the head): a page that keeps one live block among
+            // thousands freed is not walked at every purge.
+            if chain_memo(old) == memo.load(Ordering::Relaxed) {
                 return (false, 0);
             }
             // Acquire pairs with the pushers' Release: their links are seen.
@@ -788,6 +802,10 @@ impl Page {
             }
         }
         if n != blocks {
+            // Relaxed: a hint, written while this thread holds the chain
+            // (so the page stays in use); the chain goes back with the
+            // same head unless other frees came meanwhile.
+            memo.store(chain_memo(old), Ordering::Relaxed);
             // SAFETY: `head..tail` is (a prefix of) the chain this thread
             // took and holds; past `tail` only blocks freed twice are lost.
             return (unsafe { self.push_chain(head, tail) }, 0);
@@ -1170,6 +1188,16 @@ impl Page {
             }
         }
     }
+}
+
+/// What [`Page::empty_remote`] remembers of an `xfree` word whose chain it
+/// counted short: the head's address over 8, truncated to 32 bits (never
+/// 0 for a word that holds a chain, so a memo of 0 matches none). A block
+/// freed again as the head of a later chain with the same truncated
+/// address is taken for the old chain, and the page waits for the next
+/// push or its owner: a purge missed, never a wrong one.
+fn chain_memo(word: usize) -> u32 {
+    (((word & !XF_FLAGS) >> 3) as u32).max(1)
 }
 
 /// The inverse of odd `d` modulo 2^64, by Newton's iteration (each step
