@@ -736,8 +736,11 @@ impl Page {
                 b = (*b).next;
             }
         }
+        // The chain goes back whole: a memo of it stays true unless other
+        // frees came meanwhile.
+        let counted = self.shared.freed_at.load(Ordering::Relaxed);
         // SAFETY: `head..tail` is the chain this thread took and holds.
-        (unsafe { self.push_chain(head, tail) }, bytes)
+        (unsafe { self.put_back(head, tail, counted) }, bytes)
     }
 
     /// For a thread that does not own the page (a purge or a reclaim pass,
@@ -752,8 +755,9 @@ impl Page {
     /// given back.
     pub fn empty_remote(&self, only_queued: bool) -> (bool, usize) {
         // Every block carved and handed out (or waiting on `xfree`): a
-        // relaxed look that spares the walk on most pages; the count of
-        // the chain below decides.
+        // relaxed look that spares the walk on most pages. The page may be
+        // retired and taken again for another class meanwhile: the count
+        // below reads the geometry again once it holds a chain.
         let blocks = self.shared.blocks.load(Ordering::Relaxed);
         if blocks == 0 || u64::from(self.used()) != blocks {
             return (false, 0);
@@ -767,19 +771,24 @@ impl Page {
                 return (false, 0);
             }
             // Counted short already, and nothing pushed since (a push
-            // changes the head): a page that keeps one live block among
-            // thousands freed is not walked at every purge.
+            // changes the head; see `put_back`): a page that keeps one live
+            // block among thousands freed is not walked at every purge.
             if chain_memo(old) == memo.load(Ordering::Relaxed) {
                 return (false, 0);
             }
-            // Acquire pairs with the pushers' Release: their links are seen.
+            // Acquire pairs with the pushers' Release: their links are seen,
+            // and so is the `init` of the page they freed into (the block
+            // came to them from its owner).
             match xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => old = now,
             }
         }
+        // The chain's blocks count in `used` until the owner collects them:
+        // the page stays in use, with the geometry read here, while this
+        // thread holds it.
+        let (blocks, bs, mark) = (self.shared.blocks.load(Ordering::Relaxed), self.block_size(), self.decommit_mark());
         let head = (old & !XF_FLAGS) as *mut Block;
-        let (bs, mark) = (self.block_size(), self.decommit_mark());
         // Bytes of the chain's blocks whose inside went back already
         // ([`Page::decommit_remote`]): not counted as committed.
         let mut holes = 0;
@@ -791,9 +800,8 @@ impl Page {
             tail = b;
             // SAFETY: the chain taken off `xfree` holds free blocks of this
             // page linked by their first word (of 8 KiB or more: with a
-            // committed third word); this thread alone holds it until it is
-            // put back or dropped, and the page stays in use meanwhile (the
-            // blocks count in `used` until the owner collects them).
+            // committed third word); this thread alone writes it until it
+            // is put back or dropped.
             unsafe {
                 if bs >= DECOMMIT_MIN_BLOCK && b.cast::<usize>().add(DECOMMIT_MARK_WORD).read() == mark {
                     holes += hole_of(b as usize, bs).1;
@@ -802,13 +810,11 @@ impl Page {
             }
         }
         if n != blocks {
-            // Relaxed: a hint, written while this thread holds the chain
-            // (so the page stays in use); the chain goes back with the
-            // same head unless other frees came meanwhile.
-            memo.store(chain_memo(old), Ordering::Relaxed);
+            // Remembered unless other frees came meanwhile (see `put_back`).
+            let counted = chain_memo(old);
             // SAFETY: `head..tail` is (a prefix of) the chain this thread
             // took and holds; past `tail` only blocks freed twice are lost.
-            return (unsafe { self.push_chain(head, tail) }, 0);
+            return (unsafe { self.put_back(head, tail, counted) }, 0);
         }
         // Every block of the page is on the chain this thread holds: none
         // is handed out, none is on the owner's lists, and the owner cannot
@@ -829,6 +835,30 @@ impl Page {
                 Ok(_) => return (notify, bytes),
                 Err(now) => old = now,
             }
+        }
+    }
+
+    /// Puts back the chain `head..tail` that this thread took off `xfree`
+    /// (a reclaim pass or a purge, not the owner), and sets the page's memo
+    /// of a chain counted short ([`chain_memo`]) to `counted`, or to 0
+    /// (none) when other threads pushed frees meanwhile: the chain goes in
+    /// front of theirs and keeps its head, which no longer describes the
+    /// whole list. Returns whether the caller must push the page on its
+    /// owner's `remote_pages` stack (as for [`Page::push_remote`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Page::push_chain`].
+    unsafe fn put_back(&self, head: *mut Block, tail: *mut Block, counted: u32) -> bool {
+        // SAFETY: the caller's promise. The memo is written while this
+        // thread holds the chain, so the page stays in use (its blocks
+        // count in `used`) and `freed_at` is not the purge clock's.
+        unsafe {
+            self.push_chain_then(head, tail, |old| {
+                let memo = if old & !XF_FLAGS == 0 { counted } else { 0 };
+                // Relaxed: a hint.
+                self.shared.freed_at.store(memo, Ordering::Relaxed);
+            })
         }
     }
 
@@ -1008,6 +1038,8 @@ impl Page {
         own.holes.set(0);
         own.is_zero.set(false);
         self.set_used(0);
+        // No chain counted of the page's new life (see `Shared::freed_at`).
+        self.shared.freed_at.store(0, Ordering::Relaxed);
     }
 
     /// Prepends `list` to `free`; returns its length. The merged blocks were
@@ -1105,7 +1137,12 @@ impl Page {
             // at least 16 bytes (caller promise, feature on). Volatile: a
             // block freed twice may be in another thread's hands; the value
             // is only compared.
-            unsafe { block.cast::<usize>().add(1).read_volatile() == self.free_mark() }
+            let marked = unsafe { block.cast::<usize>().add(1).read_volatile() == self.free_mark() };
+            // A page another thread emptied holds no live block (the marks
+            // went with its memory): any free into it is a second one.
+            // Relaxed: an emptying not seen yet only lets a double free
+            // pass, as one whose mark was overwritten does.
+            marked || self.shared.xfree.load(Ordering::Relaxed) & XF_EMPTIED != 0
         }
         #[cfg(not(feature = "double-free-check"))]
         {
@@ -1129,8 +1166,15 @@ impl Page {
     pub fn on_free_lists(&self, block: *const Block) -> bool {
         let limit = self.own.reserved.get() as usize;
         // Acquire pairs with the pushers' Release CAS: their links are seen.
-        let remote = (self.shared.xfree.load(Ordering::Acquire) & !XF_FLAGS) as *mut Block;
-        [self.own.free.get(), self.own.local_free.get(), self.own.decommitted.get(), remote].into_iter().any(|mut b| {
+        let word = self.shared.xfree.load(Ordering::Acquire);
+        // Emptied by another thread and not collected yet: every block of
+        // the page is free, their marks and lists gone with its memory.
+        if word & XF_EMPTIED != 0 {
+            return true;
+        }
+        let remote = (word & !XF_FLAGS) as *mut Block;
+        let owners = [self.own.free.get(), self.own.local_free.get(), self.own.decommitted.get()];
+        let found = |mut b: *mut Block, next: &dyn Fn(*mut Block) -> *mut Block| {
             for _ in 0..=limit {
                 if b.is_null() {
                     return false;
@@ -1138,14 +1182,22 @@ impl Page {
                 if ptr::eq(b, block) {
                     return true;
                 }
-                // SAFETY: blocks on the owner's lists are free blocks of the
-                // page; those on `xfree` below its head were published by
-                // the pushers' Release and only the owner (the caller)
-                // takes them off.
-                b = unsafe { (*b).next };
+                b = next(b);
             }
             false
-        })
+        };
+        // SAFETY: blocks on the owner's lists are free blocks of the page,
+        // linked by their first word, which only the owner (the caller)
+        // touches.
+        owners.into_iter().any(|l| found(l, &|b| unsafe { (*b).next }))
+            // SAFETY: blocks on `xfree` below its head are free blocks of
+            // the page, published by the pushers' Release. A reclaim pass
+            // or a purge may have taken the chain since the load above and
+            // write its tail's link as it puts it back: the links are read
+            // atomically. (One that empties the page gives its memory back
+            // meanwhile: the walk then reads a null link and ends, missing
+            // a double free it would have caught a moment earlier.)
+            || found(remote, &|b| unsafe { link_of(b).load(Ordering::Relaxed) })
     }
 
     /// Pushes `block` on the cross-thread list, from a thread that does not
@@ -1173,14 +1225,30 @@ impl Page {
     /// `head` to `tail` are free blocks of this page linked by their first
     /// word, held by the calling thread alone.
     unsafe fn push_chain(&self, head: *mut Block, tail: *mut Block) -> bool {
+        // SAFETY: the caller's promise.
+        unsafe { self.push_chain_then(head, tail, |_| {}) }
+    }
+
+    /// [`Page::push_chain`], calling `before` with the `xfree` word each
+    /// compare-and-swap is tried against.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Page::push_chain`].
+    #[inline(always)]
+    unsafe fn push_chain_then(&self, head: *mut Block, tail: *mut Block, before: impl Fn(usize)) -> bool {
         let xfree = &self.shared.xfree;
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
+            before(old);
             let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
             let new = head as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
             // SAFETY: the caller holds the chain, so this thread alone
-            // writes it until the CAS below publishes it.
-            unsafe { (*tail).next = (old & !XF_FLAGS) as *mut Block };
+            // writes it until the CAS below publishes it. Atomic: an owner
+            // checking a suspected double free may still be reading the
+            // link of a chain a reclaim pass took and now puts back
+            // ([`Page::on_free_lists`]).
+            unsafe { link_of(tail).store((old & !XF_FLAGS) as *mut Block, Ordering::Relaxed) };
             // Release publishes the chain's writes to the owner's Acquire in `collect`.
             match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return notify,
@@ -1188,6 +1256,18 @@ impl Page {
             }
         }
     }
+}
+
+/// The link word of free block `b`, as an atomic.
+///
+/// # Safety
+///
+/// `b` is a free block of a page in use (its first word is its link, in
+/// committed memory, 8-aligned), and every access to that word while other
+/// threads may touch it is atomic.
+unsafe fn link_of<'a>(b: *mut Block) -> &'a AtomicPtr<Block> {
+    // SAFETY: the caller's promise; `AtomicPtr` has the layout of a pointer.
+    unsafe { AtomicPtr::from_ptr(ptr::addr_of_mut!((*b).next)) }
 }
 
 /// What [`Page::empty_remote`] remembers of an `xfree` word whose chain it

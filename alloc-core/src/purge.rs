@@ -169,8 +169,10 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
 /// the bytes given back.
 fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, run: &mut PurgeRun) -> usize {
     let sh = &pages[index].shared;
-    // Relaxed first look; the CAS decides.
-    if sh.state.load(Ordering::Relaxed) != state::FREE {
+    // Acquire pairs with the Release of FREE in `release_page`: the
+    // `freed_at` read below is the one it stored (while the page was in
+    // use the field held `Page::empty_remote`'s memo). The CAS decides.
+    if sh.state.load(Ordering::Acquire) != state::FREE {
         return 0;
     }
     // Wrapping, on the clock modulo 2^32: exact for idle times under 49

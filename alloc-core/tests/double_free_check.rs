@@ -79,11 +79,71 @@ fn child() {
                 raw::free(p);
             }
         },
+        // A page another thread emptied while its owner slept (every block
+        // freed from here, then a purge): a free into it is a second one,
+        // from the owner or from another thread.
+        "into-an-emptied-page-by-its-owner" => {
+            let (blocks, wake, owner) = emptied_page();
+            let first = blocks[0];
+            wake.send(Box::new(move || {
+                // SAFETY: freed already (from the other thread): the point.
+                unsafe { raw::free(first as *mut u8) }
+            }))
+            .unwrap();
+            owner.join().unwrap();
+        }
+        "into-an-emptied-page-by-another-thread" => {
+            let (blocks, _wake, _owner) = emptied_page();
+            // SAFETY: freed already: the point.
+            unsafe { raw::free(blocks[0] as *mut u8) };
+        }
         other => panic!("unknown mode {other}"),
     }
     // SAFETY: `keep` is live and freed once.
     unsafe { raw::free(keep) };
     println!("survived {mode}");
+}
+
+/// Action the owner thread of [`emptied_page`] runs when it wakes.
+type Wake = Box<dyn FnOnce() + Send>;
+
+/// A thread allocates two pages and a little of 64-byte blocks and sleeps
+/// until told what to do; this thread frees them all and purges, which
+/// empties the sleeper's full pages. Returns the blocks' addresses, the
+/// sleeper's wake-up channel and its handle.
+fn emptied_page() -> (Vec<usize>, std::sync::mpsc::Sender<Wake>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<Wake>();
+    let owner = std::thread::spawn(move || {
+        let blocks: Vec<usize> = (0..2 * 1024 + 8).map(|_| raw::malloc_c(64) as usize).collect();
+        assert!(blocks.iter().all(|&p| p != 0));
+        tx.send(blocks).unwrap();
+        if let Ok(action) = wake_rx.recv() {
+            action();
+        }
+    });
+    let blocks = rx.recv().unwrap();
+    let before = shrinkalloc::stats().stranded_pages;
+    for &p in &blocks {
+        // SAFETY: live blocks from `malloc_c`, each freed once here.
+        unsafe { raw::free(p as *mut u8) };
+    }
+    shrinkalloc::purge();
+    let emptied = shrinkalloc::stats().stranded_pages - before;
+    assert!(emptied >= 2, "the sleeping owner's full pages were not emptied ({emptied})");
+    (blocks, wake_tx, owner)
+}
+
+#[test]
+#[cfg_attr(not(feature = "double-free-check"), ignore = "needs --features double-free-check (.ci/run runs it)")]
+fn a_double_free_into_an_emptied_page_by_its_owner_aborts() {
+    assert_aborted_with(&run_child("into-an-emptied-page-by-its-owner"), "free(): double free");
+}
+
+#[test]
+#[cfg_attr(not(feature = "double-free-check"), ignore = "needs --features double-free-check (.ci/run runs it)")]
+fn a_double_free_into_an_emptied_page_by_another_thread_aborts() {
+    assert_aborted_with(&run_child("into-an-emptied-page-by-another-thread"), "free(): double free");
 }
 
 #[test]
