@@ -705,7 +705,10 @@ impl Page {
         // Relaxed first look; the CAS takes.
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
-            if old & !XF_FLAGS == 0 {
+            // An emptied page's memory went back whole; a list on it holds
+            // only blocks freed twice, whose holes must not be uncounted
+            // again.
+            if old & !XF_FLAGS == 0 || old & XF_EMPTIED != 0 {
                 return (false, 0);
             }
             // Acquire pairs with the pushers' Release: their links are seen.
