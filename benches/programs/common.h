@@ -40,6 +40,29 @@ static inline size_t rng_log(rng_t *r, unsigned lo_bits, unsigned hi_bits)
     return base + (size_t)(rng_next(r) % base);
 }
 
+/* A step two threads agree on: set_phase() announces step p, wait_phase()
+ * blocks until it is announced (the hand-over programs: sleepy_owner.c,
+ * purge_walk.c). */
+static pthread_mutex_t phase_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t phase_changed = PTHREAD_COND_INITIALIZER;
+static int phase_now;
+
+static inline void set_phase(int p)
+{
+    pthread_mutex_lock(&phase_lock);
+    phase_now = p;
+    pthread_cond_broadcast(&phase_changed);
+    pthread_mutex_unlock(&phase_lock);
+}
+
+static inline void wait_phase(int p)
+{
+    pthread_mutex_lock(&phase_lock);
+    while (phase_now != p)
+        pthread_cond_wait(&phase_changed, &phase_lock);
+    pthread_mutex_unlock(&phase_lock);
+}
+
 static inline void die(const char *what)
 {
     fprintf(stderr, "workload failed: %s\n", what);

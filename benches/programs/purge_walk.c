@@ -11,6 +11,7 @@
  *   cc -O2 -o /tmp/purge_walk benches/programs/purge_walk.c -lpthread
  *   LD_PRELOAD=target/release/libshrinkalloc.so /tmp/purge_walk
  */
+#include "common.h"
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,25 +25,6 @@
 #define TRIMS 20
 
 static void **blocks;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
-static int phase;
-
-static void set_phase(int p)
-{
-    pthread_mutex_lock(&lock);
-    phase = p;
-    pthread_cond_broadcast(&changed);
-    pthread_mutex_unlock(&lock);
-}
-
-static void wait_phase(int p)
-{
-    pthread_mutex_lock(&lock);
-    while (phase != p)
-        pthread_cond_wait(&changed, &lock);
-    pthread_mutex_unlock(&lock);
-}
 
 static void *owner(void *arg)
 {

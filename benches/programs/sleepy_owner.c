@@ -13,6 +13,7 @@
  *   cc -O2 -o /tmp/sleepy_owner benches/programs/sleepy_owner.c -lpthread
  *   LD_PRELOAD=target/release/libshrinkalloc.so /tmp/sleepy_owner
  */
+#include "common.h"
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,9 +25,6 @@
 #define SIZE 512
 
 static void *blocks[BLOCKS];
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
-static int phase;
 
 static long resident_kib(void)
 {
@@ -37,22 +35,6 @@ static long resident_kib(void)
     if (f)
         fclose(f);
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static void set_phase(int p)
-{
-    pthread_mutex_lock(&lock);
-    phase = p;
-    pthread_cond_broadcast(&changed);
-    pthread_mutex_unlock(&lock);
-}
-
-static void wait_phase(int p)
-{
-    pthread_mutex_lock(&lock);
-    while (phase != p)
-        pthread_cond_wait(&changed, &lock);
-    pthread_mutex_unlock(&lock);
 }
 
 static void *owner(void *arg)
