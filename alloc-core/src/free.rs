@@ -313,8 +313,10 @@ pub(crate) fn notify_owner(page: *mut Page) {
     // until its owner drains it.
     let pg = unsafe { &*page };
     let owner = pg.heap().cast::<Heap>();
-    // SAFETY: heaps are never unmapped, and a page with a live block has its
-    // owner; `remote_pages` is the one field other threads touch, atomically.
+    // SAFETY: heaps are never unmapped, and a page in use that carries
+    // XF_QUEUED has its owner (it cannot be retired until drained, whether
+    // it holds a live block or was emptied); `remote_pages` is the one
+    // field other threads touch, atomically.
     let stack = unsafe { &(*owner).remote_pages };
     // Relaxed: the CAS below publishes.
     let mut head = stack.load(Ordering::Relaxed);

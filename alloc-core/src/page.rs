@@ -718,17 +718,23 @@ impl Page {
             }
         }
         let head = (old & !XF_FLAGS) as *mut Block;
+        // Read again now that the chain is held: the page may have been
+        // retired and taken for smaller blocks since the first look (the
+        // Acquire take orders this after that life's `init`), and stays in
+        // use while the chain's blocks count in `used`.
+        let big = self.block_size() >= DECOMMIT_MIN_BLOCK;
         let (mark, mut bytes, mut tail) = (self.decommit_mark(), 0, head);
         let mut b = head;
         while !b.is_null() {
             // SAFETY: the chain taken off `xfree` holds free blocks of this
-            // page (8 KiB or more: a committed third word), linked by their
-            // first word; this thread alone holds it until it is put back,
-            // and the page stays in use meanwhile (the blocks count in
-            // `used` until the owner collects them).
+            // page, linked by their first word (their third word, read only
+            // when `big`, is committed: blocks of 8 KiB or more); this
+            // thread alone holds it until it is put back, and the page
+            // stays in use meanwhile (the blocks count in `used` until the
+            // owner collects them).
             unsafe {
                 let word = b.cast::<usize>().add(DECOMMIT_MARK_WORD);
-                if word.read() != mark {
+                if big && word.read() != mark {
                     let hole = self.give_back_inside(b);
                     if hole > 0 {
                         word.write(mark);
@@ -996,6 +1002,11 @@ impl Page {
         if list.is_null() {
             return;
         }
+        // The list's blocks go back to `free` and may be handed out and
+        // freed again, one of them last, as the head of a new chain: a memo
+        // of this one would then hide a page whose blocks all came back.
+        // Relaxed: a hint (see `Shared::freed_at`).
+        self.shared.freed_at.store(0, Ordering::Relaxed);
         if self.block_size() < DECOMMIT_MIN_BLOCK {
             let n = self.append_to_free(list);
             self.set_used(self.used() - n);
@@ -1266,8 +1277,9 @@ impl Page {
 /// # Safety
 ///
 /// `b` is a free block of a page in use (its first word is its link, in
-/// committed memory, 8-aligned), and every access to that word while other
-/// threads may touch it is atomic.
+/// committed memory, 8-aligned), and every write of that word while other
+/// threads may read it is atomic (plain reads beside atomic ones are not a
+/// race).
 unsafe fn link_of<'a>(b: *mut Block) -> &'a AtomicPtr<Block> {
     // SAFETY: the caller's promise; `AtomicPtr` has the layout of a pointer.
     unsafe { AtomicPtr::from_ptr(ptr::addr_of_mut!((*b).next)) }
