@@ -63,6 +63,25 @@ static inline void wait_phase(int p)
     pthread_mutex_unlock(&phase_lock);
 }
 
+/* What a sleeping owner allocates (set before starting it): `owner_count`
+ * blocks of `owner_size` bytes into `owner_blocks`, written; then it
+ * announces step 1 and sleeps until step 2. */
+static void **owner_blocks;
+static int owner_count;
+static size_t owner_size;
+
+static inline void *sleeping_owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < owner_count; i++) {
+        owner_blocks[i] = malloc(owner_size);
+        memset(owner_blocks[i], 1, owner_size);
+    }
+    set_phase(1);
+    wait_phase(2);
+    return NULL;
+}
+
 static inline void die(const char *what)
 {
     fprintf(stderr, "workload failed: %s\n", what);

@@ -26,18 +26,6 @@
 
 static void **blocks;
 
-static void *owner(void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < BLOCKS; i++) {
-        blocks[i] = malloc(SIZE);
-        memset(blocks[i], 1, SIZE);
-    }
-    set_phase(1);
-    wait_phase(2); /* asleep while the main thread frees and trims */
-    return NULL;
-}
-
 static double now(void)
 {
     struct timespec t;
@@ -49,7 +37,10 @@ int main(void)
 {
     blocks = malloc(sizeof(void *) * BLOCKS);
     pthread_t t;
-    pthread_create(&t, NULL, owner, NULL);
+    owner_blocks = blocks;
+    owner_count = BLOCKS;
+    owner_size = SIZE;
+    pthread_create(&t, NULL, sleeping_owner, NULL); /* asleep while this thread frees and trims */
     wait_phase(1);
     for (int i = 0; i < BLOCKS; i++)
         if (i % KEEP_EVERY != KEEP_EVERY / 2)

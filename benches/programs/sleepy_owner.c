@@ -37,22 +37,13 @@ static long resident_kib(void)
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-static void *owner(void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < BLOCKS; i++) {
-        blocks[i] = malloc(SIZE);
-        memset(blocks[i], 1, SIZE);
-    }
-    set_phase(1);
-    wait_phase(2); /* asleep while the main thread frees */
-    return NULL;
-}
-
 int main(void)
 {
     pthread_t t;
-    pthread_create(&t, NULL, owner, NULL);
+    owner_blocks = blocks;
+    owner_count = BLOCKS;
+    owner_size = SIZE;
+    pthread_create(&t, NULL, sleeping_owner, NULL); /* asleep while this thread frees */
     wait_phase(1);
     long live = resident_kib();
     for (int i = 0; i < BLOCKS; i++)
