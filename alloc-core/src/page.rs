@@ -427,27 +427,19 @@ impl Page {
     /// it `IN_USE`. `zero` says whether its memory is known to read as zero.
     pub fn init(&self, heap: *mut u8, class: usize, block_size: usize, zero: bool) {
         debug_assert_eq!(self.shared.state.load(Ordering::Relaxed), state::TAKEN);
+        self.clear_blocks(zero);
         let own = &self.own;
-        own.free.set(ptr::null_mut());
-        own.local_free.set(ptr::null_mut());
-        own.decommitted.set(ptr::null_mut());
-        own.holes.set(0);
         own.flags.set(0);
-        own.is_zero.set(zero);
-        own.capacity.set(0);
         let reserved = (self.size() / block_size) as u32;
         own.reserved.set(reserved);
         own.next.set(ptr::null_mut());
         own.prev.set(ptr::null_mut());
         let sh = &self.shared;
-        self.set_used(0);
         sh.class.store(class as u8, Ordering::Relaxed);
         sh.block_size.store(block_size as u32, Ordering::Relaxed);
         self.set_geometry(block_size, reserved);
         // Relaxed: no block is out, so no other thread pushes here yet.
         sh.xfree.store(0, Ordering::Relaxed);
-        // No chain counted yet (see `Shared::freed_at`).
-        sh.freed_at.store(0, Ordering::Relaxed);
         sh.heap.store(heap, Ordering::Relaxed);
         // Release pairs with the Acquire loads of statistics and the checked
         // free: who sees IN_USE sees the fields above.
@@ -701,22 +693,7 @@ impl Page {
         if self.block_size() < DECOMMIT_MIN_BLOCK {
             return (false, 0);
         }
-        let xfree = &self.shared.xfree;
-        // Relaxed first look; the CAS takes.
-        let mut old = xfree.load(Ordering::Relaxed);
-        loop {
-            // An emptied page's memory went back whole; a list on it holds
-            // only blocks freed twice, whose holes must not be uncounted
-            // again.
-            if old & !XF_FLAGS == 0 || old & XF_EMPTIED != 0 {
-                return (false, 0);
-            }
-            // Acquire pairs with the pushers' Release: their links are seen.
-            match xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => old = now,
-            }
-        }
+        let Some(old) = self.take_chain(|_| false) else { return (false, 0) };
         let head = (old & !XF_FLAGS) as *mut Block;
         // Read again now that the chain is held: the page may have been
         // retired and taken for smaller blocks since the first look (the
@@ -771,28 +748,12 @@ impl Page {
         if blocks == 0 || u64::from(self.used()) != blocks {
             return (false, 0);
         }
-        let xfree = &self.shared.xfree;
         let memo = &self.shared.freed_at;
-        let mut old = xfree.load(Ordering::Relaxed);
-        loop {
-            let list = old & !XF_FLAGS != 0;
-            if !list || old & XF_EMPTIED != 0 || only_queued && old & XF_QUEUED == 0 {
-                return (false, 0);
-            }
-            // Counted short already, and nothing pushed since (a push
-            // changes the head; see `put_back`): a page that keeps one live
-            // block among thousands freed is not walked at every purge.
-            if chain_memo(old) == memo.load(Ordering::Relaxed) {
-                return (false, 0);
-            }
-            // Acquire pairs with the pushers' Release: their links are seen,
-            // and so is the `init` of the page they freed into (the block
-            // came to them from its owner).
-            match xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => old = now,
-            }
-        }
+        // Counted short already, and nothing pushed since (a push changes
+        // the head; see `put_back`): a page that keeps one live block among
+        // thousands freed is not walked at every purge.
+        let skip = |old| only_queued && old & XF_QUEUED == 0 || chain_memo(old) == memo.load(Ordering::Relaxed);
+        let Some(old) = self.take_chain(skip) else { return (false, 0) };
         // The chain's blocks count in `used` until the owner collects them:
         // the page stays in use, with the geometry read here, while this
         // thread holds it.
@@ -835,13 +796,37 @@ impl Page {
         let bytes = touched.saturating_sub(holes);
         commit::on_purge(bytes);
         self.set_touched(0);
+        let xfree = &self.shared.xfree;
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
-            let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
-            let new = old | XF_EMPTIED | if notify { XF_QUEUED } else { 0 };
+            let (notify, queued) = notified(old);
+            let new = old | XF_EMPTIED | queued;
             // Release publishes `touched` to the owner's Acquire in `collect`.
             match xfree.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return (notify, bytes),
+                Err(now) => old = now,
+            }
+        }
+    }
+
+    /// Takes the chain off `xfree` for a thread that does not own the page
+    /// (keeping the flags): the word taken, or `None` when there is no
+    /// chain, when the page was emptied (a list there holds only blocks
+    /// freed twice, whose memory already went back), or when `skip` says so
+    /// of the word.
+    fn take_chain(&self, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let xfree = &self.shared.xfree;
+        // Relaxed first look; the CAS takes.
+        let mut old = xfree.load(Ordering::Relaxed);
+        loop {
+            if old & !XF_FLAGS == 0 || old & XF_EMPTIED != 0 || skip(old) {
+                return None;
+            }
+            // Acquire pairs with the pushers' Release: their links are seen,
+            // and so is the `init` of the page they freed into (the block
+            // came to them from its owner).
+            match xfree.compare_exchange_weak(old, old & XF_FLAGS, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Some(old),
                 Err(now) => old = now,
             }
         }
@@ -1044,15 +1029,23 @@ impl Page {
     /// program (every block was on `xfree` when the page was emptied), and
     /// is dropped with them. Owner only.
     fn start_over(&self) {
+        self.clear_blocks(false);
+    }
+
+    /// Empties the page of blocks, as [`Page::init`] and
+    /// [`Page::start_over`] need: no list, nothing carved, none handed out,
+    /// no chain counted ([`Shared::freed_at`]); `zero` says whether the
+    /// memory reads as zero. Owner only (or the initialiser while `TAKEN`).
+    fn clear_blocks(&self, zero: bool) {
         let own = &self.own;
         own.free.set(ptr::null_mut());
         own.local_free.set(ptr::null_mut());
         own.decommitted.set(ptr::null_mut());
         own.capacity.set(0);
         own.holes.set(0);
-        own.is_zero.set(false);
+        own.is_zero.set(zero);
         self.set_used(0);
-        // No chain counted of the page's new life (see `Shared::freed_at`).
+        // Relaxed: a hint, and `init` publishes by the Release of IN_USE.
         self.shared.freed_at.store(0, Ordering::Relaxed);
     }
 
@@ -1255,8 +1248,8 @@ impl Page {
         let mut old = xfree.load(Ordering::Relaxed);
         loop {
             before(old);
-            let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
-            let new = head as usize | (old & XF_FLAGS) | if notify { XF_QUEUED } else { 0 };
+            let (notify, queued) = notified(old);
+            let new = head as usize | (old & XF_FLAGS) | queued;
             // SAFETY: the caller holds the chain, so this thread alone
             // writes it until the CAS below publishes it. Atomic: an owner
             // checking a suspected double free may still be reading the
@@ -1270,6 +1263,15 @@ impl Page {
             }
         }
     }
+}
+
+/// Whether a thread that changes `xfree` word `old` must push the page on
+/// its owner's `remote_pages` stack (the page is full and nobody queued it
+/// yet), and the [`XF_QUEUED`] bit its new word then carries.
+#[inline(always)]
+fn notified(old: usize) -> (bool, usize) {
+    let notify = old & XF_IN_FULL != 0 && old & XF_QUEUED == 0;
+    (notify, if notify { XF_QUEUED } else { 0 })
 }
 
 /// The link word of free block `b`, as an atomic.
