@@ -193,14 +193,7 @@ fn purge_page(pages: &[Page], index: usize, now: u64, delay: u64, force: bool, r
 /// (the decay tick), only a page whose owner was told and has not
 /// collected it. Returns the bytes given back.
 fn empty_stranded(page: &Page, only_queued: bool) -> usize {
-    // Acquire pairs with the Release of IN_USE in `Page::init`.
-    if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
-        return 0;
-    }
-    let (notify, bytes) = page.empty_remote(only_queued);
-    if notify {
-        crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
-    }
+    let bytes = on_other_page(page, |p| p.empty_remote(only_queued));
     if bytes > 0 {
         // Relaxed: a tally (see `Stats::stranded_pages`).
         STRANDED_PAGES.fetch_add(1, Ordering::Relaxed);
@@ -218,24 +211,32 @@ pub(crate) fn stranded_pages() -> usize {
     STRANDED_PAGES.load(Ordering::Relaxed)
 }
 
+/// Runs `f`, which works on the cross-thread list of a page the calling
+/// thread does not own, on `page` if it is in use, and pushes the page on
+/// its owner's `remote_pages` stack if `f` says so. Returns the bytes `f`
+/// gave back.
+fn on_other_page(page: &Page, f: impl FnOnce(&Page) -> (bool, usize)) -> usize {
+    // Acquire pairs with the Release of IN_USE in `Page::init`.
+    if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
+        return 0;
+    }
+    let (notify, bytes) = f(page);
+    if notify {
+        crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
+    }
+    bytes
+}
+
 /// For a reclaim pass making room: gives back the inside of the blocks of
 /// 8 KiB or more waiting on every page's cross-thread list (see
-/// `Page::decommit_remote`), and the pages whose blocks all wait there
-/// ([`empty_stranded`]). Returns the bytes given back.
+/// `Page::decommit_remote`). The pages whose blocks all wait there go back
+/// whole in the purge that follows ([`empty_stranded`]). Returns the bytes
+/// given back.
 pub(crate) fn decommit_stranded() -> usize {
     let mut bytes = 0;
     for_each_segment(|s| {
         for page in &s.pages[..s.page_count] {
-            // Acquire pairs with the Release of IN_USE in `Page::init`.
-            if page.shared.state.load(Ordering::Acquire) != state::IN_USE {
-                continue;
-            }
-            let (notify, n) = page.decommit_remote();
-            bytes += n;
-            if notify {
-                crate::free::notify_owner(core::ptr::from_ref(page).cast_mut());
-            }
-            bytes += empty_stranded(page, false);
+            bytes += on_other_page(page, Page::decommit_remote);
         }
     });
     bytes
