@@ -29,8 +29,11 @@ programs, the peers' libraries and GNU time, and name them:
         --peer-dir DIR --time DIR/time --no-callgrind --only server,mix,...
 
 Needs: cc, g++, valgrind, redis-server and redis-benchmark, python3.11 and
-its test suite (Debian: libpython3.11-testsuite), and the peers' libraries
-(libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4).
+its test suite (Debian: libpython3.11-testsuite), the peers' libraries
+(libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4), and for the
+`espresso` row pip and PyPI: Berkeley espresso's C source is taken from the
+`pyeda` source distribution (see `build_espresso`) and built once into the
+build directory.
 """
 
 import argparse
@@ -43,6 +46,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +82,11 @@ C_PROGRAMS = {
     "realloc": ("realloc.c", "random sizes, realloc up to 8 MiB, cross-thread"),
     "churn": ("churn.c", "thread churn: 400 rounds of short-lived threads"),
 }
+# The single-threaded logic minimiser (mimalloc-bench's `espresso`):
+# Berkeley espresso, whose C source the `pyeda` package carries in its
+# source distribution (thirdparty/espresso); its input comes from
+# `espresso_pla.py`.
+ESPRESSO_SDIST = "pyeda==0.29.0"
 PY = "/usr/bin/python3.11"
 TIME = "/usr/bin/time"
 PY_TESTS = ["test_dict", "test_re", "test_heapq", "test_collections",
@@ -86,15 +95,40 @@ REDIS_TESTS = ["SET", "GET", "LPUSH", "LRANGE_100"]
 REDIS_PIPELINED = ["SET", "GET"]
 
 
-def build(build_dir):
-    """Compiles the C and C++ workloads and the callgrind loop."""
+def build(build_dir, names):
+    """Compiles the C and C++ workloads and the callgrind loop, and
+    espresso when its row is asked for."""
     build_dir.mkdir(parents=True, exist_ok=True)
+    if "espresso" in names:
+        build_espresso(build_dir)
     for name, (src, _) in C_PROGRAMS.items():
         cc = ["g++", "-std=c++17"] if src.endswith(".cc") else ["cc", "-std=gnu11"]
         run_checked(cc + ["-O2", "-g", "-pthread", "-Wall", "-Wextra", "-o",
                           str(build_dir / name), str(HERE / src)])
     run_checked(["cc", "-O2", "-fno-builtin", "-o", str(build_dir / "cgloop"),
                  str(HERE / "cgloop.c")])
+
+
+def build_espresso(build_dir):
+    """Berkeley espresso from `pyeda`'s source distribution (downloaded
+    with pip from PyPI, not kept in this repository), and its input. Once:
+    a build directory that has both keeps them."""
+    binary, pla = build_dir / "espresso", build_dir / "espresso.pla"
+    if not pla.exists():
+        res = subprocess.run([sys.executable, str(HERE / "espresso_pla.py")],
+                             capture_output=True, text=True, check=True)
+        pla.write_text(res.stdout)
+    if binary.exists():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        run_checked([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                     "-d", tmp, ESPRESSO_SDIST])
+        (sdist,) = Path(tmp).glob("pyeda-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter="data")
+        (src,) = Path(tmp).glob("pyeda-*/thirdparty/espresso/src")
+        # K&R-era C: its warnings are not ours to fix.
+        run_checked(["cc", "-O2", "-w", "-o", str(binary)] + sorted(str(c) for c in src.glob("*.c")))
 
 
 def run_checked(cmd):
@@ -147,6 +181,13 @@ def c_workload(name, build_dir, args):
     def run(alloc):
         return {name: measure([str(build_dir / name), str(args.threads), str(args.scale)],
                               env_for(alloc), expect=r"^ok ")}
+    return run
+
+
+def espresso(build_dir):
+    def run(alloc):
+        return {"espresso": measure([str(build_dir / "espresso"), str(build_dir / "espresso.pla")],
+                                    env_for(alloc), expect=r"(?m)^\.e$")}
     return run
 
 
@@ -240,6 +281,7 @@ def redis(args):
 
 def workloads(args, build_dir):
     w = {name: c_workload(name, build_dir, args) for name in C_PROGRAMS}
+    w["espresso"] = espresso(build_dir)
     w["redis"] = redis(args)
     w["pychurn"] = py_churn(args, pymalloc=True)
     w["pychurn-malloc"] = py_churn(args, pymalloc=False)
@@ -464,7 +506,7 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} not found")
     if not args.no_build:
-        build(build_dir)
+        build(build_dir, names)
     data = {"threads": args.threads, "scale": args.scale, "reps": args.reps,
             "allocators": allocs, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load": round(os.getloadavg()[0], 1),
