@@ -329,24 +329,30 @@ fn drain_remote_slow(heap: &Heap) {
 /// classes; criterion's `realloc_grow/linear_64B_64KiB` 3.73 -> 3.87 µs.
 fn release_empty_of_kind(heap: &Heap, kind: Kind, class: usize) {
     for c in 0..CLASSES {
-        if c == class || kind_of(size_class::size_of(c)) != kind {
-            continue;
+        if c != class && kind_of(size_class::size_of(c)) == kind {
+            release_empty_of_class(heap, c);
         }
-        let mut page = heap.queues[c].head();
-        while !page.is_null() {
-            // SAFETY: pages on the heap's queues are live and owned by it.
-            let p = unsafe { &*page };
-            let next = p.own.next.get();
-            p.collect();
-            if p.used() == 0 && !p.is_queued() {
-                // SAFETY: on its class queue; empty and not queued remotely.
-                unsafe {
-                    heap.queue_remove(page);
-                    release_page(heap, page);
-                }
+    }
+}
+
+/// Collects every page on `class`'s queue and gives the empty ones back to
+/// their segments, the last one included. The calling thread owns `heap`
+/// (or holds it off the abandoned list).
+fn release_empty_of_class(heap: &Heap, class: usize) {
+    let mut page = heap.queues[class].head();
+    while !page.is_null() {
+        // SAFETY: pages on the heap's queues are live and owned by it.
+        let p = unsafe { &*page };
+        let next = p.own.next.get();
+        p.collect();
+        if p.used() == 0 && !p.is_queued() {
+            // SAFETY: on its class queue; empty and not queued remotely.
+            unsafe {
+                heap.queue_remove(page);
+                release_page(heap, page);
             }
-            page = next;
         }
+        page = next;
     }
 }
 
@@ -355,21 +361,7 @@ fn release_empty_of_kind(heap: &Heap, kind: Kind, class: usize) {
 /// The calling thread owns `heap` (or holds it off the abandoned list).
 pub fn release_empty_pages(heap: &Heap) {
     drain_remote(heap);
-    for queue in &heap.queues[..CLASSES] {
-        let mut page = queue.head();
-        while !page.is_null() {
-            // SAFETY: pages on the heap's queues are live and owned by it.
-            let p = unsafe { &*page };
-            let next = p.own.next.get();
-            p.collect();
-            if p.used() == 0 && !p.is_queued() {
-                // SAFETY: on its class queue; empty and not queued remotely.
-                unsafe {
-                    heap.queue_remove(page);
-                    release_page(heap, page);
-                }
-            }
-            page = next;
-        }
+    for class in 0..CLASSES {
+        release_empty_of_class(heap, class);
     }
 }
