@@ -35,8 +35,10 @@ fn kind_of(block_size: usize) -> Kind {
 }
 
 /// Takes a free page from one of the heap's segments (a new segment if
-/// none), preferring pages still committed, and sets it up for `class`.
-/// Null when memory cannot be had.
+/// none), preferring pages still committed ([`pick_free_page`]), and sets
+/// it up for `class`; for a class of medium or large pages, after giving
+/// back the empty pages the heap's other such classes keep
+/// ([`release_empty_of_kind`]). Null when memory cannot be had.
 pub fn new_page(heap: &Heap, class: usize) -> *mut Page {
     let block_size = size_class::size_of(class);
     let kind = kind_of(block_size);
