@@ -143,24 +143,28 @@ pub fn hole_of(b: usize, bs: usize) -> (usize, usize) {
 }
 
 /// Bytes `Page::extend` carves at a time from a page of blocks larger
-/// than [`SMALL_CARVE_MAX`] (at least one block).
-pub const FIRST_CARVE: usize = 16 * 1024;
+/// than [`SMALL_CARVE_MAX`] (at least one block): one to three blocks of
+/// 2-8 KiB, one block above.
+pub const FIRST_CARVE: usize = 8 * 1024;
 
-/// Blocks up to this size are carved [`SMALL_CARVE`] bytes at a time (16
+/// Blocks up to this size are carved [`SMALL_CARVE`] bytes at a time (2
 /// blocks at least).
 pub const SMALL_CARVE_MAX: usize = 2048;
 
 /// Bytes `Page::extend` carves at a time from a page of blocks of at most
-/// [`SMALL_CARVE_MAX`] bytes. Every size class a heap uses touches one
-/// carving before it holds a block, so the smaller step lowers the peak of
-/// programs with few blocks per class (`benches/programs`, peak RSS, 5
-/// interleaved runs with 8 KiB for every class: `perthread` 8.14 -> 7.89
-/// MiB, `mix` 55.6 -> 55.0). Up to 2 KiB (4 blocks a carving at least)
-/// since the header classes (`size_class`) put three more classes in that
-/// range; the callgrind loop's malloc+free stays at 55 instructions at
-/// 1 KiB. Larger blocks keep 16 KiB; 4 KiB carvings for all cost an
-/// instruction.
-pub const SMALL_CARVE: usize = 8 * 1024;
+/// [`SMALL_CARVE_MAX`] bytes: one OS page. Carving writes every block's
+/// link, so every size class a heap uses keeps one carving resident
+/// before it holds a block, and a class that holds a few blocks (a
+/// phase's, a short thread's, a program's start) keeps no more than a
+/// page. (`benches/programs`, peak RSS medians of 9 interleaved runs
+/// against 8 KiB here and 16 KiB for blocks of 2-8 KiB: `espresso` 4,596
+/// -> 4,356 KiB, `prodcons` 3,180 -> 3,056, `perthread` 7,532 -> 7,404,
+/// `mix` 51,052 -> 50,796, `churn` 3,820 -> 3,692, `server` 7,220 ->
+/// 6,940, in the same times; callgrind's malloc+free loop unchanged at
+/// 55 / 55 / 62 instructions, criterion's `alloc_100k_then_free`, which
+/// carves every class, 0.64-0.91 ms either way. Before, 8 KiB against 16
+/// for every class: `perthread` 8.14 -> 7.89 MiB, `mix` 55.6 -> 55.0.)
+pub const SMALL_CARVE: usize = 4 * 1024;
 
 /// Blocks of `block_size` bytes one carving takes (before the page's end).
 #[inline]
