@@ -143,34 +143,47 @@ pub fn hole_of(b: usize, bs: usize) -> (usize, usize) {
 }
 
 /// Bytes `Page::extend` carves at a time from a page of blocks larger
-/// than [`SMALL_CARVE_MAX`] (at least one block): one to three blocks of
-/// 2-8 KiB, one block above.
-pub const FIRST_CARVE: usize = 8 * 1024;
+/// than [`MID_CARVE_MAX`] (at least one block).
+pub const FIRST_CARVE: usize = 16 * 1024;
 
-/// Blocks up to this size are carved [`SMALL_CARVE`] bytes at a time (2
+/// Blocks up to this size are carved [`SMALL_CARVE`] bytes at a time (4
 /// blocks at least).
-pub const SMALL_CARVE_MAX: usize = 2048;
+pub const SMALL_CARVE_MAX: usize = 1024;
 
 /// Bytes `Page::extend` carves at a time from a page of blocks of at most
 /// [`SMALL_CARVE_MAX`] bytes: one OS page. Carving writes every block's
 /// link, so every size class a heap uses keeps one carving resident
 /// before it holds a block, and a class that holds a few blocks (a
 /// phase's, a short thread's, a program's start) keeps no more than a
-/// page. (`benches/programs`, peak RSS medians of 9 interleaved runs
-/// against 8 KiB here and 16 KiB for blocks of 2-8 KiB: `espresso` 4,596
-/// -> 4,356 KiB, `prodcons` 3,180 -> 3,056, `perthread` 7,532 -> 7,404,
-/// `mix` 51,052 -> 50,796, `churn` 3,820 -> 3,692, `server` 7,220 ->
-/// 6,940, in the same times; callgrind's malloc+free loop unchanged at
-/// 55 / 55 / 62 instructions, criterion's `alloc_100k_then_free`, which
-/// carves every class, 0.64-0.91 ms either way. Before, 8 KiB against 16
-/// for every class: `perthread` 8.14 -> 7.89 MiB, `mix` 55.6 -> 55.0.)
+/// page. (`benches/programs`, peak RSS medians of 11 interleaved runs
+/// against 8 KiB here: `perthread` 7,636 -> 7,404 KiB, `churn` 3,924 ->
+/// 3,692, `espresso` 4,580 -> 4,520, `mix` 51,024 -> 50,796, `prodcons`
+/// 3,156 -> 3,168; callgrind's
+/// malloc+free loop unchanged at 55 / 55 / 62 instructions; in all,
+/// `perthread` 2.6% more instructions (256 -> 263 M at a quarter of its
+/// length: [`carve_blocks`] also sets how many free blocks a page needs to
+/// be taken before carving), `prodcons` and `mix` 0.4%. Carving 4 KiB for
+/// blocks to 2 KiB and 8 KiB for 2-8 KiB as well took `espresso` to 4,356
+/// but cost `prodcons` 4.1% more instructions and `mix` 1.5%: its pages
+/// are carved anew each time they empty and are taken again.)
 pub const SMALL_CARVE: usize = 4 * 1024;
+
+/// Blocks up to this size are carved [`MID_CARVE`] bytes at a time (4
+/// blocks at least).
+pub const MID_CARVE_MAX: usize = 2048;
+
+/// Bytes `Page::extend` carves at a time from a page of blocks of 1-2 KiB.
+/// (Before [`SMALL_CARVE`], every class to 2 KiB: 8 KiB against 16 for
+/// every class took `perthread` 8.14 -> 7.89 MiB, `mix` 55.6 -> 55.0.)
+pub const MID_CARVE: usize = 8 * 1024;
 
 /// Blocks of `block_size` bytes one carving takes (before the page's end).
 #[inline]
 pub const fn carve_blocks(block_size: usize) -> usize {
     if block_size <= SMALL_CARVE_MAX {
         SMALL_CARVE / block_size
+    } else if block_size <= MID_CARVE_MAX {
+        MID_CARVE / block_size
     } else if block_size <= FIRST_CARVE {
         FIRST_CARVE / block_size
     } else {
