@@ -2,31 +2,19 @@
 //! it uses (rounded up to a page) as committed tail; the rest goes back at
 //! once. The tail a block `realloc` grows into keeps is `realloc_growth`'s.
 
-use std::alloc::{alloc, dealloc, Layout};
+use std::alloc::{alloc, dealloc};
 
-use shrinkalloc::options::{set, Opt};
+mod common;
+use common::{bytes as layout, cache_a_written_block};
 
 #[global_allocator]
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
 
 const MIB: usize = 1 << 20;
 
-fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size, 1).unwrap()
-}
-
 #[test]
 fn malloc_from_the_cache_gives_back_the_tail() {
-    set(Opt::PurgeDelayMs, 3_600_000);
-    shrinkalloc::purge();
-    // SAFETY: a non-zero size.
-    let big = std::hint::black_box(unsafe { alloc(layout(6 * MIB)) });
-    assert!(!big.is_null());
-    // SAFETY: `big` holds 6 MiB; every page written, then freed into the cache.
-    unsafe {
-        big.write_bytes(1, 6 * MIB);
-        dealloc(std::hint::black_box(big), layout(6 * MIB));
-    }
+    let big = cache_a_written_block(6 * MIB);
     let before = shrinkalloc::stats().committed;
     // 4 MiB: the 6 MiB block is within twice the reserve asked; its 2 MiB
     // tail is within what a realloc-grown block keeps whole.

@@ -4,33 +4,21 @@
 //! that tail goes back to the OS rather than stay resident for the block's
 //! life.
 
-use std::alloc::{alloc, dealloc, realloc, Layout};
+use std::alloc::{alloc, dealloc, realloc};
 
-use shrinkalloc::options::{set, Opt};
+mod common;
+use common::{bytes as layout, cache_a_written_block};
 
 #[global_allocator]
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
 
 const MIB: usize = 1 << 20;
 
-fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size, 1).unwrap()
-}
-
 #[test]
 fn growth_in_place_gives_back_the_tail_past_one_mib() {
-    // Nothing cached goes back on a timer while the test runs.
-    set(Opt::PurgeDelayMs, 3_600_000);
-    shrinkalloc::purge();
-    // SAFETY: a non-zero size.
-    let big = std::hint::black_box(unsafe { alloc(layout(8 * MIB)) });
-    assert!(!big.is_null());
-    // SAFETY: `big` holds 8 MiB; every page written, then freed into the
-    // cache, committed.
-    unsafe {
-        big.write_bytes(1, 8 * MIB);
-        dealloc(std::hint::black_box(big), layout(8 * MIB));
-    }
+    // An 8 MiB block in the cache, committed; nothing cached goes back on
+    // a timer while the test runs.
+    let big = cache_a_written_block(8 * MIB);
     // A 1 MiB block grown to 2 MiB becomes a huge block with room to grow:
     // the cached 8 MiB block, which keeps 4 MiB of its tail committed.
     // SAFETY: a non-zero size.

@@ -448,3 +448,26 @@ pub fn rss_bytes() -> usize {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     pages * page as usize
 }
+
+/// A layout of `size` bytes aligned to 1.
+pub fn bytes(size: usize) -> Layout {
+    Layout::from_size_align(size, 1).unwrap()
+}
+
+/// For the huge block cache's tests: stops the timed purge for the rest
+/// of the test, empties the cache, then allocates a huge block of `size`
+/// bytes through the global allocator, writes every page of it and frees
+/// it, so that the cache holds it whole, committed. Returns its address.
+pub fn cache_a_written_block(size: usize) -> *mut u8 {
+    shrinkalloc::options::set(shrinkalloc::options::Opt::PurgeDelayMs, 3_600_000);
+    shrinkalloc::purge();
+    // SAFETY: a non-zero size.
+    let big = std::hint::black_box(unsafe { std::alloc::alloc(bytes(size)) });
+    assert!(!big.is_null());
+    // SAFETY: `big` holds `size` bytes; every page written, then freed.
+    unsafe {
+        big.write_bytes(1, size);
+        std::alloc::dealloc(std::hint::black_box(big), bytes(size));
+    }
+    big
+}
