@@ -158,11 +158,11 @@ pub const SMALL_CARVE_MAX: usize = 1024;
 /// page. (`benches/programs`, peak RSS medians of 11 interleaved runs
 /// against 8 KiB here: `perthread` 7,636 -> 7,404 KiB, `churn` 3,924 ->
 /// 3,692, `espresso` 4,580 -> 4,520, `mix` 51,024 -> 50,796, `prodcons`
-/// 3,156 -> 3,168; callgrind's
-/// malloc+free loop unchanged at 55 / 55 / 62 instructions; in all,
-/// `perthread` 2.6% more instructions (256 -> 263 M at a quarter of its
-/// length: [`carve_blocks`] also sets how many free blocks a page needs to
-/// be taken before carving), `prodcons` and `mix` 0.4%. Carving 4 KiB for
+/// 3,156 -> 3,168; callgrind's malloc+free loop unchanged at 55 / 55 / 62
+/// instructions; in all, `perthread` 2.6% more instructions (256 -> 263 M
+/// at a quarter of its length: [`carve_blocks`] also sets how many free
+/// blocks a page needs to be taken before carving), `prodcons` and `mix`
+/// 0.4%. Carving 4 KiB for
 /// blocks to 2 KiB and 8 KiB for 2-8 KiB as well took `espresso` to 4,356
 /// but cost `prodcons` 4.1% more instructions and `mix` 1.5%: its pages
 /// are carved anew each time they empty and are taken again.)
