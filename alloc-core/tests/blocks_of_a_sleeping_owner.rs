@@ -12,12 +12,14 @@
 //! committed count is back where it started (no drift either way).
 
 mod common;
+mod sleeper;
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use common::Block;
+use sleeper::Alarm;
 
 #[global_allocator]
 static GLOBAL: shrinkalloc::ShrinkAlloc = shrinkalloc::ShrinkAlloc;
@@ -33,16 +35,18 @@ fn committed() -> usize {
 }
 
 /// The owner's blocks of `size` bytes: allocated on a thread of their own
-/// and handed to the caller; the thread then sleeps until `wake` says,
-/// allocates as many again, checks and frees them, and exits.
-fn sleeping_owner(size: usize, wake: mpsc::Receiver<()>) -> (Vec<Block>, thread::JoinHandle<()>) {
+/// and handed to the caller once that thread sleeps (in `read(2)`: no
+/// allocation, no slow path, while the blocks are freed; see `sleeper`).
+/// Woken by the alarm, it allocates as many again, checks and frees them,
+/// and exits.
+fn sleeping_owner(size: usize) -> (Vec<Block>, Alarm, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
+    let (bed, alarm) = sleeper::bed();
     let n = TOTAL / size;
     let owner = thread::spawn(move || {
         let blocks: Vec<Block> = (0..n).map(|i| Block::new(size, 8, common::How::Malloc, false, i as u64)).collect();
         tx.send(blocks).unwrap();
-        // Asleep: no allocation, no slow path, while the blocks are freed.
-        wake.recv().unwrap();
+        assert!(bed.sleep(), "the test ended without waking the owner");
         let again: Vec<Block> =
             (0..n).map(|i| Block::new(size, 8, common::How::Malloc, false, (n + i) as u64)).collect();
         shrinkalloc::check::check_thread_heap().expect("the owner's pages after they started over");
@@ -52,7 +56,9 @@ fn sleeping_owner(size: usize, wake: mpsc::Receiver<()>) -> (Vec<Block>, thread:
         again.into_iter().for_each(Block::free);
         shrinkalloc::check::check_thread_heap().expect("the owner's pages after freeing");
     });
-    (rx.recv().unwrap(), owner)
+    let blocks = rx.recv().unwrap();
+    alarm.wait_asleep();
+    (blocks, alarm, owner)
 }
 
 #[test]
@@ -65,8 +71,7 @@ fn purge_gives_back_blocks_freed_into_a_sleeping_owners_pages() {
 fn purge_gives_back(size: usize) {
     shrinkalloc::purge();
     let start = committed();
-    let (wake_tx, wake_rx) = mpsc::channel();
-    let (blocks, owner) = sleeping_owner(size, wake_rx);
+    let (blocks, alarm, owner) = sleeping_owner(size);
     let full = committed();
     assert!(full >= start + 15 * MIB, "the blocks were never committed: {start} -> {full}");
     blocks.into_iter().for_each(Block::free);
@@ -96,7 +101,7 @@ fn purge_gives_back(size: usize) {
         rss_purged >> 10
     );
 
-    wake_tx.send(()).unwrap();
+    alarm.wake();
     owner.join().unwrap();
     shrinkalloc::purge();
     let end = committed();
@@ -123,8 +128,7 @@ fn an_idle_process_gives_back_blocks_of_a_sleeping_owner() {
         assert!(stdout.contains("IDLE OK"), "{stdout}\n{stderr}");
         return;
     }
-    let (wake_tx, wake_rx) = mpsc::channel();
-    let (blocks, owner) = sleeping_owner(SIZES[0], wake_rx);
+    let (blocks, alarm, owner) = sleeping_owner(SIZES[0]);
     // Measured before the frees: the monitor's tick may empty pages while
     // they run.
     let freed = committed();
@@ -133,7 +137,7 @@ fn an_idle_process_gives_back_blocks_of_a_sleeping_owner() {
     thread::sleep(Duration::from_millis(2000));
     let idle = committed();
     assert!(idle + 15 * MIB <= freed, "idle for 2 s (10 purge delays), committed went from {freed} to {idle} only");
-    wake_tx.send(()).unwrap();
+    alarm.wake();
     owner.join().unwrap();
     println!("IDLE OK {freed} -> {idle}");
 }
@@ -147,14 +151,15 @@ fn a_page_counted_short_then_reused_is_emptied_later() {
     use std::collections::BTreeMap;
     const N: usize = 3 * 128;
     let (tx, rx) = mpsc::channel::<Vec<usize>>();
-    let (wake_tx, wake_rx) = mpsc::channel::<()>();
+    let ((bed1, alarm1), (bed2, alarm2)) = (sleeper::bed(), sleeper::bed());
     let owner = thread::spawn(move || {
-        for _ in 0..2 {
+        for bed in [bed1, bed2] {
             tx.send((0..N).map(|_| shrinkalloc::raw::malloc(SIZES[0]) as usize).collect()).unwrap();
-            wake_rx.recv().unwrap();
+            assert!(bed.sleep(), "the test ended without waking the owner");
         }
     });
     let first = rx.recv().unwrap();
+    alarm1.wait_asleep();
     // All but one block of each page freed here: each chain counted short.
     let mut pages: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for &p in &first {
@@ -167,16 +172,17 @@ fn a_page_counted_short_then_reused_is_emptied_later() {
     };
     pages.values().flat_map(|v| v[1..].iter().copied()).for_each(free);
     shrinkalloc::purge();
-    wake_tx.send(()).unwrap();
+    alarm1.wake();
     // The owner collected those chains and allocated again, the old heads
     // first (the free list is last in, first out).
     let second = rx.recv().unwrap();
+    alarm2.wait_asleep();
     kept.into_iter().for_each(free);
     let before = shrinkalloc::stats().stranded_pages;
     second.into_iter().rev().for_each(free);
     shrinkalloc::purge();
     let emptied = shrinkalloc::stats().stranded_pages - before;
-    wake_tx.send(()).unwrap();
+    alarm2.wake();
     owner.join().unwrap();
     assert!(emptied >= 2, "{emptied} pages given back after every block of three came back");
 }

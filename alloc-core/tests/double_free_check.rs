@@ -8,6 +8,8 @@
 //! Each case runs in a child process (this test binary again, running only
 //! the ignored `child` test), since a caught double free aborts it.
 
+mod sleeper;
+
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
@@ -83,17 +85,18 @@ fn child() {
         // freed from here, then a purge): a free into it is a second one,
         // from the owner or from another thread.
         "into-an-emptied-page-by-its-owner" => {
-            let (blocks, wake, owner) = emptied_page();
+            let (blocks, wake, alarm, owner) = emptied_page();
             let first = blocks[0];
             wake.send(Box::new(move || {
                 // SAFETY: freed already (from the other thread): the point.
                 unsafe { raw::free(first as *mut u8) }
             }))
             .unwrap();
+            alarm.wake();
             owner.join().unwrap();
         }
         "into-an-emptied-page-by-another-thread" => {
-            let (blocks, _wake, _owner) = emptied_page();
+            let (blocks, _wake, _alarm, _owner) = emptied_page();
             // SAFETY: freed already: the point.
             unsafe { raw::free(blocks[0] as *mut u8) };
         }
@@ -108,21 +111,26 @@ fn child() {
 type Wake = Box<dyn FnOnce() + Send>;
 
 /// A thread allocates two pages and a little of 64-byte blocks and sleeps
-/// until told what to do; this thread frees them all and purges, which
-/// empties the sleeper's full pages. Returns the blocks' addresses, the
-/// sleeper's wake-up channel and its handle.
-fn emptied_page() -> (Vec<usize>, std::sync::mpsc::Sender<Wake>, std::thread::JoinHandle<()>) {
+/// (in `read(2)`, see `sleeper`); this thread frees them all and purges,
+/// which empties the sleeper's full pages. Returns the blocks' addresses,
+/// the channel of what the sleeper does when woken, its alarm and its
+/// handle.
+fn emptied_page() -> (Vec<usize>, std::sync::mpsc::Sender<Wake>, sleeper::Alarm, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let (wake_tx, wake_rx) = std::sync::mpsc::channel::<Wake>();
+    let (bed, alarm) = sleeper::bed();
     let owner = std::thread::spawn(move || {
         let blocks: Vec<usize> = (0..2 * 1024 + 8).map(|_| raw::malloc_c(64) as usize).collect();
         assert!(blocks.iter().all(|&p| p != 0));
         tx.send(blocks).unwrap();
-        if let Ok(action) = wake_rx.recv() {
-            action();
+        if bed.sleep() {
+            if let Ok(action) = wake_rx.try_recv() {
+                action();
+            }
         }
     });
     let blocks = rx.recv().unwrap();
+    alarm.wait_asleep();
     let before = shrinkalloc::stats().stranded_pages;
     for &p in &blocks {
         // SAFETY: live blocks from `malloc_c`, each freed once here.
@@ -131,7 +139,7 @@ fn emptied_page() -> (Vec<usize>, std::sync::mpsc::Sender<Wake>, std::thread::Jo
     shrinkalloc::purge();
     let emptied = shrinkalloc::stats().stranded_pages - before;
     assert!(emptied >= 2, "the sleeping owner's full pages were not emptied ({emptied})");
-    (blocks, wake_tx, owner)
+    (blocks, wake_tx, alarm, owner)
 }
 
 #[test]

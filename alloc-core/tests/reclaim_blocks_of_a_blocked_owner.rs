@@ -1,5 +1,5 @@
 //! Blocks that reclaim frees into the pages of a thread that does not
-//! allocate (blocked, here on a channel, as a main thread in
+//! allocate (blocked, here in `read(2)`, as a main thread in
 //! `pthread_join`) give their memory back at once: the allocation that
 //! needed the room gets it, although the pages stay the sleeping owner's.
 //! Issue 15: "no allocation at an explicit hard limit is refused while the
@@ -11,6 +11,7 @@
 //! committed count is back where it started (no drift either way).
 
 mod reclaim_support;
+mod sleeper;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ fn blocks_freed_into_a_sleeping_owners_pages_make_room_at_once() {
     let start = committed();
     let cache = Cache::new(Needs::NONE);
     let (filled_tx, filled_rx) = mpsc::channel();
-    let (wake_tx, wake_rx) = mpsc::channel::<()>();
+    let (bed, alarm) = sleeper::bed();
     let owner = {
         let cache = Arc::clone(&cache);
         thread::spawn(move || {
@@ -53,7 +54,7 @@ fn blocks_freed_into_a_sleeping_owners_pages_make_room_at_once() {
             }
             filled_tx.send(()).unwrap();
             // Asleep while the other thread's reclaim frees its blocks.
-            wake_rx.recv().unwrap();
+            assert!(bed.sleep(), "the test ended without waking the owner");
             // Awake: allocate from the same pages again (their blocks
             // come off `decommitted`, charged again), then give it all up.
             let again: Vec<Raw> = (0..CACHED / 2).map(|_| Raw::try_new(SMALL).expect("reallocating")).collect();
@@ -64,6 +65,7 @@ fn blocks_freed_into_a_sleeping_owners_pages_make_room_at_once() {
         })
     };
     filled_rx.recv().unwrap();
+    alarm.wait_asleep();
     let hard = committed() + ROOM;
     set_soft_limit(None);
     set_hard_limit(Some(hard));
@@ -90,7 +92,7 @@ fn blocks_freed_into_a_sleeping_owners_pages_make_room_at_once() {
     // Lift the limit, wake the owner, and free everything.
     set_hard_limit(None);
     drop(mine);
-    wake_tx.send(()).unwrap();
+    alarm.wake();
     owner.join().unwrap();
     drop(h);
     cache.lock().clear();
