@@ -95,3 +95,17 @@ fn count(mut b: *mut Block) -> usize {
     }
     n
 }
+
+/// Segments the decay tick will walk at its next pass: those where a page
+/// became free or was queued for its owner since a walk last found nothing
+/// there to wait for. A process whose pages all hold live blocks has none
+/// once a tick has passed. For tests and diagnostics.
+pub fn segments_to_look_at() -> usize {
+    // Relaxed: a reading; see `segment::LOOKS` for its brief wrap.
+    let n = crate::segment::LOOKS.load(Ordering::Relaxed);
+    if n > isize::MAX as usize {
+        0
+    } else {
+        n
+    }
+}

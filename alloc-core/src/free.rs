@@ -318,6 +318,10 @@ pub(crate) fn notify_owner(page: *mut Page) {
     // it holds a live block or was emptied); `remote_pages` is the one
     // field other threads touch, atomically.
     let stack = unsafe { &(*owner).remote_pages };
+    // Before the page goes on the stack: from then on its owner may drain
+    // and retire it, and give its segment back.
+    // SAFETY: as above, the page is in use, so its segment is mapped.
+    unsafe { (*segment::segment_of(page.cast())).wants_a_look() };
     // Relaxed: the CAS below publishes.
     let mut head = stack.load(Ordering::Relaxed);
     loop {

@@ -231,6 +231,9 @@ pub unsafe fn release_page(heap: &Heap, page: *mut Page) {
     };
     // Release pairs with the Acquire CAS of the purger and of `new_page`.
     p.shared.state.store(now, Ordering::Release);
+    if now == state::FREE {
+        s.wants_a_look();
+    }
     s.used_pages.set(s.used_pages.get() - 1);
     if s.used_pages.get() == 0 {
         seg_list_remove(heap, s);

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::heap::{self, empty_heap, Heap};
 use crate::options::{self, Opt};
-use crate::page::{state, Page, PurgeRun};
+use crate::page::{state, Page, PurgeRun, XF_EMPTIED, XF_QUEUED};
 use crate::page_alloc;
 use crate::segment::{self, Kind, Segment, ALL};
 use crate::{commit, huge, os, thread};
@@ -140,6 +140,16 @@ pub fn purge() -> usize {
     bytes + purge_pass(now, purge_delay_ms(), true)
 }
 
+/// The pass over every segment: cached segments, the huge cache, then
+/// each page. With `force` (`purge()`), every page; otherwise (the decay
+/// tick) only the segments that carry `Segment::look`: with the purge
+/// delay of 50 ms the tick runs up to 80 times a second, and a walk of
+/// every page record cost a process with 2 GiB of small blocks live 4.5%
+/// of its CPU time while it allocated (8 GiB: 15%, as much as `malloc`
+/// itself), where most segments hold only pages in use with nothing to
+/// give back. A segment carries the flag from the moment one of its pages
+/// becomes free or is queued for its owner until a walk finds nothing
+/// left to wait for there ([`work_left`]).
 fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     let (before, surplus_before) = if force {
         (u64::MAX, u64::MAX)
@@ -148,18 +158,47 @@ fn purge_pass(now: u64, delay: u64, force: bool) -> usize {
     };
     let mut bytes = segment::evict_cached(before, surplus_before);
     bytes += huge::purge_cache(now, delay, force);
+    // Acquire pairs with the Release of the count in `wants_a_look`.
+    if !force && segment::LOOKS.load(Ordering::Acquire) == 0 {
+        return bytes;
+    }
     for_each_segment(|s| {
+        // A tick walks only the segments where a page became free or was
+        // queued for its owner since a tick last left nothing there;
+        // `purge()` walks them all.
+        if !force && !s.take_look() {
+            return;
+        }
         // A run ends with its segment, flushed while `ALL`'s lock keeps the
         // segment mapped.
         let pages = &s.pages[..s.page_count];
         let mut run = PurgeRun::EMPTY;
+        let mut left = false;
         for index in 0..pages.len() {
             bytes += empty_stranded(&pages[index], !force);
             bytes += purge_page(pages, index, now, delay, force, &mut run);
+            left |= work_left(&pages[index]);
         }
         run.flush(pages);
+        if left {
+            s.wants_a_look();
+        }
     });
     bytes
+}
+
+/// Whether `page`, just walked by the tick, still waits for a later one: a
+/// free page not yet idle for the delay, or a page queued for its owner
+/// (which may yet have every block come back) and not emptied.
+fn work_left(page: &Page) -> bool {
+    match page.shared.state.load(Ordering::Relaxed) {
+        state::FREE => true,
+        state::IN_USE => {
+            let xf = page.shared.xfree.load(Ordering::Relaxed);
+            xf & XF_QUEUED != 0 && xf & XF_EMPTIED == 0
+        }
+        _ => false,
+    }
 }
 
 /// Purges page `index` of `pages` (a segment's) if it is free (and idle

@@ -22,7 +22,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::lock::SpinLock;
 use crate::options::{self, Opt};
@@ -118,7 +118,50 @@ pub struct Segment {
     pub huge_zero: Cell<bool>,
     /// When the segment entered a cache (ms).
     pub cached_at: Cell<u64>,
+    /// Whether the decay tick has work here: set when one of its pages
+    /// becomes free or is queued for its owner ([`Segment::wants_a_look`]),
+    /// taken by the tick's pass, which walks only the segments that carry
+    /// it and sets it again where it leaves work for a later tick
+    /// (`purge.rs`).
+    pub look: AtomicBool,
 }
+
+impl Segment {
+    /// Tells the decay tick that a page of this segment just became free
+    /// or was queued for its owner, after the store that made it so.
+    #[inline]
+    pub fn wants_a_look(&self) {
+        // A load first: the flag shares a line with fields the free path
+        // reads, and is mostly set already while a segment is busy.
+        // Release pairs with the tick's Acquire swap: a tick that takes
+        // the flag sees the page's new state.
+        if !self.look.load(Ordering::Relaxed) && !self.look.swap(true, Ordering::Release) {
+            // Release: a tick that reads the count sees the flag.
+            LOOKS.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// For the decay tick: takes the flag; whether it was set.
+    #[inline]
+    pub fn take_look(&self) -> bool {
+        // A load first: most segments are clean, and a swap would write
+        // each header. Acquire pairs with the Release of `wants_a_look`.
+        let had = self.look.load(Ordering::Relaxed) && self.look.swap(false, Ordering::Acquire);
+        if had {
+            LOOKS.fetch_sub(1, Ordering::Relaxed);
+        }
+        had
+    }
+}
+
+/// Segments that carry `Segment::look`, so that a tick with none to look
+/// at does not walk the list of segments at all (a process allocating 8
+/// GiB of small blocks, no page ever free, spent 1.7% of its time walking
+/// 2,048 headers 80 times a second). Counted on each flag's change; a
+/// tick may take a flag just before its setter counts it, so the count
+/// may wrap below zero for that moment, which reads as "not zero" (a walk
+/// more, never one less).
+pub static LOOKS: AtomicUsize = AtomicUsize::new(0);
 
 /// One byte per 4 MiB region of the 47-bit address space: 0 when the region
 /// holds none of our segments, [`MAP_SMALL`] for the (only) region of a
@@ -354,6 +397,8 @@ pub unsafe fn unmap_segment(seg: *mut Segment) {
             unsafe { (*next).all_prev.set(prev) };
         }
     }
+    // Off `ALL`: no tick takes its flag now, so it leaves the count here.
+    s.take_look();
     let (size, committed) = (s.size, committed_bytes(s));
     map_set(seg, size, None);
     os::unmap(seg.cast(), size);
