@@ -114,8 +114,9 @@ pub const VARS: [VarSpec; 10] = [
     // 66 / 66 / 60-61.5 MiB, mimalloc 61; CPython's test slice 52-54 / 49 /
     // 42-49). A program that frees and allocates again within the delay
     // still reuses its pages without faults; the decay tick, every quarter
-    // of the delay, walks the segments (a load per page). mimalloc 2.1
-    // purges after 10 ms.
+    // of the delay, walks only the segments where a page became free or
+    // was queued for its owner (`purge_pass`). mimalloc 2.1 purges after
+    // 10 ms.
     VarSpec {
         var: Var::PurgeDelayMs,
         name: "SHRINKALLOC_PURGE_DELAY_MS",
